@@ -1,0 +1,61 @@
+# fastsocket-rs: build the patched kernel and the Rust module, boot them, test them.
+#
+#   make demo   build everything, boot, compare unchanged nginx with and without the module
+#   make test   host tests + booted-kernel tests on the debug kernel (what CI runs)
+#
+# Kernel trees are cached in $(FASTSOCKET_CACHE) (default /var/cache/fastsocket-rs), keyed by
+# kernel package version, patch series, config and toolchain.
+
+SHELL := /bin/bash
+export FASTSOCKET_CACHE ?= /var/cache/fastsocket-rs
+S := scripts
+TESTS_BIN := userspace-tests/target/release/fastsocket-tests
+
+.PHONY: all deps kernel kernel-perf module module-perf host-test userspace vm-test test demo \
+	checkpatch clean help
+
+help:
+	@sed -n '2,7p' Makefile
+
+all: test
+
+deps:
+	@bash $(S)/install-deps.sh
+
+kernel: deps
+	@FLAVOUR=debug bash $(S)/build-kernel.sh
+
+kernel-perf: deps
+	@FLAVOUR=perf bash $(S)/build-kernel.sh
+
+module: kernel
+	@FLAVOUR=debug bash $(S)/build-module.sh >/dev/null
+
+module-perf: kernel-perf
+	@FLAVOUR=perf bash $(S)/build-module.sh >/dev/null
+
+# Pure logic of the module and the test runner's own parsers, on the host.
+host-test: deps
+	@echo "[host-test] cargo test: rust/logic, userspace-tests"
+	@cd rust/logic && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
+	@cd userspace-tests && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
+
+userspace: deps
+	@cd userspace-tests && cargo build -q --release --locked
+
+vm-test: module userspace
+	@bash $(S)/vm-run.sh -- $(CURDIR)/$(TESTS_BIN) \
+		--module $(FASTSOCKET_CACHE)/module/debug/fastsocket.ko
+
+test: host-test checkpatch vm-test
+
+demo: module-perf userspace
+	@bash $(S)/vm-run.sh -- bash $(CURDIR)/$(S)/guest/demo.sh \
+		$(FASTSOCKET_CACHE)/module/perf/fastsocket.ko
+
+# The kernel patches follow the kernel's coding style.
+checkpatch: deps
+	@bash $(S)/checkpatch.sh
+
+clean:
+	rm -rf rust/logic/target userspace-tests/target

@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! fastsocket: per-CPU TCP socket tables for unchanged servers.
+//!
+//! The patched kernel calls the hooks registered here (see `sys::hooks`); the module keeps its
+//! state per network namespace (`netstate`) and shows it in `/proc/net/fastsocket`, with its
+//! knobs in `/proc/sys/net/fastsocket/`. See `Documentation/architecture.md`.
+
+use kernel::{c_str, prelude::*};
+
+// The host crate uses these files as a library, hence their `pub` items.
+#[expect(unreachable_pub)]
+#[path = "logic/stats.rs"]
+mod logic_stats;
+mod netstate;
+mod stats;
+mod sys;
+
+/// The pure-logic files shared with the host test crate in `rust/logic`.
+mod logic {
+    pub(crate) use super::logic_stats as stats;
+}
+
+use netstate::NetState;
+use sys::pernet::PerNetRegistration;
+use sys::{
+    cpu,
+    hooks::{self, Hooks, HooksVTable},
+    net::{RcuReadSection, Sock},
+};
+
+module! {
+    type: FastSocket,
+    name: "fastsocket",
+    author: "fastsocket-rs developers",
+    description: "Per-CPU TCP socket tables for unchanged servers",
+    license: "GPL",
+}
+
+struct FastSocketHooks;
+
+#[vtable]
+impl Hooks for FastSocketHooks {
+    const NAME: &'static CStr = c_str!("fastsocket");
+
+    fn accept(rcu: &RcuReadSection<'_>, listener: &Sock, child: &Sock) {
+        let Some(state) = NetState::of(listener.net(), rcu) else {
+            return;
+        };
+        if state.enabled() {
+            state
+                .counters
+                .record_accept(cpu::current(), child.incoming_cpu());
+        }
+    }
+}
+
+static HOOKS: HooksVTable = hooks::vtable::<FastSocketHooks>();
+
+struct FastSocket {
+    // Fields drop in order: the hooks are gone before the state they use.
+    _hooks: hooks::Registration,
+    _net: PerNetRegistration<NetState>,
+}
+
+impl kernel::Module for FastSocket {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let net = NetState::register()?;
+        let hooks = hooks::Registration::register(&HOOKS)?;
+        pr_info!("loaded: per-CPU accept counters in /proc/net/fastsocket\n");
+        Ok(Self {
+            _hooks: hooks,
+            _net: net,
+        })
+    }
+}

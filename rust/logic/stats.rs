@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Accept statistics: what counts as local, and the `/proc/net/fastsocket` table.
+//!
+//! Pure logic, no `kernel::` imports: also built and tested on the host (`rust/logic`).
+
+use core::fmt::{self, Write};
+
+/// Whether an accept is local: the handshake completed on the CPU that accepts.
+///
+/// `incoming_cpu` is the CPU that last processed the child's packets, `None` if unknown.
+pub fn is_local(incoming_cpu: Option<u32>, accept_cpu: u32) -> bool {
+    incoming_cpu == Some(accept_cpu)
+}
+
+/// Accept counts of one CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcceptCounts {
+    /// Connections accepted on this CPU.
+    pub accepts: u64,
+    /// Of those, the ones whose handshake completed on this CPU.
+    pub local: u64,
+}
+
+impl AcceptCounts {
+    /// Accepts whose handshake completed on another CPU.
+    pub fn remote(&self) -> u64 {
+        self.accepts.saturating_sub(self.local)
+    }
+}
+
+/// Writes the table of `/proc/net/fastsocket`: a header, then one row per CPU.
+///
+/// Columns are separated by spaces and named in the header; readers should find columns by
+/// name, as later features add columns.
+pub fn write_table(
+    out: &mut dyn Write,
+    rows: impl Iterator<Item = (u32, AcceptCounts)>,
+) -> fmt::Result {
+    writeln!(out, "cpu accepts local remote")?;
+    for (cpu, c) in rows {
+        writeln!(out, "{} {} {} {}", cpu, c.accepts, c.local, c.remote())?;
+    }
+    Ok(())
+}

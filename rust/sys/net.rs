@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Sockets and network namespaces, borrowed from the C stack.
+
+use core::marker::PhantomData;
+use kernel::{bindings, types::Opaque};
+
+/// A network namespace (`struct net`).
+///
+/// Only ever used by reference to a namespace the caller keeps alive (through a socket that
+/// lives in it, or because the namespace is being initialised or torn down).
+#[repr(transparent)]
+pub(crate) struct Net(Opaque<bindings::net>);
+
+impl Net {
+    /// Borrows a namespace from a C pointer.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is valid and the namespace stays alive for `'a`.
+    pub(crate) unsafe fn from_raw<'a>(ptr: *mut bindings::net) -> &'a Self {
+        // SAFETY: `Net` is a transparent wrapper of `struct net`; the caller guarantees
+        // validity for `'a`.
+        unsafe { &*ptr.cast() }
+    }
+
+    /// The C pointer, for calls into the kernel.
+    pub(crate) fn as_raw(&self) -> *mut bindings::net {
+        self.0.get()
+    }
+}
+
+/// A socket (`struct sock`), borrowed for the duration of a hook.
+#[repr(transparent)]
+pub(crate) struct Sock(Opaque<bindings::sock>);
+
+impl Sock {
+    /// Borrows a socket from a C pointer.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is valid and the socket stays alive for `'a`.
+    pub(crate) unsafe fn from_raw<'a>(ptr: *mut bindings::sock) -> &'a Self {
+        // SAFETY: `Sock` is a transparent wrapper of `struct sock`; the caller guarantees
+        // validity for `'a`.
+        unsafe { &*ptr.cast() }
+    }
+
+    /// The network namespace the socket lives in.
+    pub(crate) fn net(&self) -> &Net {
+        // SAFETY: A socket holds its namespace alive, so the namespace outlives `&self`.
+        unsafe { Net::from_raw(bindings::sock_net(self.0.get())) }
+    }
+
+    /// The CPU that last processed a packet for this socket (for a freshly accepted socket:
+    /// the CPU that completed its handshake), or `None` if unknown.
+    pub(crate) fn incoming_cpu(&self) -> Option<u32> {
+        // SAFETY: The socket is valid for `&self`; the helper reads one field with READ_ONCE().
+        let cpu = unsafe { bindings::sk_incoming_cpu(self.0.get()) };
+        u32::try_from(cpu).ok()
+    }
+}
+
+/// Proof that the caller is inside an RCU read-side critical section.
+///
+/// Objects freed only after a grace period may be borrowed for the lifetime of this token.
+pub(crate) struct RcuReadSection<'a>(PhantomData<&'a ()>);
+
+impl RcuReadSection<'_> {
+    /// Asserts that the caller is inside an RCU read-side critical section.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `rcu_read_lock()` (or runs with preemption or bottom halves disabled)
+    /// for the whole lifetime of the returned token.
+    pub(crate) unsafe fn assume() -> Self {
+        Self(PhantomData)
+    }
+}

@@ -1,0 +1,79 @@
+# Shell helpers for scripts that run inside the guest (demo, benchmarks).
+# All traffic stays in the guest: the server listens in the initial netns, the client runs in
+# its own netns, joined by a veth pair with RPS spreading the server side over every vCPU the
+# way a multi-queue NIC would.
+
+SERVER_IP=10.78.0.1
+CLIENT_IP=10.78.0.2
+CLIENT_NS=fs-cli
+
+log() { printf '[%s guest] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+net_up() {
+	ip netns add "$CLIENT_NS"
+	ip link add fs-srv type veth peer name fs-cli netns "$CLIENT_NS"
+	ip addr add "$SERVER_IP/24" dev fs-srv
+	ip link set fs-srv up
+	ip link set lo up
+	ip -n "$CLIENT_NS" addr add "$CLIENT_IP/24" dev fs-cli
+	ip -n "$CLIENT_NS" link set fs-cli up
+	ip -n "$CLIENT_NS" link set lo up
+	local mask
+	mask=$(printf '%x' $(((1 << $(nproc)) - 1)))
+	echo "$mask" >/sys/class/net/fs-srv/queues/rx-0/rps_cpus
+	# Short connections from one client address: let it reuse ports in TIME_WAIT.
+	ip netns exec "$CLIENT_NS" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65000"
+	sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
+}
+
+net_down() {
+	ip link del fs-srv 2>/dev/null || true
+	ip netns del "$CLIENT_NS" 2>/dev/null || true
+}
+
+# Unchanged Debian nginx: /etc/nginx/nginx.conf as installed (worker_processes auto), with its
+# sites-enabled include replaced by one test server that answers 64 bytes.
+nginx_start() {
+	local dir=$1 port=$2
+	mkdir -p "$dir"
+	# The guest sees the host's root read-only; nginx needs these writable.
+	mountpoint -q /var/lib/nginx || mount -t tmpfs tmpfs /var/lib/nginx
+	mountpoint -q /var/log/nginx || mount -t tmpfs tmpfs /var/log/nginx
+	sed -e "s|include /etc/nginx/sites-enabled/\*;|include $dir/server.conf;|" \
+		-e "s|^pid .*|pid $dir/nginx.pid;|" /etc/nginx/nginx.conf >"$dir/nginx.conf"
+	cat >"$dir/server.conf" <<CONF
+server {
+	listen $SERVER_IP:$port;
+	access_log off;
+	location / { return 200 "$(printf '%063d' 0)\n"; }
+}
+CONF
+	nginx -c "$dir/nginx.conf"
+	for _ in $(seq 50); do [ -s "$dir/nginx.pid" ] && return 0; sleep 0.2; done
+	log "nginx did not start"; return 1
+}
+
+nginx_stop() {
+	local dir=$1
+	[ -s "$dir/nginx.pid" ] && kill "$(cat "$dir/nginx.pid")" 2>/dev/null
+	for _ in $(seq 50); do [ -e "$dir/nginx.pid" ] || return 0; sleep 0.2; done
+}
+
+# wrk from the client netns with Connection: close; prints "conn_per_s errors".
+wrk_close() {
+	local url=$1 seconds=$2 conns=${3:-32} out
+	out=$(ip netns exec "$CLIENT_NS" wrk -t2 -c"$conns" -d"${seconds}s" -H 'Connection: close' "$url")
+	awk '/^Requests\/sec:/ { rps = $2 }
+	     /Socket errors:/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
+	     /Non-2xx/ { err += $NF }
+	     END { printf "%.0f %d\n", rps, err }' <<<"$out"
+}
+
+# Median of numbers on stdin.
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Sums of the columns of /proc/net/fastsocket per CPU: "cpu accepts local".
+fs_counters() {
+	awk 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+	     { print $col["cpu"], $col["accepts"], $col["local"] }' /proc/net/fastsocket
+}
