@@ -1,0 +1,120 @@
+//! Loading and unloading the module, also while connections are being accepted.
+
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Ctx, TestResult, ACCEPT_TIMEOUT};
+use crate::client::LoopClient;
+use crate::netns::ServerSide;
+use crate::server::AcceptServer;
+use crate::{module, procfs};
+
+/// Checks every file of the loaded module and its initial values.
+fn check_loaded(ctx: &Ctx) -> TestResult {
+    procfs::read_hooks()?.expect(Some(module::NAME))?;
+    let counters = procfs::read_counters()?;
+    let missing: Vec<_> = ctx
+        .cpus
+        .iter()
+        .filter(|cpu| !counters.per_cpu.contains_key(cpu))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "{} has no row for online CPUs {missing:?}",
+        procfs::COUNTERS
+    );
+    let enabled = procfs::read_enabled()?;
+    ensure!(
+        enabled == 1,
+        "{} reads {enabled}, expected 1",
+        procfs::ENABLED
+    );
+    Ok(())
+}
+
+pub fn module_load(ctx: &mut Ctx) -> TestResult {
+    if module::is_loaded() {
+        info!("module already loaded, unloading it first");
+        module::rmmod()?;
+    }
+    procfs::read_hooks()?.expect(None)?;
+    ctx.insmod()?;
+    check_loaded(ctx)
+}
+
+pub fn unload_reload(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    module::rmmod()?;
+    procfs::read_hooks()?.expect(None)?;
+    for path in [procfs::COUNTERS, procfs::ENABLED] {
+        ensure!(!Path::new(path).exists(), "{path} still exists after rmmod");
+    }
+    ctx.insmod()?;
+    check_loaded(ctx)?;
+    let counters = procfs::read_counters()?;
+    let total = counters.total();
+    ensure!(
+        total == Default::default(),
+        "counters are not zero after reloading: {total:?}"
+    );
+    Ok(())
+}
+
+/// Polls `done` every 10 ms until it holds or `timeout` passes.
+fn wait_until(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+pub fn unload_under_load(ctx: &mut Ctx) -> TestResult {
+    const ROUNDS: usize = 3;
+    const PAUSE: Duration = Duration::from_millis(200);
+    ctx.ensure_loaded()?;
+    let pair = ctx.netns_pair(ServerSide::Current)?;
+    let server = AcceptServer::start(pair.server_ip(false), &ctx.cpus, None)?;
+    let client = LoopClient::start(pair.client_ns(), server.addr())?;
+    ensure!(
+        wait_until(ACCEPT_TIMEOUT, || client.connected() >= 10),
+        "client made only {} connections before the first unload",
+        client.connected()
+    );
+    for round in 1..=ROUNDS {
+        module::rmmod().map_err(|e| format!("round {round}: {e}"))?;
+        thread::sleep(PAUSE);
+        ctx.insmod().map_err(|e| format!("round {round}: {e}"))?;
+        procfs::read_hooks()?.expect(Some(module::NAME))?;
+        thread::sleep(PAUSE);
+    }
+    let reloaded_at = client.connected();
+    ensure!(
+        wait_until(ACCEPT_TIMEOUT, || client.connected() >= reloaded_at + 10),
+        "client stalled after the reloads at {} connections",
+        client.connected()
+    );
+    let stats = client.stop()?;
+    server.wait_for(stats.connected, ACCEPT_TIMEOUT)?;
+    let accepted = server.stop()?.len();
+    info!(
+        "{} connections during {ROUNDS} unload/reload rounds",
+        stats.connected
+    );
+    ensure!(
+        stats.failures == 0,
+        "{} client connections failed: {}",
+        stats.failures,
+        stats.errors.join("; ")
+    );
+    ensure!(
+        accepted == stats.connected,
+        "client connected {} times, server accepted {accepted}",
+        stats.connected
+    );
+    Ok(())
+}

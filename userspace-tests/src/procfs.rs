@@ -1,0 +1,309 @@
+//! The module's /proc and sysctl files: reading, writing and (pure) parsing.
+//!
+//! All per-netns files are read through /proc/thread-self so that a thread that
+//! setns()'d into another namespace sees that namespace's files.
+
+use std::collections::BTreeMap;
+use std::ffi::CStr;
+use std::fs;
+use std::io;
+
+use crate::sys;
+
+pub const HOOKS: &str = "/proc/thread-self/net/fastsocket_hooks";
+pub const COUNTERS: &str = "/proc/thread-self/net/fastsocket";
+pub const ENABLED: &str = "/proc/sys/net/fastsocket/enabled";
+/// [`ENABLED`] for raw (async-signal-safe) opens.
+pub const ENABLED_C: &CStr = c"/proc/sys/net/fastsocket/enabled";
+const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
+
+/// Contents of /proc/net/fastsocket_hooks.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Hooks {
+    pub ops: String,
+    pub enabled: bool,
+}
+
+impl Hooks {
+    pub fn parse(text: &str) -> Result<Hooks, String> {
+        let field = |name: &str| {
+            text.lines()
+                .filter_map(|line| line.split_once(':'))
+                .find(|(key, _)| key.trim() == name)
+                .map(|(_, value)| value.trim())
+                .ok_or_else(|| format!("no {name:?} line in {text:?}"))
+        };
+        let enabled = match field("enabled")? {
+            "0" => false,
+            "1" => true,
+            other => return Err(format!("bad enabled value {other:?}")),
+        };
+        Ok(Hooks {
+            ops: field("ops")?.to_owned(),
+            enabled,
+        })
+    }
+
+    /// Checks that the hooks are (`Some(name)`) or are not (`None`) registered.
+    pub fn expect(&self, ops: Option<&str>) -> Result<(), String> {
+        let want = ops.unwrap_or("none");
+        if self.ops == want && self.enabled == ops.is_some() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{HOOKS} says ops {:?} enabled {}, expected ops {want:?} enabled {}",
+                self.ops,
+                u8::from(self.enabled),
+                u8::from(ops.is_some())
+            ))
+        }
+    }
+}
+
+/// One CPU's row of /proc/net/fastsocket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuStats {
+    pub accepts: u64,
+    pub local: u64,
+    pub remote: u64,
+}
+
+/// /proc/net/fastsocket: counters per possible CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub per_cpu: BTreeMap<usize, CpuStats>,
+}
+
+impl Counters {
+    /// Parses the table by its header names, so that added columns do not matter.
+    pub fn parse(text: &str) -> Result<Counters, String> {
+        let mut lines = text.lines().filter(|line| !line.trim().is_empty());
+        let header: Vec<&str> = lines
+            .next()
+            .ok_or("empty file")?
+            .split_whitespace()
+            .collect();
+        let column = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .ok_or_else(|| format!("no {name:?} column in header {header:?}"))
+        };
+        let (cpu, accepts, local, remote) = (
+            column("cpu")?,
+            column("accepts")?,
+            column("local")?,
+            column("remote")?,
+        );
+        let mut per_cpu = BTreeMap::new();
+        for line in lines {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() != header.len() {
+                return Err(format!("row {line:?} does not match header {header:?}"));
+            }
+            let number = |i: usize| {
+                fields[i]
+                    .parse::<u64>()
+                    .map_err(|e| format!("bad {:?} in row {line:?}: {e}", header[i]))
+            };
+            let stats = CpuStats {
+                accepts: number(accepts)?,
+                local: number(local)?,
+                remote: number(remote)?,
+            };
+            let cpu = fields[cpu]
+                .trim_start_matches("cpu")
+                .parse::<usize>()
+                .map_err(|e| format!("bad cpu in row {line:?}: {e}"))?;
+            if per_cpu.insert(cpu, stats).is_some() {
+                return Err(format!("cpu {cpu} listed twice"));
+            }
+        }
+        Ok(Counters { per_cpu })
+    }
+
+    /// The row of `cpu`, zero if absent.
+    pub fn cpu(&self, cpu: usize) -> CpuStats {
+        self.per_cpu.get(&cpu).copied().unwrap_or_default()
+    }
+
+    pub fn total(&self) -> CpuStats {
+        self.per_cpu
+            .values()
+            .fold(CpuStats::default(), |sum, s| CpuStats {
+                accepts: sum.accepts + s.accepts,
+                local: sum.local + s.local,
+                remote: sum.remote + s.remote,
+            })
+    }
+
+    /// Per-CPU increase since `earlier`; counters must never go down.
+    pub fn since(&self, earlier: &Counters) -> Result<Counters, String> {
+        let mut per_cpu = BTreeMap::new();
+        for (&cpu, now) in &self.per_cpu {
+            let then = earlier.cpu(cpu);
+            let delta = |now: u64, then: u64, what: &str| {
+                now.checked_sub(then)
+                    .ok_or_else(|| format!("cpu {cpu}: {what} went down from {then} to {now}"))
+            };
+            let stats = CpuStats {
+                accepts: delta(now.accepts, then.accepts, "accepts")?,
+                local: delta(now.local, then.local, "local")?,
+                remote: delta(now.remote, then.remote, "remote")?,
+            };
+            per_cpu.insert(cpu, stats);
+        }
+        if let Some(cpu) = earlier
+            .per_cpu
+            .keys()
+            .find(|c| !self.per_cpu.contains_key(c))
+        {
+            return Err(format!("row of cpu {cpu} disappeared"));
+        }
+        Ok(Counters { per_cpu })
+    }
+}
+
+/// Parses a kernel CPU list such as `0-3,6,8-9`.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
+    let number = |s: &str| {
+        s.parse::<usize>()
+            .map_err(|e| format!("bad CPU list {text:?}: {e}"))
+    };
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((first, last)) => cpus.extend(number(first)?..=number(last)?),
+            None => cpus.push(number(part)?),
+        }
+    }
+    if cpus.is_empty() {
+        return Err(format!("empty CPU list {text:?}"));
+    }
+    Ok(cpus)
+}
+
+fn read(path: &str) -> Result<String, String> {
+    fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))
+}
+
+pub fn online_cpus() -> Result<Vec<usize>, String> {
+    parse_cpu_list(&read(ONLINE_CPUS)?)
+}
+
+pub fn read_hooks() -> Result<Hooks, String> {
+    Hooks::parse(&read(HOOKS)?).map_err(|e| format!("{HOOKS}: {e}"))
+}
+
+pub fn read_counters() -> Result<Counters, String> {
+    Counters::parse(&read(COUNTERS)?).map_err(|e| format!("{COUNTERS}: {e}"))
+}
+
+pub fn read_enabled() -> Result<u64, String> {
+    let text = read(ENABLED)?;
+    text.trim()
+        .parse()
+        .map_err(|e| format!("{ENABLED}: bad value {text:?}: {e}"))
+}
+
+/// Writes `value` to the `enabled` sysctl with a single write() on a fresh fd.
+pub fn write_enabled(value: &[u8]) -> io::Result<()> {
+    let fd = sys::open_write_only(ENABLED_C)?;
+    let written = sys::write_fd(&fd, value)?;
+    if written != value.len() {
+        return Err(io::Error::other(format!(
+            "short write: {written} of {} bytes",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hooks() {
+        let hooks = Hooks::parse("ops: fastsocket\nenabled: 1\n").unwrap();
+        assert_eq!(
+            hooks,
+            Hooks {
+                ops: "fastsocket".into(),
+                enabled: true
+            }
+        );
+        assert!(hooks.expect(Some("fastsocket")).is_ok());
+        assert!(hooks.expect(None).is_err());
+        let none = Hooks::parse("ops: none\nenabled: 0\n").unwrap();
+        assert!(none.expect(None).is_ok());
+        assert!(none.expect(Some("fastsocket")).is_err());
+        assert!(Hooks::parse("ops: x\n").is_err());
+        assert!(Hooks::parse("ops: x\nenabled: 2\n").is_err());
+    }
+
+    const TABLE: &str = "cpu accepts local remote\n0 10 7 3\n1 5 5 0\n";
+
+    #[test]
+    fn parses_counters() {
+        let counters = Counters::parse(TABLE).unwrap();
+        assert_eq!(counters.per_cpu.len(), 2);
+        assert_eq!(
+            counters.cpu(0),
+            CpuStats {
+                accepts: 10,
+                local: 7,
+                remote: 3
+            }
+        );
+        assert_eq!(counters.cpu(7), CpuStats::default());
+        assert_eq!(counters.total().accepts, 15);
+        assert_eq!(counters.total().local, 12);
+    }
+
+    #[test]
+    fn parses_counters_by_header_name() {
+        let text = "  cpu  remote  extra local accepts\n 0 3 99 7 10\n\n 1 0 98 5 5\n";
+        assert_eq!(
+            Counters::parse(text).unwrap(),
+            Counters::parse(TABLE).unwrap()
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_counters() {
+        assert!(Counters::parse("").is_err());
+        assert!(Counters::parse("cpu accepts local\n0 1 1\n").is_err());
+        assert!(Counters::parse("cpu accepts local remote\n0 1 1\n").is_err());
+        assert!(Counters::parse("cpu accepts local remote\n0 1 x 0\n").is_err());
+        assert!(Counters::parse("cpu accepts local remote\n0 1 1 0\n0 1 1 0\n").is_err());
+    }
+
+    #[test]
+    fn computes_deltas() {
+        let before = Counters::parse(TABLE).unwrap();
+        let after = Counters::parse("cpu accepts local remote\n0 12 8 4\n1 5 5 0\n").unwrap();
+        let delta = after.since(&before).unwrap();
+        assert_eq!(
+            delta.cpu(0),
+            CpuStats {
+                accepts: 2,
+                local: 1,
+                remote: 1
+            }
+        );
+        assert_eq!(delta.cpu(1), CpuStats::default());
+        assert!(before.since(&after).is_err(), "counters went down");
+        let fewer = Counters::parse("cpu accepts local remote\n0 12 8 4\n").unwrap();
+        assert!(fewer.since(&before).is_err(), "a row disappeared");
+    }
+
+    #[test]
+    fn parses_cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1\n").unwrap(), vec![0, 1]);
+        assert_eq!(parse_cpu_list("0").unwrap(), vec![0]);
+        assert_eq!(parse_cpu_list("0-2,5,7-8").unwrap(), vec![0, 1, 2, 5, 7, 8]);
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("a-b").is_err());
+    }
+}
