@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything fastsocket-rs needs on Debian 12, as root, non-interactively.
 # Idempotent: a second run only checks. Sources only Debian, crates.io and PyPI.
+# udev: virtme-ng finds its virtio-serial ports (command I/O and exit status) through it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.env"
@@ -17,7 +18,7 @@ pkgs=(
 	"rust-web-clippy=$RUSTC_PKG_VERSION" "rustfmt-web=$RUSTC_PKG_VERSION"
 	clang libclang-dev lld llvm
 	build-essential flex bison bc libelf-dev libssl-dev cpio kmod xz-utils rsync python3-pip
-	qemu-system-x86 busybox-static iproute2 ethtool procps
+	qemu-system-x86 udev busybox-static iproute2 ethtool procps
 	nginx-light haproxy wrk curl linux-perf
 )
 echo "[deps] apt: ${pkgs[*]}"

@@ -27,7 +27,10 @@ done
 
 # tsc=unstable: under TCG the clocksource watchdog otherwise flips the TSC to unstable
 # mid-run, patching static keys while vCPUs run (see ../shared/toolchain.md).
-vng_args=(--run "$KDIR" --cpus "$cpus" --memory "$memory" --append "tsc=unstable" "${rwdirs[@]}")
+# The guest overlays /var, /tmp, /home and others with fresh tmpfs: share the cache (module,
+# kernel) and the repository (test binaries, scripts) explicitly.
+vng_args=(--run "$KDIR" --cpus "$cpus" --memory "$memory" --append "tsc=unstable"
+	--rodir "$FASTSOCKET_CACHE" --rodir "$top" "${rwdirs[@]}")
 
 accel=tcg
 if [ "${FASTSOCKET_KVM:-}" = probe ] && [ -w /dev/kvm ] && [ "$icount" = 0 ]; then
@@ -42,7 +45,7 @@ fi
 marker="@@fastsocket-vm: userspace up@@"
 cmd=$(printf '%q ' "$@")
 run_once() {
-	log "booting $KDIR ($accel, $cpus vCPUs, $memory${icount:+, icount=$icount})"
+	log "booting $KDIR ($accel, $cpus vCPUs, $memory$([ "$icount" = 1 ] && echo ", icount"))"
 	timeout --foreground -k 30 "$timeout" vng "${vng_args[@]}" \
 		--exec "echo '$marker'; $cmd" 2>&1 | tee "$1"
 	return "${PIPESTATUS[0]}"
