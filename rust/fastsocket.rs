@@ -8,24 +8,25 @@
 
 use kernel::{c_str, prelude::*};
 
-// The host crate uses these files as a library, hence their `pub` items.
-#[expect(unreachable_pub)]
-#[path = "logic/stats.rs"]
-mod logic_stats;
+mod listen;
 mod netstate;
 mod stats;
 mod sys;
 
-/// The pure-logic files shared with the host test crate in `rust/logic`.
+/// The pure-logic files (`rust/logic/*.rs`), which the host crate in `rust/logic` also builds
+/// as a library for `cargo test`, hence their `pub` items.
+#[expect(unreachable_pub)]
 mod logic {
-    pub(crate) use super::logic_stats as stats;
+    pub(crate) mod ports;
+    pub(crate) mod recent;
+    pub(crate) mod stats;
 }
 
 use netstate::NetState;
 use sys::pernet::PerNetRegistration;
 use sys::{
     cpu,
-    hooks::{self, Hooks, HooksVTable},
+    hooks::{self, AcceptPick, Hooks, HooksVTable},
     net::{RcuReadSection, Sock},
 };
 
@@ -51,7 +52,16 @@ impl Hooks for FastSocketHooks {
             state
                 .counters
                 .record_accept(cpu::current(), child.incoming_cpu());
+            listen::accepted(state, listener);
         }
+    }
+
+    fn child_ready(rcu: &RcuReadSection<'_>, listener: &Sock, _child: &Sock) -> bool {
+        NetState::of(listener.net(), rcu).is_some_and(|state| listen::child_ready(state, listener))
+    }
+
+    fn accept_pick(rcu: &RcuReadSection<'_>, listener: &Sock) -> Option<AcceptPick> {
+        listen::accept_pick(NetState::of(listener.net(), rcu)?, listener)
     }
 }
 
@@ -67,7 +77,7 @@ impl kernel::Module for FastSocket {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let net = NetState::register()?;
         let hooks = hooks::Registration::register(&HOOKS)?;
-        pr_info!("loaded: per-CPU accept counters in /proc/net/fastsocket\n");
+        pr_info!("loaded: accept locality on net.fastsocket.listen_ports, counters in /proc/net/fastsocket\n");
         Ok(Self {
             _hooks: hooks,
             _net: net,

@@ -2,34 +2,62 @@
 
 //! What the module keeps in each network namespace: its knobs and counters.
 
+use crate::listen::{CpuListen, ListenPorts};
 use crate::logic::stats::write_table;
 use crate::stats::Counters;
 use crate::sys::{
-    net::{Net, RcuReadSection},
+    net::{Net, RcuReadSection, Sock},
+    percpu::PerCpu,
     pernet::{NetData, PerNet, PerNetRegistration},
-    sysctl::{IntKnob, Knobs},
+    sysctl::{IntKnob, Knobs, TextKnob},
 };
 use core::fmt;
 use kernel::{c_str, prelude::*};
 
 /// Index of `net.fastsocket.enabled` in [`KNOBS`].
 const ENABLED: usize = 0;
+/// Index of `net.fastsocket.listen_scan` in [`KNOBS`].
+const LISTEN_SCAN: usize = 1;
+/// Index of `net.fastsocket.listen_hold_ms` in [`KNOBS`].
+const LISTEN_HOLD_MS: usize = 2;
 
-/// The knobs under `/proc/sys/net/fastsocket/` of each namespace.
-static KNOBS: [IntKnob; 1] = [IntKnob {
-    name: c_str!("enabled"),
-    min: 0,
-    max: 1,
-    default: 1,
-}];
+/// The integer knobs under `/proc/sys/net/fastsocket/` of each namespace.
+static KNOBS: [IntKnob; 3] = [
+    // The module's master switch in this namespace.
+    IntKnob {
+        name: c_str!("enabled"),
+        min: 0,
+        max: 1,
+        default: 1,
+    },
+    // How many queued connections accept() scans for one that completed on its CPU (0: take
+    // the oldest, as stock).
+    IntKnob {
+        name: c_str!("listen_scan"),
+        min: 0,
+        max: 4096,
+        default: 64,
+    },
+    // How long the other workers may be left asleep for a busy worker on the CPU a connection
+    // completed on (0: never).
+    IntKnob {
+        name: c_str!("listen_hold_ms"),
+        min: 0,
+        max: 1000,
+        default: 5,
+    },
+];
 
 /// The state of every namespace.
 static PER_NET: PerNet<NetState> = PerNet::new();
 
 /// The module's state in one network namespace.
 pub(crate) struct NetState {
-    // Dropped first: no write can race with the teardown of the rest.
-    knobs: Knobs<1>,
+    // The knobs are dropped first: no write can race with the teardown of the rest.
+    knobs: Knobs<3>,
+    listen_ports: TextKnob<ListenPorts>,
+    // After the knobs: dropping it wakes every held listener.
+    listen_cpus: PerCpu<CpuListen>,
     /// Per-CPU counters, shown in `/proc/net/fastsocket`.
     pub(crate) counters: Counters,
 }
@@ -43,6 +71,26 @@ impl NetState {
     /// Whether the operator enabled the module in this namespace (`net.fastsocket.enabled`).
     pub(crate) fn enabled(&self) -> bool {
         self.knobs.get(ENABLED) != 0
+    }
+
+    /// Whether accept locality applies to `listener` (`net.fastsocket.listen_ports`).
+    pub(crate) fn listen_applies(&self, listener: &Sock) -> bool {
+        self.enabled() && self.listen_ports.get().contains(listener.local_port())
+    }
+
+    /// `net.fastsocket.listen_hold_ms`.
+    pub(crate) fn listen_hold_ms(&self) -> u32 {
+        self.knobs.get(LISTEN_HOLD_MS).unsigned_abs()
+    }
+
+    /// Accept-locality state of `cpu`.
+    pub(crate) fn listen_cpu(&self, cpu: u32) -> Option<&CpuListen> {
+        self.listen_cpus.get(cpu)
+    }
+
+    /// `net.fastsocket.listen_scan`.
+    pub(crate) fn listen_scan(&self) -> u32 {
+        self.knobs.get(LISTEN_SCAN).unsigned_abs()
     }
 
     /// Starts keeping a `NetState` in every namespace.
@@ -59,8 +107,16 @@ impl NetData for NetState {
     }
 
     fn init(net: &Net) -> Result<Self> {
+        let path = c_str!("net/fastsocket");
         Ok(Self {
-            knobs: Knobs::register(net, c_str!("net/fastsocket"), &KNOBS)?,
+            knobs: Knobs::register(net, path, &KNOBS)?,
+            listen_ports: TextKnob::register(
+                net,
+                path,
+                c_str!("listen_ports"),
+                ListenPorts::default(),
+            )?,
+            listen_cpus: PerCpu::new_with(CpuListen::init)?,
             counters: Counters::new()?,
         })
     }

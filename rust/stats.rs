@@ -1,22 +1,39 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Per-CPU accept counters of one network namespace.
+//! Per-CPU counters of one network namespace.
 
-use crate::logic::stats::{is_local, AcceptCounts};
+use crate::logic::stats::{is_local, CpuStats};
 use crate::sys::percpu::PerCpu;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 
-/// Counters of one CPU. Written by that CPU (in practice; atomics keep a migrated writer
-/// correct), read by anyone.
+/// Counters of one CPU. Written on that CPU (atomics keep a migrated writer correct), read by
+/// anyone.
 #[derive(Default)]
 pub(crate) struct CpuCounters {
     accepts: AtomicU64,
     local: AtomicU64,
+    wake_local: AtomicU64,
+    wake_fallback: AtomicU64,
+    wake_held: AtomicU64,
+}
+
+/// How a listener's waiters were woken for a connection that completed on some CPU.
+pub(crate) enum Wake {
+    /// A waiter on that CPU was tried first.
+    Local,
+    /// No waiter there: the stock order.
+    Fallback,
+    /// No waiter there, but a worker there lately: the others were held back.
+    Held,
 }
 
 /// Per-CPU counters of one namespace.
 pub(crate) struct Counters(PerCpu<CpuCounters>);
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
 
 impl Counters {
     /// Zeroed counters for every possible CPU.
@@ -27,20 +44,34 @@ impl Counters {
     /// Counts an accept on `cpu` of a child whose handshake completed on `incoming_cpu`.
     pub(crate) fn record_accept(&self, cpu: u32, incoming_cpu: Option<u32>) {
         let Some(c) = self.0.get(cpu) else { return };
-        c.accepts.fetch_add(1, Ordering::Relaxed);
+        bump(&c.accepts);
         if is_local(incoming_cpu, cpu) {
-            c.local.fetch_add(1, Ordering::Relaxed);
+            bump(&c.local);
         }
     }
 
+    /// Counts how the waiters were woken for a handshake completed on `cpu`.
+    pub(crate) fn record_wake(&self, cpu: u32, wake: Wake) {
+        let Some(c) = self.0.get(cpu) else { return };
+        bump(match wake {
+            Wake::Local => &c.wake_local,
+            Wake::Fallback => &c.wake_fallback,
+            Wake::Held => &c.wake_held,
+        });
+    }
+
     /// A snapshot of every possible CPU's counters.
-    pub(crate) fn snapshot(&self) -> impl Iterator<Item = (u32, AcceptCounts)> + '_ {
+    pub(crate) fn snapshot(&self) -> impl Iterator<Item = (u32, CpuStats)> + '_ {
         self.0.iter().map(|(cpu, c)| {
+            let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
             (
                 cpu,
-                AcceptCounts {
-                    accepts: c.accepts.load(Ordering::Relaxed),
-                    local: c.local.load(Ordering::Relaxed),
+                CpuStats {
+                    accepts: get(&c.accepts),
+                    local: get(&c.local),
+                    wake_local: get(&c.wake_local),
+                    wake_fallback: get(&c.wake_fallback),
+                    wake_held: get(&c.wake_held),
                 },
             )
         })

@@ -7,4 +7,6 @@
 
 #![no_std]
 
+pub mod ports;
+pub mod recent;
 pub mod stats;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Accept statistics: what counts as local, and the `/proc/net/fastsocket` table.
+//! Per-CPU statistics: what counts as local, and the `/proc/net/fastsocket` table.
 //!
 //! Pure logic, no `kernel::` imports: also built and tested on the host (`rust/logic`).
 
@@ -13,17 +13,24 @@ pub fn is_local(incoming_cpu: Option<u32>, accept_cpu: u32) -> bool {
     incoming_cpu == Some(accept_cpu)
 }
 
-/// Accept counts of one CPU.
+/// Counts of one CPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AcceptCounts {
+pub struct CpuStats {
     /// Connections accepted on this CPU.
     pub accepts: u64,
     /// Of those, the ones whose handshake completed on this CPU.
     pub local: u64,
+    /// Handshakes completed on this CPU that woke a waiter on this CPU first.
+    pub wake_local: u64,
+    /// Handshakes completed on this CPU with no waiter here: woken in the stock order.
+    pub wake_fallback: u64,
+    /// Handshakes completed on this CPU with no waiter here but a worker here lately: the
+    /// other workers' wake-up was held back for a bound, for that worker to come back.
+    pub wake_held: u64,
 }
 
-impl AcceptCounts {
-    /// Accepts whose handshake completed on another CPU.
+impl CpuStats {
+    /// Accepts whose handshake completed on another CPU (stolen from it).
     pub fn remote(&self) -> u64 {
         self.accepts.saturating_sub(self.local)
     }
@@ -35,11 +42,24 @@ impl AcceptCounts {
 /// name, as later features add columns.
 pub fn write_table(
     out: &mut dyn Write,
-    rows: impl Iterator<Item = (u32, AcceptCounts)>,
+    rows: impl Iterator<Item = (u32, CpuStats)>,
 ) -> fmt::Result {
-    writeln!(out, "cpu accepts local remote")?;
+    writeln!(
+        out,
+        "cpu accepts local remote wake_local wake_fallback wake_held"
+    )?;
     for (cpu, c) in rows {
-        writeln!(out, "{} {} {} {}", cpu, c.accepts, c.local, c.remote())?;
+        writeln!(
+            out,
+            "{} {} {} {} {} {} {}",
+            cpu,
+            c.accepts,
+            c.local,
+            c.remote(),
+            c.wake_local,
+            c.wake_fallback,
+            c.wake_held
+        )?;
     }
     Ok(())
 }

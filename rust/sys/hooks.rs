@@ -7,6 +7,7 @@
 //! [`Registration`] alive while the hooks may run.
 
 use super::net::{RcuReadSection, Sock};
+use core::ffi::{c_int, c_uint};
 use kernel::{bindings, build_error, error::to_result, prelude::*, types::Opaque};
 
 /// The hooks a fastsocket module implements.
@@ -21,6 +22,29 @@ pub(crate) trait Hooks {
     fn accept(_rcu: &RcuReadSection<'_>, _listener: &Sock, _child: &Sock) {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
+
+    /// `child` completed its handshake on the running CPU and was queued on `listener`.
+    ///
+    /// Returns `true` if the hook woke the listener's waiters (with
+    /// [`Sock::wake_listener_on`]), `false` to let the stack wake them as usual.
+    fn child_ready(_rcu: &RcuReadSection<'_>, _listener: &Sock, _child: &Sock) -> bool {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `accept()` on `listener` is about to take a connection from its queue.
+    ///
+    /// Returns which connection to prefer, `None` to take the oldest as usual.
+    fn accept_pick(_rcu: &RcuReadSection<'_>, _listener: &Sock) -> Option<AcceptPick> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// Which queued connection `accept()` should take.
+pub(crate) struct AcceptPick {
+    /// Prefer a connection whose handshake completed on this CPU...
+    pub(crate) cpu: u32,
+    /// ...among the first `scan` queued ones (at least 1); otherwise take the oldest.
+    pub(crate) scan: u32,
 }
 
 /// The C ops table for some [`Hooks`] implementation.
@@ -36,6 +60,16 @@ pub(crate) const fn vtable<T: Hooks>() -> HooksVTable {
         name: T::NAME.as_char_ptr(),
         accept: if T::HAS_ACCEPT {
             Some(accept_trampoline::<T>)
+        } else {
+            None
+        },
+        child_ready: if T::HAS_CHILD_READY {
+            Some(child_ready_trampoline::<T>)
+        } else {
+            None
+        },
+        accept_pick: if T::HAS_ACCEPT_PICK {
+            Some(accept_pick_trampoline::<T>)
         } else {
             None
         },
@@ -55,6 +89,43 @@ unsafe extern "C" fn accept_trampoline<T: Hooks>(
     // SAFETY: Both sockets are valid for the duration of the call.
     let (listener, child) = unsafe { (Sock::from_raw(sk), Sock::from_raw(newsk)) };
     T::accept(&rcu, listener, child);
+}
+
+/// # Safety
+///
+/// Called by the kernel from `fastsocket_child_ready()`: `sk` and `child` are valid sockets,
+/// and the call runs inside `rcu_read_lock()` in softirq context.
+unsafe extern "C" fn child_ready_trampoline<T: Hooks>(
+    sk: *mut bindings::sock,
+    child: *mut bindings::sock,
+) -> bool {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    // SAFETY: Both sockets are valid for the duration of the call.
+    let (listener, child) = unsafe { (Sock::from_raw(sk), Sock::from_raw(child)) };
+    T::child_ready(&rcu, listener, child)
+}
+
+/// # Safety
+///
+/// Called by the kernel from `fastsocket_reqsk_queue_remove()`: `sk` is a valid socket, `cpu`
+/// a valid pointer, and the call runs inside `rcu_read_lock()`.
+unsafe extern "C" fn accept_pick_trampoline<T: Hooks>(
+    sk: *mut bindings::sock,
+    cpu: *mut c_int,
+) -> c_uint {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    // SAFETY: The socket is valid for the duration of the call.
+    let listener = unsafe { Sock::from_raw(sk) };
+    match T::accept_pick(&rcu, listener) {
+        Some(pick) if pick.scan > 0 => {
+            // SAFETY: `cpu` is valid for writes (see the safety section). CPU ids fit in c_int.
+            unsafe { *cpu = pick.cpu as c_int };
+            pick.scan
+        }
+        _ => 0,
+    }
 }
 
 /// The hooks of one module, registered with the kernel for as long as this value lives.

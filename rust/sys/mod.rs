@@ -6,8 +6,11 @@
 //! top of it (`stats`, `netstate`, and later `listen` and `steer`) has none.
 
 pub(crate) mod cpu;
+pub(crate) mod hold;
 pub(crate) mod hooks;
 pub(crate) mod net;
 pub(crate) mod percpu;
 pub(crate) mod pernet;
 pub(crate) mod sysctl;
+pub(crate) mod text;
+pub(crate) mod time;

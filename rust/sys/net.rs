@@ -2,7 +2,7 @@
 
 //! Sockets and network namespaces, borrowed from the C stack.
 
-use core::marker::PhantomData;
+use core::{ffi::c_int, marker::PhantomData};
 use kernel::{bindings, types::Opaque};
 
 /// A network namespace (`struct net`).
@@ -52,6 +52,47 @@ impl Sock {
         unsafe { Net::from_raw(bindings::sock_net(self.0.get())) }
     }
 
+    /// The C pointer, for calls into the kernel.
+    pub(crate) fn as_raw(&self) -> *mut bindings::sock {
+        self.0.get()
+    }
+
+    /// An identity for tables keyed by socket; never turned back into a pointer.
+    pub(crate) fn id(&self) -> usize {
+        self.0.get() as usize
+    }
+
+    /// The local port (`inet_num`): for a listener, the port it listens on.
+    pub(crate) fn local_port(&self) -> u16 {
+        // SAFETY: The socket is valid for `&self`; the helper reads one field.
+        unsafe { bindings::sk_local_port(self.0.get()) }
+    }
+
+    /// Wakes the waiters of this listening socket as `sock_def_readable()` does, but among the
+    /// exclusive ones (blocking `accept()`, `EPOLLEXCLUSIVE`) tries one on `cpu` first. With
+    /// `hold` and no exclusive waiter on `cpu`, wakes only the non-exclusive ones and returns
+    /// [`ListenerWake::Held`]: the caller must then wake the listener later (see
+    /// [`super::hold::HeldWakes`]).
+    ///
+    /// Only meaningful in [`super::hooks::Hooks::child_ready`], in place of the stack's wake-up.
+    pub(crate) fn wake_listener_on(&self, cpu: u32, hold: bool) -> ListenerWake {
+        // SAFETY: The socket is valid for `&self`; the function takes the locks it needs.
+        let woke = unsafe { bindings::fastsocket_wake_listener(self.0.get(), cpu as c_int, hold) };
+        match woke {
+            bindings::FASTSOCKET_WOKE_LOCAL => ListenerWake::Local,
+            bindings::FASTSOCKET_WOKE_ANY => ListenerWake::Other,
+            bindings::FASTSOCKET_WOKE_HELD => ListenerWake::Held,
+            _ => ListenerWake::Custom,
+        }
+    }
+
+    /// Wakes the waiters of this listening socket the way the stack does
+    /// (`sk->sk_data_ready()`).
+    pub(crate) fn data_ready(&self) {
+        // SAFETY: The socket is valid for `&self`.
+        unsafe { bindings::sk_data_ready(self.0.get()) };
+    }
+
     /// The CPU that last processed a packet for this socket (for a freshly accepted socket:
     /// the CPU that completed its handshake), or `None` if unknown.
     pub(crate) fn incoming_cpu(&self) -> Option<u32> {
@@ -59,6 +100,19 @@ impl Sock {
         let cpu = unsafe { bindings::sk_incoming_cpu(self.0.get()) };
         u32::try_from(cpu).ok()
     }
+}
+
+/// What [`Sock::wake_listener_on`] did.
+pub(crate) enum ListenerWake {
+    /// A waiter on the wanted CPU was tried first.
+    Local,
+    /// No waiter sits on the wanted CPU: woken in the stock order.
+    Other,
+    /// No waiter sits on the wanted CPU: only non-exclusive waiters were woken, the caller
+    /// owns the wake-up of the exclusive ones.
+    Held,
+    /// The socket has its own `sk_data_ready()`: nothing was woken, the stack must call it.
+    Custom,
 }
 
 /// Proof that the caller is inside an RCU read-side critical section.

@@ -28,6 +28,12 @@ unsafe impl<T: Default + Sync> Sync for PerCpu<T> {}
 impl<T: Default + Sync> PerCpu<T> {
     /// Allocates per-CPU storage and sets every possible CPU's slot to `T::default()`.
     pub(crate) fn new() -> Result<Self> {
+        Self::new_with(|_| {})
+    }
+
+    /// Like [`PerCpu::new`], then calls `init` on each slot at its final address (for objects
+    /// the kernel keeps pointers to, such as timers).
+    pub(crate) fn new_with(init: impl Fn(&T)) -> Result<Self> {
         // SAFETY: Any size and a power-of-two alignment are valid arguments; a null return
         // means failure.
         let raw = unsafe { bindings::__alloc_percpu(mem::size_of::<T>(), mem::align_of::<T>()) };
@@ -42,10 +48,14 @@ impl<T: Default + Sync> PerCpu<T> {
             };
         }
         // INVARIANT: Allocated above, every possible CPU's slot initialised.
-        Ok(Self {
+        let this = Self {
             ptr,
             _owns: PhantomData,
-        })
+        };
+        for (_, slot) in this.iter() {
+            init(slot);
+        }
+        Ok(this)
     }
 
     /// The slot of `cpu`, or `None` if `cpu` is not a possible CPU.

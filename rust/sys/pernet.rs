@@ -4,6 +4,7 @@
 //! in the namespace's `/proc/net`.
 
 use super::net::{Net, RcuReadSection};
+use super::text::TextBuf;
 use core::{
     ffi::{c_int, c_uint, c_void},
     fmt,
@@ -152,17 +153,6 @@ unsafe extern "C" fn exit_trampoline<T: NetData>(net: *mut bindings::net) {
     unsafe { ptr::drop_in_place(T::per_net().slot(net)) };
 }
 
-/// Collects formatted text for a `seq_file`.
-struct SeqBuf(KVec<u8>);
-
-impl fmt::Write for SeqBuf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0
-            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
-            .map_err(|_| fmt::Error)
-    }
-}
-
 /// # Safety
 ///
 /// Called by the kernel for a read of the file made by `init_trampoline`: `seq` is valid and
@@ -176,7 +166,7 @@ unsafe extern "C" fn show_trampoline<T: NetData>(
     // SAFETY: The file exists only while the namespace's `T` does, and removing it waits for
     // this call to return.
     let state = unsafe { &*T::per_net().slot(net) };
-    let mut buf = SeqBuf(KVec::new());
+    let mut buf = TextBuf::default();
     if state.show(&mut buf).is_err() {
         return ENOMEM.to_errno();
     }

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Integer knobs in `/proc/sys`, one set per network namespace.
+//! Knobs in `/proc/sys`, one set per network namespace: integers ([`Knobs`]) and text parsed
+//! by the module ([`TextKnob`]).
 //!
 //! Reading is open to all; writing needs `CAP_NET_ADMIN` in the namespace's user namespace,
-//! and a value outside the knob's range is refused with `EINVAL`.
+//! and a value the knob does not accept is refused with `EINVAL` (logged once).
 
 use super::net::Net;
+use super::text::TextBuf;
 use core::{
     ffi::{c_int, c_void},
+    fmt,
     ptr::{self, NonNull},
     sync::atomic::{AtomicBool, AtomicI32, Ordering},
 };
@@ -103,6 +106,26 @@ impl<const N: usize> Drop for Knobs<N> {
 /// Set once the first rejected write has been logged.
 static REJECT_LOGGED: AtomicBool = AtomicBool::new(false);
 
+fn log_rejected(name: &CStr, expects: fmt::Arguments<'_>) {
+    if !REJECT_LOGGED.swap(true, Ordering::Relaxed) {
+        pr_warn!(
+            "rejected a write to net.fastsocket.{}: expects {} (logged once)\n",
+            name,
+            expects
+        );
+    }
+}
+
+/// Whether the caller may change knobs of `net`.
+///
+/// # Safety
+///
+/// `net` is a valid namespace.
+unsafe fn may_write(net: *const bindings::net) -> bool {
+    // SAFETY: `net` is valid (see the safety section) and so is its `user_ns`.
+    unsafe { bindings::ns_capable((*net).user_ns, bindings::CAP_NET_ADMIN as c_int) }
+}
+
 /// # Safety
 ///
 /// Called by the sysctl core for one of the entries built in [`Knobs::register`], with the
@@ -122,13 +145,9 @@ unsafe extern "C" fn knob_handler(
             (*table).extra2.cast::<bindings::net>(),
         )
     };
-    if write != 0 {
-        // SAFETY: `net` is valid (see above) and so is its `user_ns`.
-        let admin =
-            unsafe { bindings::ns_capable((*net).user_ns, bindings::CAP_NET_ADMIN as c_int) };
-        if !admin {
-            return EPERM.to_errno();
-        }
+    // SAFETY: `net` is valid, see above.
+    if write != 0 && !unsafe { may_write(net) } {
+        return EPERM.to_errno();
     }
     // SAFETY: `table` is valid; a copy with the range in extra1/extra2 is what
     // `proc_dointvec_minmax()` expects.
@@ -137,13 +156,162 @@ unsafe extern "C" fn knob_handler(
     bounded.extra2 = ptr::from_ref(&knob.max).cast_mut().cast();
     // SAFETY: `bounded` is valid for the call and the other arguments come from the core.
     let ret = unsafe { bindings::proc_dointvec_minmax(&bounded, write, buffer, lenp, ppos) };
-    if write != 0 && ret == EINVAL.to_errno() && !REJECT_LOGGED.swap(true, Ordering::Relaxed) {
-        pr_warn!(
-            "rejected a write to net.fastsocket.{}: expects an integer in {}..={} (logged once)\n",
+    if write != 0 && ret == EINVAL.to_errno() {
+        log_rejected(
             knob.name,
-            knob.min,
-            knob.max
+            format_args!("an integer in {}..={}", knob.min, knob.max),
         );
     }
     ret
+}
+
+/// A value behind a [`TextKnob`], parsed and shown by the module.
+pub(crate) trait TextValue: Send + Sync {
+    /// What a valid value looks like, for the log line of a rejected write.
+    const EXPECTS: &'static str;
+
+    /// Writes the current value.
+    fn show(&self, out: &mut dyn fmt::Write) -> fmt::Result;
+
+    /// Replaces the value by `text` (surrounding whitespace removed); on error the value is
+    /// unchanged.
+    fn store(&self, text: &str) -> Result;
+}
+
+struct TextTable<T> {
+    entry: [bindings::ctl_table; 1],
+    value: T,
+}
+
+/// One text knob in one namespace, holding its value; unregistered on drop.
+///
+/// # Invariants
+///
+/// `header` was returned by `register_net_sysctl_sz()` for `table.entry`, whose `data` points
+/// at `table.value`, `extra1` at the static knob name and `extra2` at the namespace.
+pub(crate) struct TextKnob<T: TextValue> {
+    table: KBox<TextTable<T>>,
+    header: NonNull<bindings::ctl_table_header>,
+}
+
+// SAFETY: The C table is not written after registration and `T` is `Send + Sync`; the header
+// is only used to unregister.
+unsafe impl<T: TextValue> Send for TextKnob<T> {}
+// SAFETY: As above.
+unsafe impl<T: TextValue> Sync for TextKnob<T> {}
+
+impl<T: TextValue> TextKnob<T> {
+    /// Registers knob `name` under `path` in `net`, holding `value`.
+    pub(crate) fn register(
+        net: &Net,
+        path: &'static CStr,
+        name: &'static CStr,
+        value: T,
+    ) -> Result<Self> {
+        let mut table = KBox::new(
+            TextTable {
+                entry: [bindings::ctl_table::default()],
+                value,
+            },
+            GFP_KERNEL,
+        )?;
+        let TextTable { entry, value } = &mut *table;
+        entry[0].procname = name.as_char_ptr();
+        entry[0].data = ptr::from_mut(value).cast();
+        entry[0].maxlen = 1;
+        entry[0].mode = 0o644;
+        entry[0].proc_handler = Some(text_handler::<T>);
+        entry[0].extra1 = name.as_char_ptr().cast_mut().cast();
+        entry[0].extra2 = net.as_raw().cast();
+        // SAFETY: `net` is valid, `path` is static and `entry` is a valid table at a stable
+        // heap address that outlives the registration (see `Drop`).
+        let header = unsafe {
+            bindings::register_net_sysctl_sz(
+                net.as_raw(),
+                path.as_char_ptr(),
+                table.entry.as_mut_ptr(),
+                1,
+            )
+        };
+        let header = NonNull::new(header).ok_or(ENOMEM)?;
+        // INVARIANT: Registered above with the entry filled in as described.
+        Ok(Self { table, header })
+    }
+
+    /// The value.
+    pub(crate) fn get(&self) -> &T {
+        &self.table.value
+    }
+}
+
+impl<T: TextValue> Drop for TextKnob<T> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `header` is registered; this waits for running handlers
+        // before the table is freed.
+        unsafe { bindings::unregister_net_sysctl_table(self.header.as_ptr()) };
+    }
+}
+
+/// # Safety
+///
+/// Called by the sysctl core for the entry built in [`TextKnob::register`], with the arguments
+/// of a `proc_handler`: `buffer` is a kernel buffer of `*lenp` bytes.
+unsafe extern "C" fn text_handler<T: TextValue>(
+    table: *const bindings::ctl_table,
+    write: c_int,
+    buffer: *mut c_void,
+    lenp: *mut usize,
+    ppos: *mut bindings::loff_t,
+) -> c_int {
+    // SAFETY: By the type invariant of `TextKnob`, `data` points at the `T`, `extra1` at the
+    // static name and `extra2` at the namespace; all outlive the registration.
+    let (value, name, net) = unsafe {
+        (
+            &*(*table).data.cast::<T>(),
+            CStr::from_char_ptr((*table).extra1.cast()),
+            (*table).extra2.cast::<bindings::net>(),
+        )
+    };
+    // SAFETY: `lenp` and `ppos` are valid pointers from the core.
+    let (len, pos) = unsafe { (*lenp, *ppos) };
+    let Ok(pos) = usize::try_from(pos) else {
+        return EINVAL.to_errno();
+    };
+    if write != 0 {
+        // SAFETY: `net` is valid, see above.
+        if !unsafe { may_write(net) } {
+            return EPERM.to_errno();
+        }
+        // A value is written in one piece, from the start.
+        if pos != 0 {
+            return EINVAL.to_errno();
+        }
+        // SAFETY: The core passes `len` readable bytes in `buffer`.
+        let bytes = unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), len) };
+        let res = core::str::from_utf8(bytes)
+            .map_err(|_| EINVAL)
+            .and_then(|t| value.store(t.trim()));
+        if let Err(e) = res {
+            log_rejected(name, format_args!("{}", T::EXPECTS));
+            return e.to_errno();
+        }
+        // SAFETY: `ppos` is valid; the whole write was consumed.
+        unsafe { *ppos += len as bindings::loff_t };
+        return 0;
+    }
+    let mut text = TextBuf::default();
+    if value.show(&mut text).is_err() || fmt::Write::write_str(&mut text, "\n").is_err() {
+        return ENOMEM.to_errno();
+    }
+    let n = text.0.len().saturating_sub(pos).min(len);
+    if n > 0 {
+        // SAFETY: `buffer` has room for `len >= n` bytes and `text` holds `pos + n` bytes.
+        unsafe { ptr::copy_nonoverlapping(text.0.as_ptr().add(pos), buffer.cast::<u8>(), n) };
+    }
+    // SAFETY: `lenp` and `ppos` are valid pointers from the core.
+    unsafe {
+        *lenp = n;
+        *ppos += n as bindings::loff_t;
+    }
+    0
 }

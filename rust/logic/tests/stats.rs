@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-use fastsocket_logic::stats::{is_local, write_table, AcceptCounts};
+use fastsocket_logic::stats::{is_local, write_table, CpuStats};
 
 #[test]
 fn local_means_same_cpu() {
@@ -11,15 +11,17 @@ fn local_means_same_cpu() {
 
 #[test]
 fn remote_is_accepts_minus_local() {
-    let c = AcceptCounts {
+    let c = CpuStats {
         accepts: 10,
         local: 7,
+        ..Default::default()
     };
     assert_eq!(c.remote(), 3);
     // Counters are read without a lock: a reader may see `local` ahead of `accepts`.
-    let racy = AcceptCounts {
+    let racy = CpuStats {
         accepts: 4,
         local: 5,
+        ..Default::default()
     };
     assert_eq!(racy.remote(), 0);
 }
@@ -27,22 +29,26 @@ fn remote_is_accepts_minus_local() {
 #[test]
 fn table_has_named_columns_and_one_row_per_cpu() {
     let mut out = String::new();
+    let cpu0 = CpuStats {
+        accepts: 5,
+        local: 4,
+        wake_local: 3,
+        wake_fallback: 1,
+        wake_held: 2,
+    };
     let rows = [
-        (
-            0,
-            AcceptCounts {
-                accepts: 5,
-                local: 4,
-            },
-        ),
+        (0, cpu0),
         (
             1,
-            AcceptCounts {
+            CpuStats {
                 accepts: 2,
-                local: 0,
+                ..Default::default()
             },
         ),
     ];
     write_table(&mut out, rows.into_iter()).unwrap();
-    assert_eq!(out, "cpu accepts local remote\n0 5 4 1\n1 2 0 2\n");
+    assert_eq!(
+        out,
+        "cpu accepts local remote wake_local wake_fallback wake_held\n0 5 4 1 3 1 2\n1 2 0 2 0 0 0\n"
+    );
 }

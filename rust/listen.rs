@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Accept locality: a connection whose handshake completed on CPU c goes to a worker on c.
+//!
+//! Two decisions, both on the listener's one accept queue, so that backlog accounting, `ss`,
+//! `SO_REUSEPORT`, poll/epoll readiness and closing the listener behave exactly as stock:
+//!
+//! - wake-up (softirq, CPU c): among the exclusive waiters (blocking `accept()`,
+//!   `EPOLLEXCLUSIVE` epoll instances) try first one whose task sits on c; non-exclusive
+//!   waiters are all woken as before. If no exclusive waiter sits on c but a worker on c
+//!   accepted from this listener lately (it is busy and will be back), the other exclusive
+//!   waiters are left asleep for at most `listen_hold_ms`, then woken as stock would;
+//! - accept (process context, CPU c): take the oldest connection that completed on c among
+//!   the first `listen_scan` queued, else the oldest one (a steal, so nothing waits for a busy
+//!   or absent worker longer than stock would make it wait).
+
+use crate::logic::{ports::PortSet, recent::RecentListeners};
+use crate::netstate::NetState;
+use crate::stats::Wake;
+use crate::sys::{
+    cpu,
+    hold::HeldWakes,
+    hooks::AcceptPick,
+    net::{ListenerWake, Sock},
+    sysctl::TextValue,
+    time,
+};
+use core::{
+    fmt,
+    sync::atomic::{AtomicBool, Ordering},
+};
+use kernel::prelude::*;
+
+/// The listening ports accept locality applies to (`net.fastsocket.listen_ports`).
+#[derive(Default)]
+pub(crate) struct ListenPorts {
+    set: PortSet,
+    /// Serialises writers, so that concurrent writes cannot mix two lists.
+    writing: AtomicBool,
+}
+
+impl ListenPorts {
+    /// Whether `port` is in scope.
+    pub(crate) fn contains(&self, port: u16) -> bool {
+        self.set.contains(port)
+    }
+}
+
+impl TextValue for ListenPorts {
+    const EXPECTS: &'static str = "all, or ports and ranges like 80,8000-8099, or nothing";
+
+    fn show(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        self.set.write(out)
+    }
+
+    fn store(&self, text: &str) -> Result {
+        if self.writing.swap(true, Ordering::Acquire) {
+            return Err(EBUSY);
+        }
+        let res = self.set.store(text).map_err(|_| EINVAL);
+        self.writing.store(false, Ordering::Release);
+        res
+    }
+}
+
+/// A worker on a CPU counts as present for a listener this long after its last accept there.
+const PRESENT_MS: u32 = 1000;
+
+/// Per-CPU state of accept locality in one namespace.
+#[derive(Default)]
+pub(crate) struct CpuListen {
+    /// Wake-ups held back for a busy local worker.
+    held: HeldWakes,
+    /// Listeners accepted from on this CPU lately.
+    recent: RecentListeners,
+}
+
+impl CpuListen {
+    /// Sets up what needs the final address (see [`HeldWakes::init`]).
+    pub(crate) fn init(&self) {
+        self.held.init();
+    }
+}
+
+/// Wakes the waiters of `listener`, whose queue just got a connection that completed on this
+/// CPU. Returns `false` if the stack must wake them itself.
+pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
+    if !state.listen_applies(listener) {
+        return false;
+    }
+    let cpu = cpu::current();
+    let Some(here) = state.listen_cpu(cpu) else {
+        return false;
+    };
+    let bound = time::ms_to_jiffies(state.listen_hold_ms());
+    let present = here.recent.seen_within(
+        listener.id(),
+        time::jiffies(),
+        time::ms_to_jiffies(PRESENT_MS),
+    );
+    let wake = match listener.wake_listener_on(cpu, bound > 0 && present) {
+        ListenerWake::Local => Wake::Local,
+        ListenerWake::Other => Wake::Fallback,
+        ListenerWake::Held if here.held.hold(listener, bound) => Wake::Held,
+        ListenerWake::Held => {
+            // No slot to remember it: wake now rather than lose the wake-up.
+            listener.data_ready();
+            Wake::Fallback
+        }
+        ListenerWake::Custom => return false,
+    };
+    state.counters.record_wake(cpu, wake);
+    true
+}
+
+/// Notes that a worker on this CPU accepted from `listener`.
+pub(crate) fn accepted(state: &NetState, listener: &Sock) {
+    if !state.listen_applies(listener) {
+        return;
+    }
+    if let Some(here) = state.listen_cpu(cpu::current()) {
+        here.recent.note(listener.id(), time::jiffies());
+        here.held
+            .refresh(listener, time::ms_to_jiffies(state.listen_hold_ms()));
+    }
+}
+
+/// Which queued connection an `accept()` on `listener`, running on this CPU, should take.
+pub(crate) fn accept_pick(state: &NetState, listener: &Sock) -> Option<AcceptPick> {
+    if !state.listen_applies(listener) {
+        return None;
+    }
+    let scan = state.listen_scan();
+    (scan > 0).then(|| AcceptPick {
+        cpu: cpu::current(),
+        scan,
+    })
+}

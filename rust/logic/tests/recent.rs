@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: GPL-2.0
+
+use fastsocket_logic::recent::RecentListeners;
+
+#[test]
+fn remembers_within_the_window_only() {
+    let r = RecentListeners::default();
+    let key = 0xffff_8880_1234_5640;
+    assert!(!r.seen_within(key, 100, 1000), "never noted");
+    r.note(key, 100);
+    assert!(r.seen_within(key, 1100, 1000));
+    assert!(!r.seen_within(key, 1101, 1000));
+    assert!(!r.seen_within(key + 64, 100, 1000), "another listener");
+}
+
+#[test]
+fn a_collision_forgets_rather_than_confuses() {
+    let r = RecentListeners::default();
+    // Find two keys in the same slot.
+    let a = 0xffff_8880_0000_0000usize;
+    let b = (1..).map(|i| a + i * 64).find(|&b| {
+        let probe = RecentListeners::default();
+        probe.note(a, 0);
+        probe.note(b, 0);
+        !probe.seen_within(a, 0, 10)
+    });
+    let b = b.unwrap();
+    r.note(a, 0);
+    r.note(b, 0);
+    assert!(!r.seen_within(a, 0, 10));
+    assert!(r.seen_within(b, 0, 10));
+}
