@@ -49,8 +49,8 @@ vm-test: module userspace
 
 test: host-test checkpatch vm-test
 
-demo: module-perf userspace
-	@bash $(S)/vm-run.sh -- bash $(CURDIR)/$(S)/guest/demo.sh \
+demo: module-perf
+	@FLAVOUR=perf bash $(S)/vm-run.sh -- bash $(CURDIR)/$(S)/guest/demo.sh \
 		$(FASTSOCKET_CACHE)/module/perf/fastsocket.ko
 
 # The kernel patches follow the kernel's coding style.

@@ -7,7 +7,7 @@ SERVER_IP=10.78.0.1
 CLIENT_IP=10.78.0.2
 CLIENT_NS=fs-cli
 
-log() { printf '[%s guest] %s\n' "$(date +%H:%M:%S)" "$*"; }
+log() { printf '[%s guest] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 net_up() {
 	ip netns add "$CLIENT_NS"
@@ -36,9 +36,8 @@ net_down() {
 nginx_start() {
 	local dir=$1 port=$2
 	mkdir -p "$dir"
-	# The guest sees the host's root read-only; nginx needs these writable.
-	mountpoint -q /var/lib/nginx || mount -t tmpfs tmpfs /var/lib/nginx
-	mountpoint -q /var/log/nginx || mount -t tmpfs tmpfs /var/log/nginx
+	# virtme-ng gives the guest a writable tmpfs overlay on /var; nginx wants these.
+	mkdir -p /var/lib/nginx /var/log/nginx
 	sed -e "s|include /etc/nginx/sites-enabled/\*;|include $dir/server.conf;|" \
 		-e "s|^pid .*|pid $dir/nginx.pid;|" /etc/nginx/nginx.conf >"$dir/nginx.conf"
 	cat >"$dir/server.conf" <<CONF
