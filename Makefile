@@ -1,7 +1,9 @@
 # fastsocket-rs: build the patched kernel and the Rust module, boot them, test them.
 #
-#   make demo   build everything, boot, compare unchanged nginx with and without the module
-#   make test   host tests + booted-kernel tests on the debug kernel (what CI runs)
+#   make demo      build everything, boot, compare unchanged nginx with and without the module
+#   make test      host tests + booted-kernel tests on the debug kernel (what CI runs)
+#   make bench     workloads x arms, wall clock and icount -> Documentation/benchmarks.md
+#   make lockprof  lock profile per arm on the lockstat kernel -> Documentation/benchmarks.md
 #
 # Kernel trees are cached in $(FASTSOCKET_CACHE) (default /var/cache/fastsocket-rs), keyed by
 # kernel package version, patch series, config and toolchain.
@@ -11,11 +13,11 @@ export FASTSOCKET_CACHE ?= /var/cache/fastsocket-rs
 S := scripts
 TESTS_BIN := userspace-tests/target/release/fastsocket-tests
 
-.PHONY: all deps kernel kernel-perf module module-perf host-test userspace vm-test test demo \
-	checkpatch clean help
+.PHONY: all deps kernel kernel-perf kernel-lockstat module module-perf module-lockstat \
+	host-test userspace vm-test test demo bench lockprof checkpatch clean help
 
 help:
-	@sed -n '2,7p' Makefile
+	@sed -n '2,9p' Makefile
 
 all: test
 
@@ -33,6 +35,12 @@ module: kernel
 
 module-perf: kernel-perf
 	@FLAVOUR=perf bash $(S)/build-module.sh >/dev/null
+
+kernel-lockstat: deps
+	@FLAVOUR=lockstat bash $(S)/build-kernel.sh
+
+module-lockstat: kernel-lockstat
+	@FLAVOUR=lockstat bash $(S)/build-module.sh >/dev/null
 
 # Pure logic of the module and the test runner's own parsers, on the host.
 host-test: deps
@@ -52,6 +60,12 @@ test: host-test checkpatch vm-test
 demo: module-perf
 	@FLAVOUR=perf bash $(S)/vm-run.sh -- bash $(CURDIR)/$(S)/guest/demo.sh \
 		$(FASTSOCKET_CACHE)/module/perf/fastsocket.ko
+
+bench: module-perf
+	@FLAVOUR=perf bash $(S)/bench.sh bench
+
+lockprof: module-lockstat
+	@FLAVOUR=lockstat bash $(S)/bench.sh lockprof
 
 # The kernel patches follow the kernel's coding style.
 checkpatch: deps
