@@ -28,6 +28,46 @@ pub(crate) struct IntKnob {
     pub(crate) default: c_int,
 }
 
+/// A registered sysctl table; unregistered on drop, which waits for running handlers.
+///
+/// # Invariants
+///
+/// The pointer was returned by `register_net_sysctl_sz()` and not unregistered yet.
+struct Registration(NonNull<bindings::ctl_table_header>);
+
+impl Registration {
+    /// Registers `entries` under `path` in `net`.
+    ///
+    /// # Safety
+    ///
+    /// `entries` is valid and stays at its address, unchanged, until the returned value is
+    /// dropped.
+    unsafe fn new(
+        net: &Net,
+        path: &'static CStr,
+        entries: &mut [bindings::ctl_table],
+    ) -> Result<Self> {
+        // SAFETY: `net` is valid, `path` is static, and the caller keeps `entries` alive.
+        let header = unsafe {
+            bindings::register_net_sysctl_sz(
+                net.as_raw(),
+                path.as_char_ptr(),
+                entries.as_mut_ptr(),
+                entries.len(),
+            )
+        };
+        // INVARIANT: Just registered.
+        Ok(Self(NonNull::new(header).ok_or(ENOMEM)?))
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the header is registered.
+        unsafe { bindings::unregister_net_sysctl_table(self.0.as_ptr()) };
+    }
+}
+
 struct Table<const N: usize> {
     entries: [bindings::ctl_table; N],
     values: [AtomicI32; N],
@@ -37,15 +77,16 @@ struct Table<const N: usize> {
 ///
 /// # Invariants
 ///
-/// `header` was returned by `register_net_sysctl_sz()` for `table.entries`, whose `data`
-/// point into `table.values`, `extra1` at a `&'static IntKnob` and `extra2` at the namespace.
+/// `_registration` is for `table.entries`, whose `data` point into `table.values`, `extra1` at
+/// a `&'static IntKnob` and `extra2` at the namespace.
 pub(crate) struct Knobs<const N: usize> {
+    // Declared first: unregistered before the table is freed.
+    _registration: Registration,
     table: KBox<Table<N>>,
-    header: NonNull<bindings::ctl_table_header>,
 }
 
 // SAFETY: The C table is not written after registration and the values are atomics; the
-// header is only used to unregister.
+// registration is only used to unregister.
 unsafe impl<const N: usize> Send for Knobs<N> {}
 // SAFETY: As above.
 unsafe impl<const N: usize> Sync for Knobs<N> {}
@@ -74,32 +115,19 @@ impl<const N: usize> Knobs<N> {
             entry.extra1 = ptr::from_ref(knob).cast_mut().cast();
             entry.extra2 = net.as_raw().cast();
         }
-        // SAFETY: `net` is valid, `path` is static and `entries` is a valid table at a stable
-        // heap address that outlives the registration (see `Drop`).
-        let header = unsafe {
-            bindings::register_net_sysctl_sz(
-                net.as_raw(),
-                path.as_char_ptr(),
-                table.entries.as_mut_ptr(),
-                N,
-            )
-        };
-        let header = NonNull::new(header).ok_or(ENOMEM)?;
-        // INVARIANT: Registered above with the entries filled in as described.
-        Ok(Self { table, header })
+        // SAFETY: `entries` lives on the heap, unchanged, as long as `Self`; the registration
+        // is dropped first.
+        let registration = unsafe { Registration::new(net, path, &mut table.entries)? };
+        // INVARIANT: Registered with the entries filled in as described.
+        Ok(Self {
+            _registration: registration,
+            table,
+        })
     }
 
     /// The current value of knob `index`.
     pub(crate) fn get(&self, index: usize) -> c_int {
         self.table.values[index].load(Ordering::Relaxed)
-    }
-}
-
-impl<const N: usize> Drop for Knobs<N> {
-    fn drop(&mut self) {
-        // SAFETY: By the type invariant `header` is registered; this waits for running handlers
-        // before the table is freed.
-        unsafe { bindings::unregister_net_sysctl_table(self.header.as_ptr()) };
     }
 }
 
@@ -187,15 +215,16 @@ struct TextTable<T> {
 ///
 /// # Invariants
 ///
-/// `header` was returned by `register_net_sysctl_sz()` for `table.entry`, whose `data` points
-/// at `table.value`, `extra1` at the static knob name and `extra2` at the namespace.
+/// `_registration` is for `table.entry`, whose `data` points at `table.value`, `extra1` at the
+/// static knob name and `extra2` at the namespace.
 pub(crate) struct TextKnob<T: TextValue> {
+    // Declared first: unregistered before the table is freed.
+    _registration: Registration,
     table: KBox<TextTable<T>>,
-    header: NonNull<bindings::ctl_table_header>,
 }
 
-// SAFETY: The C table is not written after registration and `T` is `Send + Sync`; the header
-// is only used to unregister.
+// SAFETY: The C table is not written after registration and `T` is `Send + Sync`; the
+// registration is only used to unregister.
 unsafe impl<T: TextValue> Send for TextKnob<T> {}
 // SAFETY: As above.
 unsafe impl<T: TextValue> Sync for TextKnob<T> {}
@@ -223,32 +252,19 @@ impl<T: TextValue> TextKnob<T> {
         entry[0].proc_handler = Some(text_handler::<T>);
         entry[0].extra1 = name.as_char_ptr().cast_mut().cast();
         entry[0].extra2 = net.as_raw().cast();
-        // SAFETY: `net` is valid, `path` is static and `entry` is a valid table at a stable
-        // heap address that outlives the registration (see `Drop`).
-        let header = unsafe {
-            bindings::register_net_sysctl_sz(
-                net.as_raw(),
-                path.as_char_ptr(),
-                table.entry.as_mut_ptr(),
-                1,
-            )
-        };
-        let header = NonNull::new(header).ok_or(ENOMEM)?;
-        // INVARIANT: Registered above with the entry filled in as described.
-        Ok(Self { table, header })
+        // SAFETY: `entry` lives on the heap, unchanged, as long as `Self`; the registration is
+        // dropped first.
+        let registration = unsafe { Registration::new(net, path, &mut table.entry)? };
+        // INVARIANT: Registered with the entry filled in as described.
+        Ok(Self {
+            _registration: registration,
+            table,
+        })
     }
 
     /// The value.
     pub(crate) fn get(&self) -> &T {
         &self.table.value
-    }
-}
-
-impl<T: TextValue> Drop for TextKnob<T> {
-    fn drop(&mut self) {
-        // SAFETY: By the type invariant `header` is registered; this waits for running handlers
-        // before the table is freed.
-        unsafe { bindings::unregister_net_sysctl_table(self.header.as_ptr()) };
     }
 }
 
