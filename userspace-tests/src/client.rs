@@ -1,8 +1,11 @@
-//! Client side: short TCP connections made from the client namespace.
+//! Client side: short TCP requests made from the client namespace. A request connects,
+//! sends one byte, reads the server's one-byte reply and closes.
 
-use std::io::{self, Write};
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -11,27 +14,95 @@ use crate::netns;
 
 /// Generous: the guest is emulated and a lost SYN is retried after a second or more.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request waits for the server's reply.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause between two connections of a [`LoopClient`], to stay far from running out of
 /// ephemeral ports (each closed connection sits in TIME_WAIT for a minute).
 const LOOP_PAUSE: Duration = Duration::from_millis(5);
 /// How many error messages a [`LoopClient`] keeps.
 const KEPT_ERRORS: usize = 10;
+/// How long [`LoopClient::run_between`] waits for its task to run.
+const TASK_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One connection: connect, send one byte, close.
-pub fn connect_once(addr: SocketAddr) -> io::Result<()> {
-    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    stream.write_all(&[1])
+/// Which step of a request failed.
+#[derive(Debug)]
+pub enum RequestError {
+    Connect(io::Error),
+    Send(io::Error),
+    /// Reading the reply failed (reset, timeout) or found EOF.
+    Reply(io::Error),
 }
 
-/// Makes `count` sequential connections to `addr` from namespace `ns`,
-/// stopping at the first failure.
-pub fn connect_sequential(ns: &str, addr: SocketAddr, count: usize) -> Result<(), String> {
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::Connect(e) => write!(f, "connect: {e}"),
+            RequestError::Send(e) => write!(f, "send: {e}"),
+            RequestError::Reply(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                write!(f, "reply: EOF without a reply")
+            }
+            RequestError::Reply(e) => write!(f, "reply: {e}"),
+        }
+    }
+}
+
+/// One request: connect, send one byte, read the one-byte reply, close.
+/// Returns the reply byte.
+pub fn request(addr: SocketAddr) -> Result<u8, RequestError> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(RequestError::Connect)?;
+    stream.write_all(&[1]).map_err(RequestError::Send)?;
+    read_reply(&mut stream).map_err(RequestError::Reply)
+}
+
+fn read_reply(stream: &mut TcpStream) -> io::Result<u8> {
+    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    let mut byte = [0u8];
+    stream.read_exact(&mut byte)?;
+    Ok(byte[0])
+}
+
+/// Makes `count` sequential requests to `addr` from namespace `ns`, sleeping `pause` after
+/// each, stopping at the first failure; returns how many replies carried each byte.
+pub fn request_many(
+    ns: &str,
+    addr: SocketAddr,
+    count: usize,
+    pause: Duration,
+) -> Result<BTreeMap<u8, usize>, String> {
     netns::run_in(ns, || {
-        (1..=count).try_for_each(|i| {
-            connect_once(addr).map_err(|e| format!("connection {i} of {count} to {addr}: {e}"))
-        })
+        let mut replies = BTreeMap::new();
+        for i in 1..=count {
+            let reply =
+                request(addr).map_err(|e| format!("request {i} of {count} to {addr}: {e}"))?;
+            *replies.entry(reply).or_default() += 1;
+            if !pause.is_zero() {
+                thread::sleep(pause);
+            }
+        }
+        Ok(replies)
     })
     .map_err(|e| format!("client in {ns}: {e}"))?
+}
+
+/// Makes `count` sequential requests to `addr` from namespace `ns`, sleeping `pause` after
+/// each, stopping at the first failure; every reply must be `reply`.
+pub fn request_sequential(
+    ns: &str,
+    addr: SocketAddr,
+    count: usize,
+    reply: u8,
+    pause: Duration,
+) -> Result<(), String> {
+    let replies = request_many(ns, addr, count, pause)?;
+    let wrong: Vec<_> = replies.iter().filter(|(&r, _)| r != reply).collect();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "replies from {addr}: expected only {reply:#04x}, got {replies:?} (byte: count)"
+        ))
+    }
 }
 
 /// What a [`LoopClient`] saw.
@@ -39,16 +110,29 @@ pub fn connect_sequential(ns: &str, addr: SocketAddr, count: usize) -> Result<()
 pub struct LoopStats {
     /// Connections whose connect() succeeded.
     pub connected: usize,
-    /// Failed connects or sends.
+    /// Requests answered, by reply byte.
+    pub replies: BTreeMap<u8, usize>,
+    /// Failed requests (connect, send or reply).
     pub failures: usize,
     /// The first few failure messages.
     pub errors: Vec<String>,
 }
 
-/// A client thread that connects over and over until stopped.
+impl LoopStats {
+    /// Requests answered.
+    pub fn answered(&self) -> usize {
+        self.replies.values().sum()
+    }
+}
+
+/// Something to run on the client thread between two requests.
+type Task = Box<dyn FnOnce() + Send>;
+
+/// A client thread that makes requests over and over until stopped.
 pub struct LoopClient {
     stop: Arc<AtomicBool>,
     connected: Arc<AtomicUsize>,
+    tasks: Sender<Task>,
     thread: Option<JoinHandle<io::Result<LoopStats>>>,
 }
 
@@ -56,12 +140,16 @@ impl LoopClient {
     pub fn start(ns: &str, addr: SocketAddr) -> Result<LoopClient, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicUsize::new(0));
+        let (tasks, task_rx) = mpsc::channel();
         let (stop2, connected2) = (Arc::clone(&stop), Arc::clone(&connected));
-        let thread = netns::spawn_in(ns, move || connect_loop(addr, &stop2, &connected2))
-            .map_err(|e| format!("starting client in {ns}: {e}"))?;
+        let thread = netns::spawn_in(ns, move || {
+            request_loop(addr, &stop2, &connected2, &task_rx)
+        })
+        .map_err(|e| format!("starting client in {ns}: {e}"))?;
         Ok(LoopClient {
             stop,
             connected,
+            tasks,
             thread: Some(thread),
         })
     }
@@ -69,6 +157,24 @@ impl LoopClient {
     /// Connections established so far.
     pub fn connected(&self) -> usize {
         self.connected.load(Ordering::SeqCst)
+    }
+
+    /// Runs `f` on the client thread between two requests (when none is in flight) and
+    /// returns its result.
+    pub fn run_between<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let (done_tx, done_rx) = mpsc::channel();
+        let task: Task = Box::new(move || {
+            let _ = done_tx.send(f());
+        });
+        self.tasks
+            .send(task)
+            .map_err(|_| "the client thread has ended".to_string())?;
+        done_rx
+            .recv_timeout(TASK_TIMEOUT)
+            .map_err(|e| format!("waiting for the client thread to run a task: {e}"))
     }
 
     pub fn stop(mut self) -> Result<LoopStats, String> {
@@ -94,24 +200,35 @@ impl Drop for LoopClient {
     }
 }
 
-fn connect_loop(addr: SocketAddr, stop: &AtomicBool, connected: &AtomicUsize) -> LoopStats {
+fn request_loop(
+    addr: SocketAddr,
+    stop: &AtomicBool,
+    connected: &AtomicUsize,
+    tasks: &Receiver<Task>,
+) -> LoopStats {
     let mut stats = LoopStats::default();
-    let fail = |stats: &mut LoopStats, e: io::Error, what: &str| {
-        stats.failures += 1;
-        if stats.errors.len() < KEPT_ERRORS {
-            stats.errors.push(format!("{what} {addr}: {e}"));
-        }
-    };
     while !stop.load(Ordering::SeqCst) {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(mut stream) => {
+        while let Ok(task) = tasks.try_recv() {
+            task();
+        }
+        let result = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+            .map_err(RequestError::Connect)
+            .and_then(|mut stream| {
                 stats.connected += 1;
                 connected.fetch_add(1, Ordering::SeqCst);
-                if let Err(e) = stream.write_all(&[1]) {
-                    fail(&mut stats, e, "sending to");
+                stream.write_all(&[1]).map_err(RequestError::Send)?;
+                read_reply(&mut stream).map_err(RequestError::Reply)
+            });
+        match result {
+            Ok(reply) => *stats.replies.entry(reply).or_default() += 1,
+            Err(e) => {
+                stats.failures += 1;
+                if stats.errors.len() < KEPT_ERRORS {
+                    stats
+                        .errors
+                        .push(format!("request {} to {addr}: {e}", stats.connected));
                 }
             }
-            Err(e) => fail(&mut stats, e, "connecting to"),
         }
         thread::sleep(LOOP_PAUSE);
     }

@@ -38,12 +38,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: fastsocket-tests --module PATH/fastsocket.ko [--filter SUBSTR] [--fault-check]";
+    "usage: fastsocket-tests --module PATH/fastsocket.ko [--filter SUBSTR] [--fault-check] [--known-gaps]";
 
 struct Args {
     module: PathBuf,
     filter: Option<String>,
     fault_check: bool,
+    known_gaps: bool,
 }
 
 /// Parses the command line; `Ok(None)` means help was requested.
@@ -51,11 +52,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut module = None;
     let mut filter = None;
     let mut fault_check = false;
+    let mut known_gaps = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--module" => module = Some(args.next().ok_or("--module needs a path")?.into()),
             "--filter" => filter = Some(args.next().ok_or("--filter needs a substring")?),
             "--fault-check" => fault_check = true,
+            "--known-gaps" => known_gaps = true,
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -65,6 +68,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         module,
         filter,
         fault_check,
+        known_gaps,
     }))
 }
 
@@ -102,7 +106,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|e| format!("unknown ({e})"));
     info!("fastsocket-tests: kernel {release}, {} CPUs", cpus.len());
 
-    let tests = cases::selected(args.filter.as_deref(), args.fault_check);
+    let tests = cases::selected(args.filter.as_deref(), args.fault_check, args.known_gaps);
     if tests.is_empty() {
         info!("no test matches the filter");
     }

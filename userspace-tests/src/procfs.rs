@@ -4,7 +4,7 @@
 //! setns()'d into another namespace sees that namespace's files.
 
 use std::collections::BTreeMap;
-use std::ffi::CStr;
+use std::ffi::CString;
 use std::fs;
 use std::io;
 
@@ -12,9 +12,12 @@ use crate::sys;
 
 pub const HOOKS: &str = "/proc/thread-self/net/fastsocket_hooks";
 pub const COUNTERS: &str = "/proc/thread-self/net/fastsocket";
-pub const ENABLED: &str = "/proc/sys/net/fastsocket/enabled";
-/// [`ENABLED`] for raw (async-signal-safe) opens.
-pub const ENABLED_C: &CStr = c"/proc/sys/net/fastsocket/enabled";
+/// The module's sysctl directory; net sysctls show the namespace of the opening thread.
+pub const KNOB_DIR: &str = "/proc/sys/net/fastsocket";
+/// Sysctl names.
+pub const ENABLED: &str = "enabled";
+pub const LISTEN_SCAN: &str = "listen_scan";
+pub const LISTEN_PORTS: &str = "listen_ports";
 const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
 
 /// Contents of /proc/net/fastsocket_hooks.
@@ -66,6 +69,20 @@ pub struct CpuStats {
     pub accepts: u64,
     pub local: u64,
     pub remote: u64,
+    /// Handshakes completed here for in-scope listeners, a waiter on this CPU tried first.
+    pub wake_local: u64,
+    /// The same with no waiter on this CPU (stock wake order).
+    pub wake_fallback: u64,
+    /// The same with the other waiters' wake-up held back for a busy worker on this CPU
+    /// (an optional column: 0 where the module has none).
+    pub wake_held: u64,
+}
+
+impl CpuStats {
+    /// All handshakes counted by the wake-up path.
+    pub fn wakes(&self) -> u64 {
+        self.wake_local + self.wake_fallback + self.wake_held
+    }
 }
 
 /// /proc/net/fastsocket: counters per possible CPU.
@@ -89,12 +106,15 @@ impl Counters {
                 .position(|h| *h == name)
                 .ok_or_else(|| format!("no {name:?} column in header {header:?}"))
         };
-        let (cpu, accepts, local, remote) = (
+        let (cpu, accepts, local, remote, wake_local, wake_fallback) = (
             column("cpu")?,
             column("accepts")?,
             column("local")?,
             column("remote")?,
+            column("wake_local")?,
+            column("wake_fallback")?,
         );
+        let wake_held = column("wake_held").ok();
         let mut per_cpu = BTreeMap::new();
         for line in lines {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -110,6 +130,9 @@ impl Counters {
                 accepts: number(accepts)?,
                 local: number(local)?,
                 remote: number(remote)?,
+                wake_local: number(wake_local)?,
+                wake_fallback: number(wake_fallback)?,
+                wake_held: wake_held.map(number).transpose()?.unwrap_or(0),
             };
             let cpu = fields[cpu]
                 .trim_start_matches("cpu")
@@ -134,6 +157,9 @@ impl Counters {
                 accepts: sum.accepts + s.accepts,
                 local: sum.local + s.local,
                 remote: sum.remote + s.remote,
+                wake_local: sum.wake_local + s.wake_local,
+                wake_fallback: sum.wake_fallback + s.wake_fallback,
+                wake_held: sum.wake_held + s.wake_held,
             })
     }
 
@@ -150,6 +176,9 @@ impl Counters {
                 accepts: delta(now.accepts, then.accepts, "accepts")?,
                 local: delta(now.local, then.local, "local")?,
                 remote: delta(now.remote, then.remote, "remote")?,
+                wake_local: delta(now.wake_local, then.wake_local, "wake_local")?,
+                wake_fallback: delta(now.wake_fallback, then.wake_fallback, "wake_fallback")?,
+                wake_held: delta(now.wake_held, then.wake_held, "wake_held")?,
             };
             per_cpu.insert(cpu, stats);
         }
@@ -199,16 +228,36 @@ pub fn read_counters() -> Result<Counters, String> {
     Counters::parse(&read(COUNTERS)?).map_err(|e| format!("{COUNTERS}: {e}"))
 }
 
-pub fn read_enabled() -> Result<u64, String> {
-    let text = read(ENABLED)?;
-    text.trim()
-        .parse()
-        .map_err(|e| format!("{ENABLED}: bad value {text:?}: {e}"))
+/// Path of sysctl `name`.
+pub fn knob_path(name: &str) -> String {
+    format!("{KNOB_DIR}/{name}")
 }
 
-/// Writes `value` to the `enabled` sysctl with a single write() on a fresh fd.
-pub fn write_enabled(value: &[u8]) -> io::Result<()> {
-    let fd = sys::open_write_only(ENABLED_C)?;
+/// [`knob_path`] for raw (async-signal-safe) opens.
+pub fn knob_path_c(name: &str) -> CString {
+    CString::new(knob_path(name)).expect("sysctl names contain no NUL")
+}
+
+/// The text of sysctl `name`, as read.
+pub fn read_knob(name: &str) -> Result<String, String> {
+    read(&knob_path(name))
+}
+
+/// The value of an integer sysctl.
+pub fn read_knob_int(name: &str) -> Result<i64, String> {
+    let text = read_knob(name)?;
+    text.trim()
+        .parse()
+        .map_err(|e| format!("{}: bad value {text:?}: {e}", knob_path(name)))
+}
+
+pub fn read_enabled() -> Result<i64, String> {
+    read_knob_int(ENABLED)
+}
+
+/// Writes `value` to sysctl `name` with a single write() on a fresh fd (offset 0).
+pub fn write_knob(name: &str, value: &[u8]) -> io::Result<()> {
+    let fd = sys::open_write_only(&knob_path_c(name))?;
     let written = sys::write_fd(&fd, value)?;
     if written != value.len() {
         return Err(io::Error::other(format!(
@@ -217,6 +266,10 @@ pub fn write_enabled(value: &[u8]) -> io::Result<()> {
         )));
     }
     Ok(())
+}
+
+pub fn write_enabled(value: &[u8]) -> io::Result<()> {
+    write_knob(ENABLED, value)
 }
 
 #[cfg(test)]
@@ -242,7 +295,9 @@ mod tests {
         assert!(Hooks::parse("ops: x\nenabled: 2\n").is_err());
     }
 
-    const TABLE: &str = "cpu accepts local remote\n0 10 7 3\n1 5 5 0\n";
+    const HEADER: &str = "cpu accepts local remote wake_local wake_fallback";
+    const TABLE: &str =
+        "cpu accepts local remote wake_local wake_fallback\n0 10 7 3 8 2\n1 5 5 0 5 0\n";
 
     #[test]
     fn parses_counters() {
@@ -253,17 +308,21 @@ mod tests {
             CpuStats {
                 accepts: 10,
                 local: 7,
-                remote: 3
+                remote: 3,
+                wake_local: 8,
+                wake_fallback: 2,
+                wake_held: 0,
             }
         );
         assert_eq!(counters.cpu(7), CpuStats::default());
         assert_eq!(counters.total().accepts, 15);
         assert_eq!(counters.total().local, 12);
+        assert_eq!(counters.total().wakes(), 15);
     }
 
     #[test]
     fn parses_counters_by_header_name() {
-        let text = "  cpu  remote  extra local accepts\n 0 3 99 7 10\n\n 1 0 98 5 5\n";
+        let text = "  cpu  remote wake_fallback extra local accepts wake_local\n 0 3 2 99 7 10 8\n\n 1 0 0 98 5 5 5\n";
         assert_eq!(
             Counters::parse(text).unwrap(),
             Counters::parse(TABLE).unwrap()
@@ -271,30 +330,45 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_optional_held_column() {
+        let text = "cpu accepts local remote wake_local wake_fallback wake_held\n0 3 2 1 1 1 4\n";
+        let counters = Counters::parse(text).unwrap();
+        assert_eq!(counters.cpu(0).wake_held, 4);
+        assert_eq!(counters.total().wakes(), 6);
+        let later = "cpu accepts local remote wake_local wake_fallback wake_held\n0 3 2 1 1 1 3\n";
+        assert!(Counters::parse(later).unwrap().since(&counters).is_err());
+        assert!(Counters::parse(&text.replace(" 4\n", " x\n")).is_err());
+    }
+
+    #[test]
     fn rejects_malformed_counters() {
         assert!(Counters::parse("").is_err());
         assert!(Counters::parse("cpu accepts local\n0 1 1\n").is_err());
-        assert!(Counters::parse("cpu accepts local remote\n0 1 1\n").is_err());
-        assert!(Counters::parse("cpu accepts local remote\n0 1 x 0\n").is_err());
-        assert!(Counters::parse("cpu accepts local remote\n0 1 1 0\n0 1 1 0\n").is_err());
+        assert!(Counters::parse("cpu accepts local remote\n0 1 1 0\n").is_err());
+        assert!(Counters::parse(&format!("{HEADER}\n0 1 1 0 0\n")).is_err());
+        assert!(Counters::parse(&format!("{HEADER}\n0 1 x 0 0 0\n")).is_err());
+        assert!(Counters::parse(&format!("{HEADER}\n0 1 1 0 1 0\n0 1 1 0 1 0\n")).is_err());
     }
 
     #[test]
     fn computes_deltas() {
         let before = Counters::parse(TABLE).unwrap();
-        let after = Counters::parse("cpu accepts local remote\n0 12 8 4\n1 5 5 0\n").unwrap();
+        let after = Counters::parse(&format!("{HEADER}\n0 12 8 4 9 3\n1 5 5 0 5 0\n")).unwrap();
         let delta = after.since(&before).unwrap();
         assert_eq!(
             delta.cpu(0),
             CpuStats {
                 accepts: 2,
                 local: 1,
-                remote: 1
+                remote: 1,
+                wake_local: 1,
+                wake_fallback: 1,
+                wake_held: 0,
             }
         );
         assert_eq!(delta.cpu(1), CpuStats::default());
         assert!(before.since(&after).is_err(), "counters went down");
-        let fewer = Counters::parse("cpu accepts local remote\n0 12 8 4\n").unwrap();
+        let fewer = Counters::parse(&format!("{HEADER}\n0 12 8 4 9 3\n")).unwrap();
         assert!(fewer.since(&before).is_err(), "a row disappeared");
     }
 

@@ -1,4 +1,6 @@
-//! A TCP server with one blocking accept thread pinned to each CPU.
+//! An in-process TCP server: accept threads on one listener, each optionally pinned to a
+//! CPU, waiting in blocking accept(), epoll, poll() or select(). Each connection is
+//! answered: the server reads the client's byte, replies with one byte and closes.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -10,9 +12,111 @@ use std::time::{Duration, Instant};
 
 use crate::{netns, sys};
 
-const BACKLOG: i32 = 512;
-/// How long a connection may take to send its byte and FIN.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const BACKLOG: i32 = 512;
+/// How long a connection may take to send its byte.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often threads waiting in epoll, poll or select look at the stop flag.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// The byte the server replies with unless told otherwise.
+pub const DEFAULT_REPLY: u8 = b'R';
+
+/// How the accept threads wait for connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiter {
+    /// Blocking accept() on a blocking listener.
+    Blocking,
+    /// An epoll instance per thread holding the non-blocking listener with EPOLLIN and
+    /// these flags; accept4(SOCK_NONBLOCK | SOCK_CLOEXEC) until EAGAIN.
+    Epoll(EpollMode),
+    /// poll() on the non-blocking listener, then accept4 until EAGAIN.
+    Poll,
+    /// select() on the non-blocking listener, then accept4 until EAGAIN.
+    Select,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpollMode {
+    /// EPOLLEXCLUSIVE: one waiter woken per connection.
+    Exclusive,
+    /// Level-triggered, every epoll instance woken.
+    Level,
+    /// EPOLLET.
+    Edge,
+}
+
+impl EpollMode {
+    fn events(self) -> libc::c_int {
+        libc::EPOLLIN
+            | match self {
+                EpollMode::Exclusive => libc::EPOLLEXCLUSIVE,
+                EpollMode::Level => 0,
+                EpollMode::Edge => libc::EPOLLET,
+            }
+    }
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct ServerOpts<'a> {
+    pub ip: IpAddr,
+    /// 0: an ephemeral port.
+    pub port: u16,
+    /// Namespace of the listener, `None` for the runner's.
+    pub ns: Option<&'a str>,
+    pub waiter: Waiter,
+    /// One accept thread per entry, pinned to that CPU if `Some`.
+    pub threads: Vec<Option<usize>>,
+    /// Set SO_REUSEPORT on the listener.
+    pub reuseport: bool,
+    /// The byte every connection is answered with.
+    pub reply: u8,
+}
+
+impl<'a> ServerOpts<'a> {
+    /// Blocking accept threads, one pinned to each of `cpus`, on an ephemeral port of `ip`.
+    pub fn pinned(ip: IpAddr, cpus: &[usize]) -> ServerOpts<'a> {
+        ServerOpts {
+            ip,
+            port: 0,
+            ns: None,
+            waiter: Waiter::Blocking,
+            threads: cpus.iter().copied().map(Some).collect(),
+            reuseport: false,
+            reply: DEFAULT_REPLY,
+        }
+    }
+
+    /// `count` threads that may run anywhere.
+    pub fn unpinned(mut self, count: usize) -> ServerOpts<'a> {
+        self.threads = vec![None; count];
+        self
+    }
+
+    pub fn waiter(mut self, waiter: Waiter) -> ServerOpts<'a> {
+        self.waiter = waiter;
+        self
+    }
+
+    pub fn ns(mut self, ns: Option<&'a str>) -> ServerOpts<'a> {
+        self.ns = ns;
+        self
+    }
+
+    pub fn port(mut self, port: u16) -> ServerOpts<'a> {
+        self.port = port;
+        self
+    }
+
+    pub fn reuseport(mut self) -> ServerOpts<'a> {
+        self.reuseport = true;
+        self
+    }
+
+    pub fn reply(mut self, reply: u8) -> ServerOpts<'a> {
+        self.reply = reply;
+        self
+    }
+}
 
 /// One accepted connection as userspace saw it.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +134,11 @@ impl Accepted {
     }
 }
 
+/// How many of `accepted` were local.
+pub fn count_local(accepted: &[Accepted]) -> usize {
+    accepted.iter().filter(|a| a.is_local()).count()
+}
+
 #[derive(Default)]
 struct Shared {
     accepted: Mutex<Vec<Accepted>>,
@@ -42,50 +151,71 @@ impl Shared {
     fn error(&self, msg: String) {
         self.errors.lock().unwrap().push(msg);
     }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
 }
 
 pub struct AcceptServer {
     listener: Arc<TcpListener>,
     addr: SocketAddr,
+    reply: u8,
+    waiter: Waiter,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
 
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)?;
-    sys::set_listen_backlog(&listener, BACKLOG)?;
-    Ok(listener)
-}
-
 impl AcceptServer {
     /// Listens on an ephemeral port of `ip` (in namespace `ns`, or the runner's if `None`)
-    /// and starts one accept thread pinned to each of `cpus`.
+    /// and starts one blocking accept thread pinned to each of `cpus`.
     pub fn start(ip: IpAddr, cpus: &[usize], ns: Option<&str>) -> Result<AcceptServer, String> {
-        let bind = SocketAddr::new(ip, 0);
-        let listener = match ns {
-            None => listen(bind),
-            Some(ns) => netns::run_in(ns, || listen(bind)).and_then(|r| r),
+        AcceptServer::start_with(&ServerOpts::pinned(ip, cpus).ns(ns))
+    }
+
+    pub fn start_with(opts: &ServerOpts) -> Result<AcceptServer, String> {
+        let bind = SocketAddr::new(opts.ip, opts.port);
+        let listen = || sys::tcp_listen(bind, BACKLOG, opts.reuseport);
+        let listener = match opts.ns {
+            None => listen(),
+            Some(ns) => netns::run_in(ns, listen).and_then(|r| r),
         }
         .map_err(|e| format!("listening on {bind}: {e}"))?;
+        if opts.waiter != Waiter::Blocking {
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("making the listener non-blocking: {e}"))?;
+        }
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let mut server = AcceptServer {
             listener: Arc::new(listener),
             addr,
+            reply: opts.reply,
+            waiter: opts.waiter,
             shared: Arc::default(),
             threads: Vec::new(),
         };
         let (ready_tx, ready_rx) = mpsc::channel();
-        for &cpu in cpus {
-            let listener = Arc::clone(&server.listener);
-            let shared = Arc::clone(&server.shared);
+        for (i, &cpu) in opts.threads.iter().enumerate() {
+            let worker = Worker {
+                cpu,
+                waiter: opts.waiter,
+                reply: opts.reply,
+                listener: Arc::clone(&server.listener),
+                shared: Arc::clone(&server.shared),
+            };
             let ready = ready_tx.clone();
+            let name = match cpu {
+                Some(cpu) => format!("accept-cpu{cpu}"),
+                None => format!("accept-{i}"),
+            };
             let thread = thread::Builder::new()
-                .name(format!("accept-{cpu}"))
-                .spawn(move || accept_loop(cpu, &listener, &shared, ready))
+                .name(name)
+                .spawn(move || worker.run(ready))
                 .map_err(|e| format!("spawning accept thread: {e}"))?;
             server.threads.push(thread);
         }
-        for _ in cpus {
+        for _ in &opts.threads {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(format!("starting accept thread: {e}")),
@@ -99,9 +229,19 @@ impl AcceptServer {
         self.addr
     }
 
+    /// The byte every connection is answered with.
+    pub fn reply(&self) -> u8 {
+        self.reply
+    }
+
     /// Number of connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.shared.accepted.lock().unwrap().len()
+    }
+
+    /// Every connection accepted so far, in the order they were recorded.
+    pub fn snapshot(&self) -> Vec<Accepted> {
+        self.shared.accepted.lock().unwrap().clone()
     }
 
     /// Waits until at least `count` connections have been accepted in total.
@@ -125,7 +265,7 @@ impl AcceptServer {
     }
 
     /// Stops the server and returns every accepted connection; fails if any
-    /// accept or read failed.
+    /// accept, read or write failed.
     pub fn stop(mut self) -> Result<Vec<Accepted>, String> {
         self.shutdown();
         let errors = std::mem::take(&mut *self.shared.errors.lock().unwrap());
@@ -141,9 +281,11 @@ impl AcceptServer {
             return;
         }
         if let Err(e) = sys::shutdown_listener(&self.listener) {
-            // Without the shutdown the threads would block forever: better to leak them.
+            // Without the shutdown blocked threads would wait forever: better to leak them.
             eprintln!("fastsocket-tests: shutdown of listener {}: {e}", self.addr);
-            return;
+            if self.waiter == Waiter::Blocking {
+                return;
+            }
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -157,50 +299,139 @@ impl Drop for AcceptServer {
     }
 }
 
-fn accept_loop(cpu: usize, listener: &TcpListener, shared: &Shared, ready: Sender<io::Result<()>>) {
-    if let Err(e) = sys::pin_current_thread(cpu) {
-        let _ = ready.send(Err(io::Error::new(
-            e.kind(),
-            format!("pinning to cpu {cpu}: {e}"),
-        )));
-        return;
-    }
-    let _ = ready.send(Ok(()));
-    loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                match record(&stream) {
-                    Ok(accepted) => {
-                        shared.accepted.lock().unwrap().push(accepted);
-                        shared.changed.notify_all();
-                    }
-                    Err(e) => shared.error(format!("inspecting connection from {peer}: {e}")),
-                }
-                if let Err(e) = drain(stream) {
-                    shared.error(format!("reading from {peer}: {e}"));
-                }
-            }
-            // shutdown() makes accept fail with EINVAL.
-            Err(_) if shared.stopping.load(Ordering::SeqCst) => return,
+/// One accept thread.
+struct Worker {
+    cpu: Option<usize>,
+    waiter: Waiter,
+    reply: u8,
+    listener: Arc<TcpListener>,
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    fn run(self, ready: Sender<io::Result<()>>) {
+        let epoll = match self.prepare() {
+            Ok(epoll) => epoll,
             Err(e) => {
-                shared.error(format!("accept on cpu {cpu}: {e}"));
-                thread::sleep(Duration::from_millis(10));
+                let _ = ready.send(Err(e));
+                return;
             }
+        };
+        let _ = ready.send(Ok(()));
+        match self.waiter {
+            Waiter::Blocking => self.accept_blocking(),
+            _ => self.accept_when_ready(epoll.as_ref()),
+        }
+    }
+
+    /// Pins the thread and sets up its epoll instance.
+    fn prepare(&self) -> io::Result<Option<sys::Epoll>> {
+        if let Some(cpu) = self.cpu {
+            sys::pin_current_thread(cpu)
+                .map_err(|e| io::Error::new(e.kind(), format!("pinning to cpu {cpu}: {e}")))?;
+        }
+        let Waiter::Epoll(mode) = self.waiter else {
+            return Ok(None);
+        };
+        let epoll = sys::Epoll::new()?;
+        epoll
+            .add(&*self.listener, mode.events())
+            .map_err(|e| io::Error::new(e.kind(), format!("epoll_ctl {mode:?}: {e}")))?;
+        Ok(Some(epoll))
+    }
+
+    fn where_(&self) -> String {
+        match self.cpu {
+            Some(cpu) => format!("cpu {cpu}"),
+            None => "an unpinned thread".into(),
+        }
+    }
+
+    fn accept_blocking(&self) {
+        loop {
+            match self.listener.accept() {
+                Ok((conn, _)) => self.handle(conn),
+                // shutdown() makes accept fail with EINVAL.
+                Err(_) if self.shared.stopping() => return,
+                Err(e) => {
+                    self.shared
+                        .error(format!("accept on {}: {e}", self.where_()));
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// Waits for readiness, then accepts until EAGAIN.
+    fn accept_when_ready(&self, epoll: Option<&sys::Epoll>) {
+        while !self.shared.stopping() {
+            let ready = match (self.waiter, epoll) {
+                (Waiter::Epoll(_), Some(epoll)) => epoll.wait(WAIT_SLICE).map(|n| n > 0),
+                (Waiter::Poll, _) => sys::poll_readable(&*self.listener, WAIT_SLICE),
+                (Waiter::Select, _) => sys::select_readable(&*self.listener, WAIT_SLICE),
+                _ => unreachable!("waiter {:?} without its epoll", self.waiter),
+            };
+            match ready {
+                Ok(true) => self.accept_until_eagain(),
+                Ok(false) => {}
+                Err(e) => {
+                    self.shared
+                        .error(format!("{:?} on {}: {e}", self.waiter, self.where_()));
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    fn accept_until_eagain(&self) {
+        loop {
+            match sys::accept4(&*self.listener, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+                Ok(conn) => self.handle(conn),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if self.shared.stopping() => return,
+                Err(e) => {
+                    self.shared
+                        .error(format!("accept4 on {}: {e}", self.where_()));
+                    thread::sleep(Duration::from_millis(10));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Records where `conn` was accepted, then answers it.
+    fn handle(&self, mut conn: TcpStream) {
+        match record(&conn) {
+            Ok(accepted) => {
+                self.shared.accepted.lock().unwrap().push(accepted);
+                self.shared.changed.notify_all();
+            }
+            Err(e) => self
+                .shared
+                .error(format!("inspecting a connection on {}: {e}", self.where_())),
+        }
+        // Only accept4(SOCK_NONBLOCK) gives non-blocking connections.
+        let blocking = match self.waiter {
+            Waiter::Blocking => Ok(()),
+            _ => conn.set_nonblocking(false),
+        };
+        let answered = blocking.and_then(|()| sys::answer(&mut conn, self.reply, READ_TIMEOUT));
+        if let Err(e) = answered {
+            let peer = conn
+                .peer_addr()
+                .map_or_else(|e| format!("? ({e})"), |a| a.to_string());
+            self.shared
+                .error(format!("answering {peer} on {}: {e}", self.where_()));
         }
     }
 }
 
+/// Where a connection was accepted; call right after accept.
 fn record(stream: &TcpStream) -> io::Result<Accepted> {
     let cpu = sys::current_cpu()?;
     let incoming_cpu = sys::incoming_cpu(stream)?;
     Ok(Accepted { cpu, incoming_cpu })
-}
-
-/// Reads until the client closes.
-fn drain(mut stream: TcpStream) -> io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    io::copy(&mut stream, &mut io::sink())?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -219,13 +450,24 @@ mod tests {
             let pair = NetnsPair::create(n, side, &cpus).unwrap();
             let server =
                 AcceptServer::start(pair.server_ip(ipv6), &cpus, pair.server_ns()).unwrap();
-            client::connect_sequential(pair.client_ns(), server.addr(), 30).unwrap();
+            client::request_sequential(
+                pair.client_ns(),
+                server.addr(),
+                30,
+                DEFAULT_REPLY,
+                Duration::ZERO,
+            )
+            .unwrap();
             server.wait_for(30, Duration::from_secs(10)).unwrap();
 
             let looping = LoopClient::start(pair.client_ns(), server.addr()).unwrap();
             thread::sleep(Duration::from_millis(300));
+            let ran = looping.run_between(|| 42).unwrap();
+            assert_eq!(ran, 42);
+            thread::sleep(Duration::from_millis(100));
             let stats = looping.stop().unwrap();
             assert!(stats.connected > 0 && stats.failures == 0, "{stats:?}");
+            assert_eq!(stats.answered(), stats.connected, "{stats:?}");
             server
                 .wait_for(30 + stats.connected, Duration::from_secs(10))
                 .unwrap();
@@ -234,8 +476,66 @@ mod tests {
             assert_eq!(accepted.len(), 30 + stats.connected);
             assert!(accepted.iter().all(|a| cpus.contains(&a.cpu)));
             assert!(accepted.iter().all(|a| a.incoming_cpu >= 0), "{accepted:?}");
-            let local = accepted.iter().filter(|a| a.is_local()).count();
+            let local = count_local(&accepted);
             eprintln!("{side:?} ipv6={ipv6}: {local}/{} local", accepted.len());
         }
+    }
+
+    /// Needs root and iproute2: `sudo cargo test -- --ignored`.
+    #[test]
+    #[ignore = "needs root and iproute2"]
+    fn every_waiter_answers_every_request() {
+        let cpus = crate::procfs::online_cpus().unwrap();
+        let n = (200..225).rev().find(|&n| !NetnsPair::in_use(n)).unwrap();
+        let pair = NetnsPair::create(n, ServerSide::Current, &cpus).unwrap();
+        let ip = pair.server_ip(false);
+        let waiters = [
+            Waiter::Blocking,
+            Waiter::Epoll(EpollMode::Exclusive),
+            Waiter::Epoll(EpollMode::Level),
+            Waiter::Epoll(EpollMode::Edge),
+            Waiter::Poll,
+            Waiter::Select,
+        ];
+        for waiter in waiters {
+            for opts in [
+                ServerOpts::pinned(ip, &cpus).waiter(waiter),
+                ServerOpts::pinned(ip, &cpus).waiter(waiter).unpinned(1),
+            ] {
+                let server = AcceptServer::start_with(&opts.reply(b'x')).unwrap();
+                client::request_sequential(
+                    pair.client_ns(),
+                    server.addr(),
+                    50,
+                    b'x',
+                    Duration::ZERO,
+                )
+                .unwrap();
+                server.wait_for(50, Duration::from_secs(10)).unwrap();
+                let accepted = server.stop().unwrap();
+                assert_eq!(accepted.len(), 50, "{waiter:?}");
+                eprintln!("{waiter:?}: {}/50 local", count_local(&accepted));
+            }
+        }
+        // A reuseport pair on one port.
+        let first =
+            AcceptServer::start_with(&ServerOpts::pinned(ip, &cpus[..1]).reuseport()).unwrap();
+        let second = AcceptServer::start_with(
+            &ServerOpts::pinned(ip, &cpus[..1])
+                .reuseport()
+                .port(first.addr().port()),
+        )
+        .unwrap();
+        client::request_sequential(
+            pair.client_ns(),
+            first.addr(),
+            50,
+            DEFAULT_REPLY,
+            Duration::ZERO,
+        )
+        .unwrap();
+        let (a, b) = (first.stop().unwrap().len(), second.stop().unwrap().len());
+        assert_eq!(a + b, 50);
+        assert!(a > 0 && b > 0, "{a} {b}");
     }
 }

@@ -4,9 +4,12 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::io;
 use std::mem;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 /// `CAP_NET_ADMIN` from linux/capability.h.
 pub const CAP_NET_ADMIN: u32 = 12;
@@ -54,14 +57,6 @@ pub fn incoming_cpu(sock: &impl AsRawFd) -> io::Result<i32> {
         )
     })?;
     Ok(cpu)
-}
-
-/// Calls listen() again on a listening socket, which only updates its backlog
-/// (std always listens with its own fixed backlog).
-pub fn set_listen_backlog(listener: &TcpListener, backlog: i32) -> io::Result<()> {
-    // SAFETY: plain syscall on a socket fd owned by `listener`.
-    check(unsafe { libc::listen(listener.as_raw_fd(), backlog) })?;
-    Ok(())
 }
 
 /// shutdown(SHUT_RDWR) on a listening socket: closes it for new connections and makes
@@ -139,14 +134,95 @@ pub fn drop_capability(cap: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs `child` in a forked child process, which exits with the returned code,
-/// and returns that exit code.
+/// A forked child process; killed (SIGKILL) and reaped on drop unless already reaped.
+pub struct ChildProcess {
+    pid: libc::pid_t,
+    reaped: bool,
+}
+
+impl ChildProcess {
+    /// Sends `sig` to the child (nothing once it has been reaped).
+    pub fn signal(&self, sig: libc::c_int) -> io::Result<()> {
+        if self.reaped {
+            return Ok(());
+        }
+        send_signal(self.pid, sig)
+    }
+
+    /// Waits for the child to end and returns its wait status.
+    pub fn wait(&mut self) -> io::Result<i32> {
+        self.waitpid(0)?
+            .ok_or_else(|| io::Error::other("waitpid returned no status"))
+    }
+
+    /// Polls for up to `timeout` for the child to end; `None` if it still runs.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.waitpid(libc::WNOHANG)? {
+                return Ok(Some(status));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn waitpid(&mut self, options: libc::c_int) -> io::Result<Option<i32>> {
+        if self.reaped {
+            return Err(io::Error::other("child already reaped"));
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: `status` is valid for writes; `pid` is our child, not yet reaped.
+            match check(unsafe { libc::waitpid(self.pid, &mut status, options) }) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {
+                    self.reaped = true;
+                    return Ok(Some(status));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = send_signal(self.pid, libc::SIGKILL);
+            let _ = self.waitpid(0);
+        }
+    }
+}
+
+/// Describes a wait status: `exit status 3`, `killed by signal 9`.
+pub fn describe_wait_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status:#x}")
+    }
+}
+
+/// Sends signal `sig` to process `pid`.
+pub fn send_signal(pid: i32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall; it only sends a signal.
+    check(unsafe { libc::kill(pid, sig) })?;
+    Ok(())
+}
+
+/// Runs `child` in a forked child process, which leaves with `_exit` and the returned code.
 ///
 /// # Safety
 ///
 /// The child is a copy of a multi-threaded process: `child` may only make
 /// async-signal-safe calls (no allocation, no locks, no printing).
-pub unsafe fn fork_and_wait(child: impl FnOnce() -> u8) -> io::Result<u8> {
+unsafe fn fork_child(child: impl FnOnce() -> u8) -> io::Result<ChildProcess> {
     // SAFETY: fork has no memory-safety preconditions; the caller guarantees that `child`
     // is async-signal-safe, and the child leaves with _exit, never returning into the runner.
     let pid = check(unsafe { libc::fork() })?;
@@ -155,22 +231,464 @@ pub unsafe fn fork_and_wait(child: impl FnOnce() -> u8) -> io::Result<u8> {
         // SAFETY: _exit ends the child at once, without running the parent's destructors.
         unsafe { libc::_exit(code.into()) }
     }
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is valid for writes; `pid` is our child.
-        match check(unsafe { libc::waitpid(pid, &mut status, 0) }) {
-            Ok(_) => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    Ok(ChildProcess { pid, reaped: false })
+}
+
+/// Runs `child` in a forked child process, which exits with the returned code,
+/// and returns that exit code.
+///
+/// # Safety
+///
+/// As for [`fork_child`]: `child` may only make async-signal-safe calls.
+pub unsafe fn fork_and_wait(child: impl FnOnce() -> u8) -> io::Result<u8> {
+    // SAFETY: passed on to the caller.
+    let mut process = unsafe { fork_child(child) }?;
+    let status = process.wait()?;
     if libc::WIFEXITED(status) {
         Ok(libc::WEXITSTATUS(status) as u8)
     } else {
         Err(io::Error::other(format!(
-            "child did not exit normally (wait status {status:#x})"
+            "child did not exit normally ({})",
+            describe_wait_status(status)
         )))
     }
+}
+
+/// What became of a write attempted by a child process without a capability.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChildWrite {
+    /// The write succeeded.
+    Written,
+    /// open() failed with this errno.
+    OpenFailed(i32),
+    /// write() failed with this errno.
+    WriteFailed(i32),
+    /// The child could not drop the capability.
+    CapsetFailed,
+}
+
+/// Exit codes of the child of [`write_without_capability`] besides 0 (write succeeded)
+/// and an errno (write failed).
+const CHILD_OPEN_FAILED: u8 = 128; // + errno
+const CHILD_CAPSET_FAILED: u8 = 255;
+
+/// In a forked child, drops capability `cap` and writes `value` to `path` with one write().
+pub fn write_without_capability(path: &CStr, value: &[u8], cap: u32) -> io::Result<ChildWrite> {
+    let child = || -> u8 {
+        if drop_capability(cap).is_err() {
+            return CHILD_CAPSET_FAILED;
+        }
+        let errno = |e: io::Error| e.raw_os_error().unwrap_or(0).clamp(1, 126) as u8;
+        let fd = match open_write_only(path) {
+            Ok(fd) => fd,
+            Err(e) => return CHILD_OPEN_FAILED + errno(e),
+        };
+        match write_fd(&fd, value) {
+            Ok(_) => 0,
+            Err(e) => errno(e),
+        }
+    };
+    // SAFETY: the child only makes raw syscalls (capget, capset, open, write, close) and
+    // builds io::Errors from errno values, which does not allocate.
+    let code = unsafe { fork_and_wait(child) }?;
+    Ok(match code {
+        0 => ChildWrite::Written,
+        CHILD_CAPSET_FAILED => ChildWrite::CapsetFailed,
+        code if code > CHILD_OPEN_FAILED => {
+            ChildWrite::OpenFailed((code - CHILD_OPEN_FAILED).into())
+        }
+        errno => ChildWrite::WriteFailed(errno.into()),
+    })
+}
+
+/// setsockopt() of an int option.
+fn set_int_option(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a valid c_int of the length passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            ptr::from_ref(&value).cast(),
+            mem::size_of_val(&value) as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// `addr` as a sockaddr for bind().
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zeroes is a valid value of these plain C structs.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: as above.
+            let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            // SAFETY: sockaddr_storage is bigger than and aligned for every sockaddr type.
+            unsafe {
+                ptr::from_mut(&mut storage)
+                    .cast::<libc::sockaddr_in>()
+                    .write(sin)
+            };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above.
+            let mut sin6: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            // SAFETY: as above.
+            unsafe {
+                ptr::from_mut(&mut storage)
+                    .cast::<libc::sockaddr_in6>()
+                    .write(sin6)
+            };
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// A TCP socket listening on `addr` with `backlog`, with SO_REUSEADDR (as std sets it) and,
+/// if `reuseport`, SO_REUSEPORT.
+pub fn tcp_listen(addr: SocketAddr, backlog: i32, reuseport: bool) -> io::Result<TcpListener> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain syscall.
+    let fd = check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just returned by socket and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if reuseport {
+        set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    let (storage, len) = sockaddr(&addr);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    check(unsafe { libc::bind(fd.as_raw_fd(), ptr::from_ref(&storage).cast(), len) })?;
+    // SAFETY: plain syscall on the socket fd.
+    check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(TcpListener::from(fd))
+}
+
+/// accept4() with `flags` (`SOCK_NONBLOCK`, `SOCK_CLOEXEC`). Async-signal-safe.
+pub fn accept4(listener: &impl AsRawFd, flags: libc::c_int) -> io::Result<TcpStream> {
+    // SAFETY: null address pointers are allowed: the peer address is not wanted.
+    let fd = check(unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            flags,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by accept4 and is owned by nobody else.
+    Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Plain accept(), whose fd gets neither O_NONBLOCK nor FD_CLOEXEC (std's accept always
+/// asks for SOCK_CLOEXEC).
+pub fn accept_plain(listener: &impl AsRawFd) -> io::Result<TcpStream> {
+    // SAFETY: null address pointers are allowed: the peer address is not wanted.
+    let fd =
+        check(unsafe { libc::accept(listener.as_raw_fd(), ptr::null_mut(), ptr::null_mut()) })?;
+    // SAFETY: `fd` was just returned by accept and is owned by nobody else.
+    Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// The O_NONBLOCK and FD_CLOEXEC flags of a file descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdFlags {
+    pub nonblocking: bool,
+    pub cloexec: bool,
+}
+
+pub fn fd_flags(fd: &impl AsRawFd) -> io::Result<FdFlags> {
+    // SAFETY: fcntl F_GETFL and F_GETFD only read flags of an open fd.
+    let status = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    let fd_flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
+    Ok(FdFlags {
+        nonblocking: status & libc::O_NONBLOCK != 0,
+        cloexec: fd_flags & libc::FD_CLOEXEC != 0,
+    })
+}
+
+/// Sets SO_RCVTIMEO, which on a listening socket bounds how long accept() blocks
+/// (it then fails with EAGAIN). Async-signal-safe.
+pub fn set_receive_timeout(fd: &impl AsRawFd, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `tv` is a valid timeval of the length passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            ptr::from_ref(&tv).cast(),
+            mem::size_of_val(&tv) as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+fn timeout_ms(timeout: Duration) -> libc::c_int {
+    timeout.as_millis().try_into().unwrap_or(libc::c_int::MAX)
+}
+
+/// An epoll instance.
+pub struct Epoll(OwnedFd);
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: plain syscall.
+        let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Adds `fd` with `events` (`EPOLLIN`, `EPOLLET`, `EPOLLEXCLUSIVE`, ...).
+    pub fn add(&self, fd: &impl AsRawFd, events: libc::c_int) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: fd.as_raw_fd() as u64,
+        };
+        // SAFETY: `event` is a valid epoll_event; both fds are open.
+        check(unsafe {
+            libc::epoll_ctl(
+                self.0.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                fd.as_raw_fd(),
+                &mut event,
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for events; returns how many fds are ready (0 on a timeout
+    /// or a signal).
+    pub fn wait(&self, timeout: Duration) -> io::Result<usize> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: `events` is valid for writes of the number of entries passed.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                timeout_ms(timeout),
+            )
+        };
+        match check(n) {
+            Ok(n) => Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Waits up to `timeout` with poll() for `fd` to become readable.
+pub fn poll_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd.
+    match check(unsafe { libc::poll(&mut pfd, 1, timeout_ms(timeout)) }) {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits up to `timeout` with select() for `fd` to become readable.
+pub fn select_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<bool> {
+    let raw = fd.as_raw_fd();
+    if !(0..libc::FD_SETSIZE as libc::c_int).contains(&raw) {
+        return Err(io::Error::other(format!("fd {raw} does not fit an fd_set")));
+    }
+    // SAFETY: all-zeroes is a valid, empty fd_set.
+    let mut set: libc::fd_set = unsafe { mem::zeroed() };
+    // SAFETY: `raw` is below FD_SETSIZE (checked above), so FD_SET stays inside `set`.
+    unsafe { libc::FD_SET(raw, &mut set) };
+    let mut tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `set` and `tv` are valid for reads and writes; the other sets may be null.
+    let n = unsafe { libc::select(raw + 1, &mut set, ptr::null_mut(), ptr::null_mut(), &mut tv) };
+    match check(n) {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the client's one-byte request, waiting at most `timeout`. Async-signal-safe
+/// (io::Errors built here and by std's socket calls do not allocate).
+pub fn read_request(conn: &mut TcpStream, timeout: Duration) -> io::Result<()> {
+    use std::io::Read;
+    conn.set_read_timeout(Some(timeout))?;
+    let mut byte = [0u8];
+    loop {
+        match conn.read(&mut byte) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends the one-byte reply. Async-signal-safe.
+pub fn send_reply(conn: &mut TcpStream, reply: u8) -> io::Result<()> {
+    use std::io::Write;
+    conn.write_all(&[reply])
+}
+
+/// Answers one connection: [`read_request`], then [`send_reply`]. Async-signal-safe.
+pub fn answer(conn: &mut TcpStream, reply: u8, timeout: Duration) -> io::Result<()> {
+    read_request(conn, timeout)?;
+    send_reply(conn, reply)
+}
+
+/// What a forked accept worker and the runner share, in shared memory.
+#[derive(Default)]
+pub struct WorkerShared {
+    /// Requests read and about to be answered.
+    pub served: AtomicU64,
+    /// Failed accepts, reads and writes; `last_errno` holds the errno of the last one.
+    pub errors: AtomicU64,
+    pub last_errno: AtomicU64,
+    /// Set by the runner: close the listener fd, stop accepting, keep running.
+    pub close_request: AtomicU64,
+    /// Set by the worker once it has closed its listener fd.
+    pub closed: AtomicU64,
+}
+
+/// `len` zeroed [`WorkerShared`] in anonymous shared memory, so that forked children
+/// and the runner see the same values.
+pub struct SharedWorkers {
+    ptr: NonNull<WorkerShared>,
+    len: usize,
+}
+
+// SAFETY: the memory only holds atomics, and the mapping lives as long as the value.
+unsafe impl Send for SharedWorkers {}
+// SAFETY: as above.
+unsafe impl Sync for SharedWorkers {}
+
+impl SharedWorkers {
+    pub fn new(len: usize) -> io::Result<SharedWorkers> {
+        let bytes = mem::size_of::<WorkerShared>() * len.max(1);
+        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(SharedWorkers { ptr, len })
+    }
+
+    pub fn get(&self) -> &[WorkerShared] {
+        // SAFETY: the mapping is page-aligned, zero-filled (a valid WorkerShared: atomics
+        // only), `len` entries long and unmapped only on drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SharedWorkers {
+    fn drop(&mut self) {
+        let bytes = mem::size_of::<WorkerShared>() * self.len.max(1);
+        // SAFETY: unmaps exactly the mapping made in `new`; no reference outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), bytes) };
+    }
+}
+
+/// Forks a worker process that serves `listener` until killed: pinned to `cpu`, blocking
+/// accept() (bounded by the listener's SO_RCVTIMEO, so that it notices a close request),
+/// then answers each connection with `reply`. Counts into `shared`, which must live in [`SharedWorkers`].
+/// On `shared.close_request` it closes its listener fd and sleeps until killed.
+pub fn fork_accept_worker(
+    listener: &TcpListener,
+    cpu: usize,
+    reply: u8,
+    timeout: Duration,
+    shared: &WorkerShared,
+) -> io::Result<ChildProcess> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let fd = listener.as_raw_fd();
+    let fail = |e: io::Error| {
+        shared.errors.fetch_add(1, SeqCst);
+        shared
+            .last_errno
+            .store(e.raw_os_error().unwrap_or(0) as u64, SeqCst);
+    };
+    let child = move || -> u8 {
+        if pin_current_thread(cpu).is_err() {
+            return 1;
+        }
+        loop {
+            if shared.close_request.load(SeqCst) != 0 {
+                // SAFETY: `fd` is this process's copy of the listener fd; it is closed once,
+                // here, and never used again.
+                unsafe { libc::close(fd) };
+                shared.closed.store(1, SeqCst);
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            match accept4(&fd, libc::SOCK_CLOEXEC) {
+                Ok(mut conn) => {
+                    // Counted before replying: once a client has its reply, the count is
+                    // up to date, even if the worker is killed right after.
+                    let served = read_request(&mut conn, timeout).map(|()| {
+                        shared.served.fetch_add(1, SeqCst);
+                    });
+                    if let Err(e) = served.and_then(|()| send_reply(&mut conn, reply)) {
+                        fail(e);
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    fail(e);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    };
+    // SAFETY: the child only makes async-signal-safe calls: sched_setaffinity, accept4,
+    // setsockopt, read, write, close, nanosleep, and atomic operations on shared memory.
+    // It allocates nothing: io::Errors built from errno values or ErrorKinds have no heap part.
+    unsafe { fork_child(child) }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The accept counters of /proc/net/fastsocket against what userspace observed.
 
-use super::{connect_and_wait, Ctx, TestResult};
+use super::{connect_and_wait, Ctx, KnobGuard, TestResult};
 use crate::netns::ServerSide;
 use crate::procfs;
 use crate::server::AcceptServer;
@@ -17,7 +17,7 @@ pub fn accept_counters_ipv6(ctx: &mut Ctx) -> TestResult {
 /// compares the per-CPU counter deltas with the accepts userspace saw.
 fn check_accept_counters(ctx: &mut Ctx, ipv6: bool, count: usize) -> TestResult {
     ctx.ensure_loaded()?;
-    let _enabled = super::EnabledGuard::set("1")?;
+    let _enabled = KnobGuard::enabled("1")?;
     let pair = ctx.netns_pair(ServerSide::Current)?;
     let server = AcceptServer::start(pair.server_ip(ipv6), &ctx.cpus, None)?;
     let before = procfs::read_counters()?;

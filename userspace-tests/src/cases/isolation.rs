@@ -1,19 +1,14 @@
 //! Counters and sysctl are per network namespace.
 
-use super::{connect_and_wait, Context, Ctx, EnabledGuard, TestResult};
-use crate::netns::{self, ServerSide};
+use super::{connect_and_wait, in_ns, Context, Ctx, KnobGuard, TestResult};
+use crate::netns::ServerSide;
 use crate::procfs;
 use crate::server::AcceptServer;
-
-/// Runs `f` in namespace `ns`, flattening the errors.
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> TestResult<T> + Send) -> TestResult<T> {
-    netns::run_in(ns, f).context(format!("entering {ns}"))?
-}
 
 pub fn netns_isolation(ctx: &mut Ctx) -> TestResult {
     const COUNT: usize = 50;
     ctx.ensure_loaded()?;
-    let _enabled = EnabledGuard::set("1")?;
+    let _enabled = KnobGuard::enabled("1")?;
     let pair = ctx.netns_pair(ServerSide::Named)?;
     let ns = pair.server_ns().ok_or("server netns missing")?;
 

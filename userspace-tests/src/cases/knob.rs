@@ -1,17 +1,17 @@
 //! The per-netns `enabled` sysctl.
 
-use super::{connect_and_wait, Context, Ctx, EnabledGuard, TestResult};
+use super::{connect_and_wait, Context, Ctx, KnobGuard, TestResult};
 use crate::netns::ServerSide;
 use crate::procfs::{self, CpuStats};
 use crate::server::AcceptServer;
-use crate::sys;
+use crate::sys::{self, ChildWrite};
 
 pub fn knob_disable(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let pair = ctx.netns_pair(ServerSide::Current)?;
     let server = AcceptServer::start(pair.server_ip(false), &ctx.cpus, None)?;
 
-    let _enabled = EnabledGuard::set("0")?;
+    let _enabled = KnobGuard::enabled("0")?;
     let before = procfs::read_counters()?;
     connect_and_wait(&pair, &server, 50)?;
     let delta = procfs::read_counters()?.since(&before)?.total();
@@ -36,7 +36,7 @@ pub fn knob_disable(ctx: &mut Ctx) -> TestResult {
 pub fn knob_bad_input(ctx: &mut Ctx) -> TestResult {
     const BAD: [&str; 5] = ["2", "-1", "abc", "99999999999999999999", "1x"];
     ctx.ensure_loaded()?;
-    let _enabled = EnabledGuard::set("1")?;
+    let _enabled = KnobGuard::enabled("1")?;
     for start in ["1", "0"] {
         procfs::write_enabled(start.as_bytes()).context(format!("writing {start}"))?;
         for input in BAD {
@@ -74,45 +74,29 @@ pub fn knob_bad_input(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
-/// Exit codes of the child in [`knob_needs_cap_net_admin`] besides 0 (write succeeded)
-/// and an errno (write failed).
-const CHILD_OPEN_FAILED: u8 = 128; // + errno
-const CHILD_CAPSET_FAILED: u8 = 255;
-
-/// Runs in the forked child: only raw syscalls, no allocation.
-fn write_without_cap_net_admin() -> u8 {
-    if sys::drop_capability(sys::CAP_NET_ADMIN).is_err() {
-        return CHILD_CAPSET_FAILED;
-    }
-    let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(0).clamp(1, 126) as u8;
-    let fd = match sys::open_write_only(procfs::ENABLED_C) {
-        Ok(fd) => fd,
-        Err(e) => return CHILD_OPEN_FAILED + errno(e),
+/// Tries to write `value` to sysctl `knob` from a child process without CAP_NET_ADMIN;
+/// fails unless the write fails with EPERM.
+pub fn expect_eperm_without_cap(knob: &str, value: &str) -> TestResult {
+    let path = procfs::knob_path_c(knob);
+    let outcome = sys::write_without_capability(&path, value.as_bytes(), sys::CAP_NET_ADMIN)
+        .context("fork")?;
+    let describe = |errno: i32| std::io::Error::from_raw_os_error(errno);
+    let outcome = match outcome {
+        ChildWrite::WriteFailed(libc::EPERM) => return Ok(()),
+        ChildWrite::Written => "the write succeeded".to_string(),
+        ChildWrite::CapsetFailed => "the child could not drop CAP_NET_ADMIN".to_string(),
+        ChildWrite::OpenFailed(errno) => format!("open failed: {}", describe(errno)),
+        ChildWrite::WriteFailed(errno) => format!("the write failed: {}", describe(errno)),
     };
-    match sys::write_fd(&fd, b"0") {
-        Ok(_) => 0,
-        Err(e) => errno(e),
-    }
+    Err(format!(
+        "writing {value:?} to {knob} without CAP_NET_ADMIN: {outcome}; expected the write to fail with EPERM"
+    ))
 }
 
 pub fn knob_needs_cap_net_admin(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
-    let _enabled = EnabledGuard::set("1")?;
-    // SAFETY: the child only makes raw syscalls (capget, capset, open, write, close).
-    let code = unsafe { sys::fork_and_wait(write_without_cap_net_admin) }.context("fork")?;
-    let describe = |errno: u8| std::io::Error::from_raw_os_error(errno.into());
-    let outcome = match code {
-        0 => "the write succeeded".to_string(),
-        CHILD_CAPSET_FAILED => "the child could not drop CAP_NET_ADMIN".to_string(),
-        code if code > CHILD_OPEN_FAILED => {
-            format!("open failed: {}", describe(code - CHILD_OPEN_FAILED))
-        }
-        errno => format!("the write failed: {}", describe(errno)),
-    };
-    ensure!(
-        i32::from(code) == libc::EPERM,
-        "writing 0 without CAP_NET_ADMIN: {outcome}; expected the write to fail with EPERM"
-    );
+    let _enabled = KnobGuard::enabled("1")?;
+    expect_eperm_without_cap(procfs::ENABLED, "0")?;
     let value = procfs::read_enabled()?;
     ensure!(value == 1, "the refused write changed the value to {value}");
     Ok(())

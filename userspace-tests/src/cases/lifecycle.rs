@@ -28,7 +28,19 @@ fn check_loaded(ctx: &Ctx) -> TestResult {
     ensure!(
         enabled == 1,
         "{} reads {enabled}, expected 1",
-        procfs::ENABLED
+        procfs::knob_path(procfs::ENABLED)
+    );
+    let scan = procfs::read_knob_int(procfs::LISTEN_SCAN)?;
+    ensure!(
+        scan == 64,
+        "{} reads {scan}, expected 64",
+        procfs::knob_path(procfs::LISTEN_SCAN)
+    );
+    let ports = procfs::read_knob(procfs::LISTEN_PORTS)?;
+    ensure!(
+        ports == "all\n",
+        "{} reads {ports:?}, expected \"all\\n\"",
+        procfs::knob_path(procfs::LISTEN_PORTS)
     );
     Ok(())
 }
@@ -47,7 +59,8 @@ pub fn unload_reload(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     module::rmmod()?;
     procfs::read_hooks()?.expect(None)?;
-    for path in [procfs::COUNTERS, procfs::ENABLED] {
+    let knobs = [procfs::ENABLED, procfs::LISTEN_SCAN, procfs::LISTEN_PORTS].map(procfs::knob_path);
+    for path in knobs.iter().map(String::as_str).chain([procfs::COUNTERS]) {
         ensure!(!Path::new(path).exists(), "{path} still exists after rmmod");
     }
     ctx.insmod()?;

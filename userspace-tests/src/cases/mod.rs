@@ -1,16 +1,20 @@
 //! The tests, their order, and what they share.
 
 mod accept;
+mod apps;
 mod isolation;
 mod knob;
 mod lifecycle;
+mod listen;
 mod log;
+mod scope;
+mod workers;
 
 use std::fmt::Display;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::netns::{NetnsPair, ServerSide};
+use crate::netns::{self, NetnsPair, ServerSide};
 use crate::server::AcceptServer;
 use crate::{client, module, procfs};
 
@@ -60,8 +64,52 @@ const TESTS: &[Test] = &[
         run: knob::knob_needs_cap_net_admin,
     },
     Test {
+        name: "listen_ports_knob",
+        run: scope::listen_ports_knob,
+    },
+    Test {
+        name: "listen_scan_knob",
+        run: scope::listen_scan_knob,
+    },
+    Test {
         name: "netns_isolation",
         run: isolation::netns_isolation,
+    },
+    Test {
+        name: "two_netns_same_port",
+        run: scope::two_netns_same_port,
+    },
+    Test {
+        name: "listen_locality_pinned",
+        run: listen::listen_locality_pinned,
+    },
+    Test {
+        name: "listen_locality_epoll_exclusive",
+        run: listen::listen_locality_epoll_exclusive,
+    },
+    Test {
+        name: "listen_locality_ipv6",
+        run: listen::listen_locality_ipv6,
+    },
+    Test {
+        name: "listen_epoll_modes",
+        run: listen::listen_epoll_modes,
+    },
+    Test {
+        name: "accept4_flags",
+        run: listen::accept4_flags,
+    },
+    Test {
+        name: "reuseport_group",
+        run: listen::reuseport_group,
+    },
+    Test {
+        name: "worker_killed_under_load",
+        run: workers::worker_killed_under_load,
+    },
+    Test {
+        name: "listener_closed_by_one_sharer",
+        run: workers::listener_closed_by_one_sharer,
     },
     Test {
         name: "unload_reload",
@@ -70,6 +118,14 @@ const TESTS: &[Test] = &[
     Test {
         name: "unload_under_load",
         run: lifecycle::unload_under_load,
+    },
+    Test {
+        name: "nginx_20k",
+        run: apps::nginx_20k,
+    },
+    Test {
+        name: "haproxy_20k",
+        run: apps::haproxy_20k,
     },
     Test {
         name: "kernel_log_clean",
@@ -83,11 +139,19 @@ const FAULT_CHECK: Test = Test {
     run: log::fault_detection,
 };
 
-/// The tests to run: the default ones (plus the fault check if asked for) whose
-/// name contains `filter`.
-pub fn selected(filter: Option<&str>, fault_check: bool) -> Vec<&'static Test> {
+/// Run only with --known-gaps: targets the module does not reach yet (see
+/// Documentation/listen.md), kept runnable so that progress is measured the same way.
+const KNOWN_GAPS: &[Test] = &[Test {
+    name: "listen_locality_unpinned",
+    run: listen::listen_locality_unpinned,
+}];
+
+/// The tests to run: the default ones (plus the fault check and the known gaps if asked
+/// for) whose name contains `filter`.
+pub fn selected(filter: Option<&str>, fault_check: bool, gaps: bool) -> Vec<&'static Test> {
     TESTS
         .iter()
+        .chain(KNOWN_GAPS.iter().filter(|_| gaps))
         .chain(fault_check.then_some(&FAULT_CHECK))
         .filter(|test| filter.is_none_or(|f| test.name.contains(f)))
         .collect()
@@ -138,31 +202,83 @@ impl Ctx {
     }
 }
 
-/// Makes `count` connections from the client namespace and waits until the server
-/// has accepted them all.
+/// Makes `count` requests from the client namespace, checking every reply, and waits
+/// until the server has accepted them all.
 pub fn connect_and_wait(pair: &NetnsPair, server: &AcceptServer, count: usize) -> TestResult {
+    connect_paced(pair, server, count, Duration::ZERO)
+}
+
+/// [`connect_and_wait`] with a pause after each request.
+pub fn connect_paced(
+    pair: &NetnsPair,
+    server: &AcceptServer,
+    count: usize,
+    pause: Duration,
+) -> TestResult {
     let target = server.accepted() + count;
-    client::connect_sequential(pair.client_ns(), server.addr(), count)?;
+    client::request_sequential(
+        pair.client_ns(),
+        server.addr(),
+        count,
+        server.reply(),
+        pause,
+    )?;
     server.wait_for(target, ACCEPT_TIMEOUT)
 }
 
-/// Sets the init netns `enabled` sysctl and sets it back to 1 when dropped.
-pub struct EnabledGuard;
+/// Runs `f` in namespace `ns` (on a helper thread), flattening the errors.
+pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> TestResult<T> + Send) -> TestResult<T> {
+    netns::run_in(ns, f).context(format!("entering {ns}"))?
+}
 
-impl EnabledGuard {
-    pub fn set(value: &str) -> TestResult<EnabledGuard> {
-        let guard = EnabledGuard;
-        procfs::write_enabled(value.as_bytes()).context(format!("writing {value:?}"))?;
+/// Sets a sysctl of the calling thread's netns and writes `restore` back when dropped.
+pub struct KnobGuard {
+    knob: &'static str,
+    restore: &'static str,
+}
+
+impl KnobGuard {
+    pub fn set(knob: &'static str, value: &str, restore: &'static str) -> TestResult<KnobGuard> {
+        let guard = KnobGuard { knob, restore };
+        procfs::write_knob(knob, value.as_bytes())
+            .context(format!("writing {value:?} to {knob}"))?;
         Ok(guard)
+    }
+
+    /// Sets `enabled`, restored to 1.
+    pub fn enabled(value: &str) -> TestResult<KnobGuard> {
+        KnobGuard::set(procfs::ENABLED, value, "1")
+    }
+
+    /// Sets `listen_ports`, restored to `all`.
+    pub fn listen_ports(value: &str) -> TestResult<KnobGuard> {
+        KnobGuard::set(procfs::LISTEN_PORTS, value, "all")
+    }
+
+    /// Sets `listen_scan`, restored to the default 64.
+    pub fn listen_scan(value: &str) -> TestResult<KnobGuard> {
+        KnobGuard::set(procfs::LISTEN_SCAN, value, "64")
     }
 }
 
-impl Drop for EnabledGuard {
+impl Drop for KnobGuard {
     fn drop(&mut self) {
         if module::is_loaded() {
-            if let Err(e) = procfs::write_enabled(b"1") {
-                eprintln!("fastsocket-tests: cleanup: restoring enabled=1: {e}");
+            if let Err(e) = procfs::write_knob(self.knob, self.restore.as_bytes()) {
+                eprintln!(
+                    "fastsocket-tests: cleanup: restoring {}={}: {e}",
+                    self.knob, self.restore
+                );
             }
         }
+    }
+}
+
+/// Percentage `part` of `whole`, 0 for an empty whole.
+pub fn percent(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
     }
 }
