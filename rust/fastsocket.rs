@@ -63,6 +63,11 @@ impl Hooks for FastSocketHooks {
     fn accept_pick(rcu: &RcuReadSection<'_>, listener: &Sock) -> Option<AcceptPick> {
         listen::accept_pick(NetState::of(listener.net(), rcu)?, listener)
     }
+
+    fn may_take(rcu: &RcuReadSection<'_>, listener: &Sock, child: &Sock) -> bool {
+        NetState::of(listener.net(), rcu)
+            .map_or(true, |state| listen::may_take(state, listener, child))
+    }
 }
 
 static HOOKS: HooksVTable = hooks::vtable::<FastSocketHooks>();

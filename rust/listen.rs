@@ -10,9 +10,12 @@
 //!   waiters are all woken as before. If no exclusive waiter sits on c but a worker on c
 //!   accepted from this listener lately (it is busy and will be back), the other exclusive
 //!   waiters are left asleep for at most `listen_hold_ms`, then woken as stock would;
-//! - accept (process context, CPU c): take the oldest connection that completed on c among
-//!   the first `listen_scan` queued, else the oldest one (a steal, so nothing waits for a busy
-//!   or absent worker longer than stock would make it wait).
+//! - accept and readiness (process context, CPU c): take the oldest connection that completed
+//!   on c among the first `listen_scan` queued; else the oldest one other CPUs may take: a
+//!   connection is kept for its own CPU while younger than `listen_hold_ms` if a worker there
+//!   accepted from the listener in the last `PRESENT_MS`. A kept connection looks absent to
+//!   other CPUs' poll and accept; the held wake-up is released when the hold ends, so a
+//!   connection whose worker is gone waits at most `PRESENT_MS` + `listen_hold_ms`.
 
 use crate::logic::{ports::PortSet, recent::RecentListeners};
 use crate::netstate::NetState;
@@ -63,8 +66,10 @@ impl TextValue for ListenPorts {
     }
 }
 
-/// A worker on a CPU counts as present for a listener this long after its last accept there.
-const PRESENT_MS: u32 = 1000;
+/// A worker on a CPU counts as present for a listener this long after its last accept there:
+/// long enough for a busy worker's next accept, short enough that a worker which moved to
+/// another CPU stops reserving this one soon.
+const PRESENT_MS: u32 = 100;
 
 /// Per-CPU state of accept locality in one namespace.
 #[derive(Default)]
@@ -99,7 +104,13 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
         time::ms_to_jiffies(PRESENT_MS),
     );
     let wake = match listener.wake_listener_on(cpu, bound > 0 && present) {
-        ListenerWake::Local => Wake::Local,
+        ListenerWake::Local => {
+            // Reserve it for the woken worker; a full table only costs locality.
+            if bound > 0 {
+                here.held.hold(listener, bound);
+            }
+            Wake::Local
+        }
         ListenerWake::Other => Wake::Fallback,
         ListenerWake::Held if here.held.hold(listener, bound) => Wake::Held,
         ListenerWake::Held => {
@@ -123,6 +134,27 @@ pub(crate) fn accepted(state: &NetState, listener: &Sock) {
         here.held
             .refresh(listener, time::ms_to_jiffies(state.listen_hold_ms()));
     }
+}
+
+/// Whether a task on this CPU may take `child`, queued on `listener`, whose handshake completed
+/// on another CPU: not while the child is younger than `listen_hold_ms` and a worker on its CPU
+/// accepted from `listener` lately.
+pub(crate) fn may_take(state: &NetState, listener: &Sock, child: &Sock) -> bool {
+    let bound = time::ms_to_jiffies(state.listen_hold_ms());
+    let (Some(cpu), true) = (child.incoming_cpu(), bound > 0) else {
+        return true;
+    };
+    let Some(there) = state.listen_cpu(cpu) else {
+        return true;
+    };
+    let now = time::jiffies();
+    // Jiffies wrap at 32 bits in the socket: compare ages, not times.
+    let age = (now as u32).wrapping_sub(child.last_rcv_jiffies32());
+    let kept = u64::from(age) < bound
+        && there
+            .recent
+            .seen_within(listener.id(), now, time::ms_to_jiffies(PRESENT_MS));
+    !kept
 }
 
 /// Which queued connection an `accept()` on `listener`, running on this CPU, should take.

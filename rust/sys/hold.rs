@@ -72,8 +72,15 @@ impl HeldWakes {
     /// Called in softirq context on the CPU this object belongs to.
     pub(crate) fn hold(&self, listener: &Sock, bound: u64) -> bool {
         let sk = listener.as_raw();
-        if self.slots.iter().any(|s| s.load(Ordering::Relaxed) == sk) {
-            // Already held: the pending deadline covers this connection too.
+        let deadline = time::jiffies() + bound;
+        if let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.load(Ordering::Relaxed) == sk)
+        {
+            // Already held: push the deadline so that it covers this connection too (the timer
+            // re-arms itself for it).
+            self.deadlines[i].fetch_max(deadline, Ordering::Relaxed);
             return true;
         }
         let Some(i) = self

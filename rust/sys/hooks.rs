@@ -31,10 +31,19 @@ pub(crate) trait Hooks {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
-    /// `accept()` on `listener` is about to take a connection from its queue.
+    /// A task is about to take a connection from `listener`'s queue, or asks whether it could
+    /// (poll, blocking `accept()`).
     ///
-    /// Returns which connection to prefer, `None` to take the oldest as usual.
+    /// Returns which connections to prefer, `None` to treat the queue as stock does.
     fn accept_pick(_rcu: &RcuReadSection<'_>, _listener: &Sock) -> Option<AcceptPick> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// No connection of the task's CPU is among the first ones scanned: may the task take
+    /// `child`, queued on `listener`, whose handshake completed on another CPU? If not, it looks
+    /// absent to the task (poll, `accept()`) until a later wake-up. Called with the queue's
+    /// spinlock held.
+    fn may_take(_rcu: &RcuReadSection<'_>, _listener: &Sock, _child: &Sock) -> bool {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 }
@@ -70,6 +79,11 @@ pub(crate) const fn vtable<T: Hooks>() -> HooksVTable {
         },
         accept_pick: if T::HAS_ACCEPT_PICK {
             Some(accept_pick_trampoline::<T>)
+        } else {
+            None
+        },
+        may_take: if T::HAS_MAY_TAKE {
+            Some(may_take_trampoline::<T>)
         } else {
             None
         },
@@ -126,6 +140,22 @@ unsafe extern "C" fn accept_pick_trampoline<T: Hooks>(
         }
         _ => 0,
     }
+}
+
+/// # Safety
+///
+/// Called by the kernel from the accept-queue pick: `sk` and `child` are valid sockets and the
+/// call runs inside `rcu_read_lock()`.
+unsafe extern "C" fn may_take_trampoline<T: Hooks>(
+    sk: *mut bindings::sock,
+    child: *mut bindings::sock,
+) -> bool {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    // SAFETY: Both sockets are valid for the duration of the call (the child is queued and the
+    // queue is locked).
+    let (listener, child) = unsafe { (Sock::from_raw(sk), Sock::from_raw(child)) };
+    T::may_take(&rcu, listener, child)
 }
 
 /// The hooks of one module, registered with the kernel for as long as this value lives.

@@ -93,6 +93,14 @@ impl Sock {
         unsafe { bindings::sk_data_ready(self.0.get()) };
     }
 
+    /// When (in jiffies, truncated to 32 bits) the socket last received a segment: for a
+    /// queued child, when its handshake completed.
+    pub(crate) fn last_rcv_jiffies32(&self) -> u32 {
+        // SAFETY: The socket is valid for `&self` and is a connection socket (its accept hooks
+        // only see TCP sockets); the helper reads one field.
+        unsafe { bindings::inet_csk_lrcvtime(self.0.get()) }
+    }
+
     /// The CPU that last processed a packet for this socket (for a freshly accepted socket:
     /// the CPU that completed its handshake), or `None` if unknown.
     pub(crate) fn incoming_cpu(&self) -> Option<u32> {
