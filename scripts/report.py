@@ -131,9 +131,11 @@ def bench_section(res, docs, lines):
             keys = [k for k in g if k[0] == clock and k[1] == cpus]
             if not keys:
                 continue
+            extra = " guest instr. per conn |" if clock == "icount" else ""
             lines += [f"### {what}, {cpus} vCPU{'s' if cpus > 1 else ''}", "",
                       f"| workload | arm | {unit} (median) | min-max | runs | per vCPU | vs B0 | "
-                      "locality | errors |", "|---|---|---|---|---|---|---|---|---|"]
+                      "locality | errors |" + extra, "|---|---|---|---|---|---|---|---|---|"
+                      + ("---|" if extra else "")]
             for w in WORKLOADS:
                 base = g.get((clock, cpus, w, "B0"))
                 b0 = stats(base)["med"] if base else None
@@ -144,8 +146,10 @@ def bench_section(res, docs, lines):
                     s = stats(runs)
                     ratio = f"{s['med'] / b0:.2f}" if b0 else ""
                     loc = f"{s['locality']:.1f}%" if s["locality"] is not None else "n/a"
+                    ipc = f" {1e9 / s['med']:,.0f} |" if extra and s["med"] else ""
                     lines.append(f"| {w} | {arm} | {s['med']:,.1f} | {s['lo']:,.1f}-{s['hi']:,.1f} | "
-                                 f"{s['n']} | {s['med'] / cpus:,.1f} | {ratio} | {loc} | {s['err']} |")
+                                 f"{s['n']} | {s['med'] / cpus:,.1f} | {ratio} | {loc} | {s['err']} |"
+                                 + ipc)
             lines.append("")
     # Headline ratios and plots from the 2-vCPU wall-clock runs.
     for clock in ("wall", "icount"):

@@ -12,12 +12,17 @@ use crate::sys;
 
 pub const HOOKS: &str = "/proc/thread-self/net/fastsocket_hooks";
 pub const COUNTERS: &str = "/proc/thread-self/net/fastsocket";
+/// The IPv4 TCP sockets, per netns.
+pub const TCP4: &str = "/proc/thread-self/net/tcp";
+/// The stack's extended SNMP counters (TcpExt, IpExt, ...), per netns.
+pub const NETSTAT: &str = "/proc/thread-self/net/netstat";
 /// The module's sysctl directory; net sysctls show the namespace of the opening thread.
 pub const KNOB_DIR: &str = "/proc/sys/net/fastsocket";
 /// Sysctl names.
 pub const ENABLED: &str = "enabled";
 pub const LISTEN_SCAN: &str = "listen_scan";
 pub const LISTEN_PORTS: &str = "listen_ports";
+pub const LISTEN_HOLD_MS: &str = "listen_hold_ms";
 const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
 
 /// Contents of /proc/net/fastsocket_hooks.
@@ -191,6 +196,85 @@ impl Counters {
         }
         Ok(Counters { per_cpu })
     }
+}
+
+/// The counters of `group` (such as `TcpExt`) in /proc/net/netstat or /proc/net/snmp
+/// format: a line `Group: Name1 Name2 ...` followed by a line `Group: value1 value2 ...`.
+pub fn parse_netstat(text: &str, group: &str) -> Result<BTreeMap<String, u64>, String> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter_map(|line| line.strip_prefix(&prefix));
+    let names = lines.next().ok_or_else(|| format!("no {group} lines"))?;
+    let values = lines
+        .next()
+        .ok_or_else(|| format!("no {group} value line"))?;
+    let (names, values): (Vec<&str>, Vec<&str>) = (
+        names.split_whitespace().collect(),
+        values.split_whitespace().collect(),
+    );
+    if names.len() != values.len() {
+        return Err(format!(
+            "{group}: {} names but {} values",
+            names.len(),
+            values.len()
+        ));
+    }
+    names
+        .iter()
+        .zip(&values)
+        .map(|(&name, value)| {
+            value
+                .parse::<u64>()
+                .map(|v| (name.to_owned(), v))
+                .map_err(|e| format!("{group}: bad value {value:?} of {name}: {e}"))
+        })
+        .collect()
+}
+
+/// The counters `names` of `group` in the calling thread's netns's /proc/net/netstat.
+pub fn read_netstat(group: &str, names: &[&str]) -> Result<Vec<u64>, String> {
+    let counters = parse_netstat(&read(NETSTAT)?, group).map_err(|e| format!("{NETSTAT}: {e}"))?;
+    names
+        .iter()
+        .map(|name| {
+            counters
+                .get(*name)
+                .copied()
+                .ok_or_else(|| format!("{NETSTAT}: no {group} counter {name}"))
+        })
+        .collect()
+}
+
+/// The accept queue length (`rx_queue`, which is `sk_ack_backlog` for listeners) of the one
+/// IPv4 listener on `port` in /proc/net/tcp format.
+pub fn parse_tcp_listen_queue(text: &str, port: u16) -> Result<u32, String> {
+    const LISTEN: &str = "0A";
+    let port_hex = format!("{port:04X}");
+    let queues = text
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| {
+            f.len() > 4
+                && f[3] == LISTEN
+                && f[1].rsplit_once(':').is_some_and(|(_, p)| p == port_hex)
+        })
+        .map(|f| {
+            let rx = f[4].split_once(':').map_or("", |(_, rx)| rx);
+            u32::from_str_radix(rx, 16).map_err(|e| format!("bad queues {:?}: {e}", f[4]))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    match queues.as_slice() {
+        [queue] => Ok(*queue),
+        _ => Err(format!(
+            "expected one IPv4 listener on port {port}, found {}",
+            queues.len()
+        )),
+    }
+}
+
+/// [`parse_tcp_listen_queue`] of the calling thread's netns.
+pub fn read_tcp_listen_queue(port: u16) -> Result<u32, String> {
+    parse_tcp_listen_queue(&read(TCP4)?, port).map_err(|e| format!("{TCP4}: {e}"))
 }
 
 /// Parses a kernel CPU list such as `0-3,6,8-9`.
@@ -370,6 +454,41 @@ mod tests {
         assert!(before.since(&after).is_err(), "counters went down");
         let fewer = Counters::parse(&format!("{HEADER}\n0 12 8 4 9 3\n")).unwrap();
         assert!(fewer.since(&before).is_err(), "a row disappeared");
+    }
+
+    #[test]
+    fn parses_netstat() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 1 22 23\n\
+                    IpExt: InNoRoutes ListenDrops\nIpExt: 7 99\n";
+        let tcp = parse_netstat(text, "TcpExt").unwrap();
+        assert_eq!(tcp.len(), 3);
+        assert_eq!(tcp["ListenOverflows"], 22);
+        assert_eq!(tcp["ListenDrops"], 23);
+        assert_eq!(parse_netstat(text, "IpExt").unwrap()["ListenDrops"], 99);
+        assert!(parse_netstat(text, "MPTcpExt").is_err());
+        assert!(parse_netstat("TcpExt: A B\nTcpExt: 1\n", "TcpExt").is_err());
+        assert!(parse_netstat("TcpExt: A\nTcpExt: x\n", "TcpExt").is_err());
+        assert!(parse_netstat("TcpExt: A\n", "TcpExt").is_err());
+    }
+
+    #[test]
+    fn parses_listen_queues() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+            0: 014D0A0A:A4CB 00000000:0000 0A 00000000:00000009 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
+            1: 014D0A0A:A4CB 024D0A0A:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n\
+            2: 0100007F:0050 00000000:0000 0A 00000000:0000001F 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n";
+        assert_eq!(parse_tcp_listen_queue(text, 0xA4CB).unwrap(), 9);
+        assert_eq!(parse_tcp_listen_queue(text, 80).unwrap(), 31);
+        assert!(
+            parse_tcp_listen_queue(text, 0xC350).is_err(),
+            "not a listener"
+        );
+        assert!(parse_tcp_listen_queue(text, 81).is_err());
+        let twice =
+            format!("{text}   3: 0200007F:0050 00000000:0000 0A 00000000:00000001 00:0 0 0 0 4\n");
+        assert!(parse_tcp_listen_queue(&twice, 80).is_err());
+        let bad = text.replace(":0000001F", ":0000001G");
+        assert!(parse_tcp_listen_queue(&bad, 80).is_err());
     }
 
     #[test]

@@ -7,7 +7,9 @@ mod knob;
 mod lifecycle;
 mod listen;
 mod log;
+mod queue;
 mod scope;
+mod toggles;
 mod workers;
 
 use std::fmt::Display;
@@ -72,6 +74,10 @@ const TESTS: &[Test] = &[
         run: scope::listen_scan_knob,
     },
     Test {
+        name: "listen_hold_ms_knob",
+        run: scope::listen_hold_ms_knob,
+    },
+    Test {
         name: "netns_isolation",
         run: isolation::netns_isolation,
     },
@@ -110,6 +116,14 @@ const TESTS: &[Test] = &[
     Test {
         name: "listener_closed_by_one_sharer",
         run: workers::listener_closed_by_one_sharer,
+    },
+    Test {
+        name: "ss_queue_length_and_backlog",
+        run: queue::ss_queue_length_and_backlog,
+    },
+    Test {
+        name: "toggles_under_load",
+        run: toggles::toggles_under_load,
     },
     Test {
         name: "unload_reload",
@@ -259,6 +273,11 @@ impl KnobGuard {
     pub fn listen_scan(value: &str) -> TestResult<KnobGuard> {
         KnobGuard::set(procfs::LISTEN_SCAN, value, "64")
     }
+
+    /// Sets `listen_hold_ms`, restored to the default 5.
+    pub fn listen_hold_ms(value: &str) -> TestResult<KnobGuard> {
+        KnobGuard::set(procfs::LISTEN_HOLD_MS, value, "5")
+    }
 }
 
 impl Drop for KnobGuard {
@@ -280,5 +299,26 @@ pub fn percent(part: usize, whole: usize) -> f64 {
         0.0
     } else {
         100.0 * part as f64 / whole as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_log_clean_runs_last_and_names_are_unique() {
+        assert_eq!(TESTS.last().map(|t| t.name), Some("kernel_log_clean"));
+        let mut names: Vec<&str> = TESTS.iter().chain(KNOWN_GAPS).map(|t| t.name).collect();
+        names.push(FAULT_CHECK.name);
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "duplicate test names");
+        let knob: Vec<&str> = selected(Some("knob"), false, false)
+            .iter()
+            .map(|t| t.name)
+            .collect();
+        assert!(knob.contains(&"listen_hold_ms_knob"), "{knob:?}");
     }
 }

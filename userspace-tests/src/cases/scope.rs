@@ -148,6 +148,27 @@ pub fn listen_scan_knob(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
+pub fn listen_hold_ms_knob(ctx: &mut Ctx) -> TestResult {
+    const KNOB: &str = procfs::LISTEN_HOLD_MS;
+    ctx.ensure_loaded()?;
+    info!("{KNOB} reads {:?} at the start", procfs::read_knob(KNOB)?);
+    let _hold = KnobGuard::listen_hold_ms("5")?;
+    for start in ["5", "0"] {
+        expect_reads(KNOB, start, &format!("{start}\n"))?;
+        for bad in ["-1", "1001", "abc"] {
+            expect_einval(KNOB, bad).context(format!("starting from {start}"))?;
+        }
+    }
+    for value in ["0", "5"] {
+        expect_reads(KNOB, value, &format!("{value}\n"))?;
+    }
+    expect_eperm_without_cap(KNOB, "0")?;
+    let value = procfs::read_knob_int(KNOB)?;
+    ensure!(value == 5, "the refused write changed {KNOB} to {value}");
+    info!("{KNOB}: -1, 1001 and abc refused with EINVAL, 0 and 5 read back");
+    Ok(())
+}
+
 pub fn two_netns_same_port(ctx: &mut Ctx) -> TestResult {
     const COUNT: usize = 50;
     ctx.ensure_loaded()?;
