@@ -68,7 +68,7 @@ lockprof: module-lockstat
 	@FLAVOUR=lockstat bash $(S)/bench.sh lockprof
 
 # The kernel patches follow the kernel's coding style.
-checkpatch: deps
+checkpatch: kernel
 	@bash $(S)/checkpatch.sh
 
 clean:
