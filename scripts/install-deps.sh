@@ -24,7 +24,13 @@ pkgs=(
 echo "[deps] apt: ${pkgs[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
-apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null
+if ! apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; then
+	# A pinned version the archive no longer carries: take the current one, loudly; the
+	# kernel build key includes the toolchain, so nothing stale is reused.
+	echo "[deps] WARNING: pinned versions unavailable, installing the archive's current ones"
+	apt-get install -y -q --no-install-recommends "${pkgs[@]%%=*}" >/dev/null
+fi
+dpkg-query -W -f '[deps] ${Package} ${Version}\n' linux-source-6.12 rustc-web rust-web-src
 # The services must not run on the host; the tests start their own copies inside the guest.
 for s in nginx haproxy; do
 	systemctl disable --now "$s" >/dev/null 2>&1 || service "$s" stop >/dev/null 2>&1 || true
