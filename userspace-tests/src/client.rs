@@ -123,6 +123,26 @@ impl LoopStats {
     pub fn answered(&self) -> usize {
         self.replies.values().sum()
     }
+
+    /// Fails unless every connection the client made was answered, with no failure.
+    pub fn check_all_answered(&self) -> Result<(), String> {
+        if self.failures > 0 {
+            return Err(format!(
+                "{} of {} requests failed: {}",
+                self.failures,
+                self.connected,
+                self.errors.join("; ")
+            ));
+        }
+        if self.answered() != self.connected {
+            return Err(format!(
+                "{} connections, {} answered",
+                self.connected,
+                self.answered()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Something to run on the client thread between two requests.

@@ -72,19 +72,9 @@ pub fn toggles_under_load(ctx: &mut Ctx) -> TestResult {
         "counters: accepts +{} ({} local), wake-ups {} local, {} fallback, {} held",
         delta.accepts, delta.local, delta.wake_local, delta.wake_fallback, delta.wake_held
     );
-    ensure!(
-        stats.failures == 0,
-        "{} of {} requests failed while the knobs changed: {}",
-        stats.failures,
-        stats.connected,
-        stats.errors.join("; ")
-    );
-    ensure!(
-        stats.answered() == stats.connected,
-        "{} connections, {} answered",
-        stats.connected,
-        stats.answered()
-    );
+    stats
+        .check_all_answered()
+        .map_err(|e| format!("while the knobs changed: {e}"))?;
     waited?;
     ensure!(
         accepted == stats.answered(),

@@ -103,18 +103,7 @@ fn check_load(stats: &LoopStats, at_event: usize, event: &str) -> TestResult {
             .map(|(&r, &n)| format!("{}: {n}", r as char))
             .collect::<Vec<_>>()
     );
-    ensure!(
-        stats.failures == 0,
-        "{} requests failed: {}",
-        stats.failures,
-        stats.errors.join("; ")
-    );
-    ensure!(
-        stats.answered() == stats.connected,
-        "{} connections, {} answered",
-        stats.connected,
-        stats.answered()
-    );
+    stats.check_all_answered()?;
     ensure!(
         stats.connected >= at_event + MIN_AFTER,
         "only {} requests after {event}",
