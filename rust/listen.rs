@@ -6,10 +6,12 @@
 //! `SO_REUSEPORT`, poll/epoll readiness and closing the listener behave exactly as stock:
 //!
 //! - wake-up (softirq, CPU c): among the exclusive waiters (blocking `accept()`,
-//!   `EPOLLEXCLUSIVE` epoll instances) try first one whose task sits on c; non-exclusive
-//!   waiters are all woken as before. If no exclusive waiter sits on c but a worker on c
-//!   accepted from this listener lately (it is busy and will be back), the other exclusive
-//!   waiters are left asleep for at most `listen_hold_ms`, then woken as stock would;
+//!   `EPOLLEXCLUSIVE` epoll instances) try first one whose task sits on c, else (with
+//!   `listen_pull`) a task blocked in `accept()` whose affinity allows c, woken onto c;
+//!   non-exclusive waiters are all woken as before. If no exclusive waiter sits on c or may
+//!   be pulled there, but a worker on c accepted from this listener lately (it is busy and
+//!   will be back), the other exclusive waiters are left asleep for at most `listen_hold_ms`,
+//!   then woken as stock would;
 //! - accept and readiness (process context, CPU c): take the oldest connection that completed
 //!   on c among the first `listen_scan` queued; else the oldest one other CPUs may take: a
 //!   connection is kept for its own CPU while younger than `listen_hold_ms` if a worker there
@@ -24,7 +26,7 @@ use crate::sys::{
     cpu,
     hold::HeldWakes,
     hooks::AcceptPick,
-    net::{ListenerWake, Sock},
+    net::{ListenerWake, Sock, WakeHow},
     sysctl::TextValue,
     time,
 };
@@ -103,16 +105,23 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
         time::jiffies(),
         time::ms_to_jiffies(PRESENT_MS),
     );
-    let wake = match listener.wake_listener_on(cpu, bound > 0 && present) {
-        ListenerWake::Local => {
+    let how = WakeHow {
+        pull: state.listen_pull(),
+        hold: bound > 0 && present,
+    };
+    let wake = match listener.wake_listener_on(cpu, how) {
+        woke @ (ListenerWake::Local | ListenerWake::Pulled) => {
             // Reserve it for the woken worker; a full table only costs locality.
             if bound > 0 {
-                here.held.hold(listener, bound);
+                here.held.hold(listener, bound, how.pull);
             }
-            Wake::Local
+            match woke {
+                ListenerWake::Local => Wake::Local,
+                _ => Wake::Pulled,
+            }
         }
         ListenerWake::Other => Wake::Fallback,
-        ListenerWake::Held if here.held.hold(listener, bound) => Wake::Held,
+        ListenerWake::Held if here.held.hold(listener, bound, how.pull) => Wake::Held,
         ListenerWake::Held => {
             // No slot to remember it: wake now rather than lose the wake-up.
             listener.data_ready();
@@ -137,8 +146,10 @@ pub(crate) fn accepted(state: &NetState, listener: &Sock) {
 }
 
 /// Whether a task on this CPU may take `child`, queued on `listener`, whose handshake completed
-/// on another CPU: not while the child is younger than `listen_hold_ms` and a worker on its CPU
-/// accepted from `listener` lately.
+/// on another CPU: not while the child is younger than `listen_hold_ms` (since its last
+/// segment), a worker on its CPU accepted from `listener` lately, and that CPU still holds a
+/// wake-up of `listener`. The last condition makes the hold's timer the bound: once it fired,
+/// the task it wakes may take the child, so no wake-up is lost to a child that got data late.
 pub(crate) fn may_take(state: &NetState, listener: &Sock, child: &Sock) -> bool {
     let bound = time::ms_to_jiffies(state.listen_hold_ms());
     let (Some(cpu), true) = (child.incoming_cpu(), bound > 0) else {
@@ -153,7 +164,8 @@ pub(crate) fn may_take(state: &NetState, listener: &Sock, child: &Sock) -> bool 
     let kept = u64::from(age) < bound
         && there
             .recent
-            .seen_within(listener.id(), now, time::ms_to_jiffies(PRESENT_MS));
+            .seen_within(listener.id(), now, time::ms_to_jiffies(PRESENT_MS))
+        && there.held.is_held(listener);
     !kept
 }
 

@@ -6,6 +6,7 @@ use crate::listen::{CpuListen, ListenPorts};
 use crate::logic::stats::write_table;
 use crate::stats::Counters;
 use crate::sys::{
+    cpu,
     net::{Net, RcuReadSection, Sock},
     percpu::PerCpu,
     pernet::{NetData, PerNet, PerNetRegistration},
@@ -20,9 +21,11 @@ const ENABLED: usize = 0;
 const LISTEN_SCAN: usize = 1;
 /// Index of `net.fastsocket.listen_hold_ms` in [`KNOBS`].
 const LISTEN_HOLD_MS: usize = 2;
+/// Index of `net.fastsocket.listen_pull` in [`KNOBS`].
+const LISTEN_PULL: usize = 3;
 
 /// The integer knobs under `/proc/sys/net/fastsocket/` of each namespace.
-static KNOBS: [IntKnob; 3] = [
+static KNOBS: [IntKnob; 4] = [
     // The module's master switch in this namespace.
     IntKnob {
         name: c_str!("enabled"),
@@ -46,6 +49,14 @@ static KNOBS: [IntKnob; 3] = [
         max: 1000,
         default: 5,
     },
+    // Whether a task blocked in accept() may be woken onto the CPU a connection completed on
+    // when no waiter sits there (only where its affinity allows it).
+    IntKnob {
+        name: c_str!("listen_pull"),
+        min: 0,
+        max: 1,
+        default: 1,
+    },
 ];
 
 /// The state of every namespace.
@@ -54,7 +65,7 @@ static PER_NET: PerNet<NetState> = PerNet::new();
 /// The module's state in one network namespace.
 pub(crate) struct NetState {
     // The knobs are dropped first: no write can race with the teardown of the rest.
-    knobs: Knobs<3>,
+    knobs: Knobs<4>,
     listen_ports: TextKnob<ListenPorts>,
     // After the knobs: dropping it wakes every held listener.
     listen_cpus: PerCpu<CpuListen>,
@@ -81,6 +92,11 @@ impl NetState {
     /// `net.fastsocket.listen_hold_ms`.
     pub(crate) fn listen_hold_ms(&self) -> u32 {
         self.knobs.get(LISTEN_HOLD_MS).unsigned_abs()
+    }
+
+    /// `net.fastsocket.listen_pull`.
+    pub(crate) fn listen_pull(&self) -> bool {
+        self.knobs.get(LISTEN_PULL) != 0
     }
 
     /// Accept-locality state of `cpu`.
@@ -121,7 +137,15 @@ impl NetData for NetState {
         })
     }
 
-    fn show(&self, out: &mut dyn fmt::Write) -> fmt::Result {
-        write_table(out, self.counters.snapshot())
+    fn show(&self, net: &Net, out: &mut dyn fmt::Write) -> fmt::Result {
+        // Connections waiting now, by handshake CPU, on the listeners in scope.
+        let mut queued =
+            KVec::from_elem(0u32, cpu::nr_ids() as usize, GFP_KERNEL).map_err(|_| fmt::Error)?;
+        net.count_queued(|listener| self.listen_applies(listener), &mut queued);
+        let rows = self.counters.snapshot().map(|(c, mut stats)| {
+            stats.queued = queued.get(c as usize).copied().unwrap_or(0).into();
+            (c, stats)
+        });
+        write_table(out, rows)
     }
 }

@@ -14,6 +14,7 @@ pub(crate) struct CpuCounters {
     accepts: AtomicU64,
     local: AtomicU64,
     wake_local: AtomicU64,
+    wake_pulled: AtomicU64,
     wake_fallback: AtomicU64,
     wake_held: AtomicU64,
 }
@@ -22,6 +23,8 @@ pub(crate) struct CpuCounters {
 pub(crate) enum Wake {
     /// A waiter on that CPU was tried first.
     Local,
+    /// No waiter there: a task blocked in `accept()` elsewhere was woken onto that CPU.
+    Pulled,
     /// No waiter there: the stock order.
     Fallback,
     /// No waiter there, but a worker there lately: the others were held back.
@@ -55,6 +58,7 @@ impl Counters {
         let Some(c) = self.0.get(cpu) else { return };
         bump(match wake {
             Wake::Local => &c.wake_local,
+            Wake::Pulled => &c.wake_pulled,
             Wake::Fallback => &c.wake_fallback,
             Wake::Held => &c.wake_held,
         });
@@ -69,7 +73,10 @@ impl Counters {
                 CpuStats {
                     accepts: get(&c.accepts),
                     local: get(&c.local),
+                    // A gauge read from the queues, not counted here.
+                    queued: 0,
                     wake_local: get(&c.wake_local),
+                    wake_pulled: get(&c.wake_pulled),
                     wake_fallback: get(&c.wake_fallback),
                     wake_held: get(&c.wake_held),
                 },

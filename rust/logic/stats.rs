@@ -20,8 +20,14 @@ pub struct CpuStats {
     pub accepts: u64,
     /// Of those, the ones whose handshake completed on this CPU.
     pub local: u64,
+    /// Connections waiting now in the accept queues of in-scope listeners whose handshake
+    /// completed on this CPU (a gauge, read from the queues, not a counter).
+    pub queued: u64,
     /// Handshakes completed on this CPU that woke a waiter on this CPU first.
     pub wake_local: u64,
+    /// Handshakes completed on this CPU with no waiter here that woke a task blocked in
+    /// `accept()` elsewhere onto this CPU.
+    pub wake_pulled: u64,
     /// Handshakes completed on this CPU with no waiter here: woken in the stock order.
     pub wake_fallback: u64,
     /// Handshakes completed on this CPU with no waiter here but a worker here lately: the
@@ -46,17 +52,19 @@ pub fn write_table(
 ) -> fmt::Result {
     writeln!(
         out,
-        "cpu accepts local remote wake_local wake_fallback wake_held"
+        "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held"
     )?;
     for (cpu, c) in rows {
         writeln!(
             out,
-            "{} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {} {}",
             cpu,
             c.accepts,
             c.local,
             c.remote(),
+            c.queued,
             c.wake_local,
+            c.wake_pulled,
             c.wake_fallback,
             c.wake_held
         )?;

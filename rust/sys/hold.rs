@@ -8,11 +8,12 @@
 //! have, once the bound passed since it was held or since the local worker last accepted from
 //! it (whichever is later), or when it is dropped: a held wake-up is delayed, never lost.
 
-use super::net::Sock;
+use super::cpu;
+use super::net::{ListenerWake, Sock, WakeHow};
 use super::time;
 use core::{
     ptr,
-    sync::atomic::{AtomicPtr, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering},
 };
 use kernel::{bindings, types::Opaque};
 
@@ -33,6 +34,8 @@ pub(crate) struct HeldWakes {
     timer: Opaque<bindings::timer_list>,
     slots: [AtomicPtr<bindings::sock>; SLOTS],
     deadlines: [AtomicU64; SLOTS],
+    /// Whether the timer's wake-up may pull a task blocked in `accept()` onto this CPU.
+    pull: AtomicBool,
 }
 
 impl Default for HeldWakes {
@@ -42,6 +45,7 @@ impl Default for HeldWakes {
             // SAFETY: An all-zero `timer_list` is a valid, never armed timer.
             timer: Opaque::new(unsafe { core::mem::MaybeUninit::zeroed().assume_init() }),
             slots: [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS],
+            pull: AtomicBool::new(false),
         }
     }
 }
@@ -67,10 +71,14 @@ impl HeldWakes {
     }
 
     /// Holds the wake-up of `listener` for up to `bound` jiffies. Returns `false` (and holds
-    /// nothing) if no slot is free; the caller must then wake the listener itself.
+    /// nothing) if no slot is free; the caller must then wake the listener itself. When the
+    /// bound ends, the timer (on this CPU, where the held connections completed) wakes the
+    /// listener as the stack would, except that with `pull` it may wake a task blocked in
+    /// `accept()` onto this CPU (see [`Sock::wake_listener_on`]).
     ///
     /// Called in softirq context on the CPU this object belongs to.
-    pub(crate) fn hold(&self, listener: &Sock, bound: u64) -> bool {
+    pub(crate) fn hold(&self, listener: &Sock, bound: u64, pull: bool) -> bool {
+        self.pull.store(pull, Ordering::Relaxed);
         let sk = listener.as_raw();
         let deadline = time::jiffies() + bound;
         if let Some(i) = self
@@ -99,6 +107,12 @@ impl HeldWakes {
         true
     }
 
+    /// Whether a wake-up of `listener` is held here, i.e. the timer has yet to wake it.
+    pub(crate) fn is_held(&self, listener: &Sock) -> bool {
+        let sk = listener.as_raw();
+        self.slots.iter().any(|s| s.load(Ordering::Acquire) == sk)
+    }
+
     /// The local worker just accepted from `listener`: it is alive, so what is still held for
     /// it gets a fresh `bound` from now.
     pub(crate) fn refresh(&self, listener: &Sock, bound: u64) {
@@ -120,8 +134,13 @@ impl HeldWakes {
     }
 
     /// Wakes each held listener whose deadline passed (all of them with `all`) as the stack
-    /// would, drops the references, and re-arms the timer for the others.
+    /// would (from the timer, on this CPU, possibly pulling a waiter here), drops the
+    /// references, and re-arms the timer for the others.
     fn release(&self, all: bool) {
+        let how = WakeHow {
+            pull: !all && self.pull.load(Ordering::Relaxed),
+            hold: false,
+        };
         let now = time::jiffies();
         let mut next = None;
         for (slot, deadline) in self.slots.iter().zip(&self.deadlines) {
@@ -135,11 +154,19 @@ impl HeldWakes {
             }
             let sk = slot.swap(ptr::null_mut(), Ordering::Acquire);
             if !sk.is_null() {
-                // SAFETY: By the type invariant the slot owned a reference on `sk`, now ours.
-                unsafe {
-                    bindings::sk_data_ready(sk);
-                    bindings::sock_put(sk);
+                // SAFETY: By the type invariant the slot owned a reference on `sk`, which keeps
+                // it valid until the `sock_put()` below.
+                let listener = unsafe { Sock::from_raw(sk) };
+                if !how.pull
+                    || matches!(
+                        listener.wake_listener_on(cpu::current(), how),
+                        ListenerWake::Custom
+                    )
+                {
+                    listener.data_ready();
                 }
+                // SAFETY: The slot's reference is ours now; `listener` is not used any more.
+                unsafe { bindings::sock_put(sk) };
             }
         }
         if let Some(next) = next {

@@ -2,7 +2,10 @@
 
 //! Sockets and network namespaces, borrowed from the C stack.
 
-use core::{ffi::c_int, marker::PhantomData};
+use core::{
+    ffi::{c_int, c_void},
+    marker::PhantomData,
+};
 use kernel::{bindings, types::Opaque};
 
 /// A network namespace (`struct net`).
@@ -28,6 +31,38 @@ impl Net {
     pub(crate) fn as_raw(&self) -> *mut bindings::net {
         self.0.get()
     }
+
+    /// Adds to `counts[c]`, for each TCP listener of this namespace that `want` accepts, how
+    /// many connections wait in its accept queue whose handshake completed on CPU c.
+    ///
+    /// `want` runs with a hash bucket lock held: it must not sleep. Process context only.
+    pub(crate) fn count_queued<F: Fn(&Sock) -> bool>(&self, want: F, counts: &mut [u32]) {
+        let nr = u32::try_from(counts.len()).unwrap_or(u32::MAX);
+        // SAFETY: The namespace is valid for `&self`; `want_trampoline::<F>` gets `&want`
+        // back as its argument, and both outlive the call; `counts` has `nr` entries.
+        unsafe {
+            bindings::fastsocket_count_queued(
+                self.0.get(),
+                Some(want_trampoline::<F>),
+                (&want as *const F).cast_mut().cast(),
+                counts.as_mut_ptr(),
+                nr,
+            )
+        };
+    }
+}
+
+/// # Safety
+///
+/// `sk` is a listening socket valid for the call, `arg` points to an `F`
+/// ([`Net::count_queued`]).
+unsafe extern "C" fn want_trampoline<F: Fn(&Sock) -> bool>(
+    sk: *const bindings::sock,
+    arg: *mut c_void,
+) -> bool {
+    // SAFETY: See the function's safety section.
+    let (want, sk) = unsafe { (&*arg.cast::<F>(), Sock::from_raw(sk.cast_mut())) };
+    want(sk)
 }
 
 /// A socket (`struct sock`), borrowed for the duration of a hook.
@@ -69,17 +104,29 @@ impl Sock {
     }
 
     /// Wakes the waiters of this listening socket as `sock_def_readable()` does, but among the
-    /// exclusive ones (blocking `accept()`, `EPOLLEXCLUSIVE`) tries one on `cpu` first. With
-    /// `hold` and no exclusive waiter on `cpu`, wakes only the non-exclusive ones and returns
-    /// [`ListenerWake::Held`]: the caller must then wake the listener later (see
-    /// [`super::hold::HeldWakes`]).
+    /// exclusive ones (blocking `accept()`, `EPOLLEXCLUSIVE`) tries one on `cpu` first. If
+    /// none sits on `cpu`: with `how.pull` and `cpu` the current CPU, a task blocked in
+    /// `accept()` that may run on `cpu` is tried first and woken onto it
+    /// ([`ListenerWake::Pulled`]); else with `how.hold`, only the non-exclusive waiters are
+    /// woken and the result is [`ListenerWake::Held`]: the caller must then wake the listener
+    /// later (see [`super::hold::HeldWakes`]).
     ///
-    /// Only meaningful in [`super::hooks::Hooks::child_ready`], in place of the stack's wake-up.
-    pub(crate) fn wake_listener_on(&self, cpu: u32, hold: bool) -> ListenerWake {
+    /// Only meaningful where a connection was just queued or held on `cpu`: in
+    /// [`super::hooks::Hooks::child_ready`] or the timer of [`super::hold::HeldWakes`], in place
+    /// of the stack's wake-up.
+    pub(crate) fn wake_listener_on(&self, cpu: u32, how: WakeHow) -> ListenerWake {
+        let mut flags = 0;
+        if how.pull {
+            flags |= bindings::FASTSOCKET_WAKE_PULL;
+        }
+        if how.hold {
+            flags |= bindings::FASTSOCKET_WAKE_HOLD;
+        }
         // SAFETY: The socket is valid for `&self`; the function takes the locks it needs.
-        let woke = unsafe { bindings::fastsocket_wake_listener(self.0.get(), cpu as c_int, hold) };
+        let woke = unsafe { bindings::fastsocket_wake_listener(self.0.get(), cpu as c_int, flags) };
         match woke {
             bindings::FASTSOCKET_WOKE_LOCAL => ListenerWake::Local,
+            bindings::FASTSOCKET_WOKE_PULLED => ListenerWake::Pulled,
             bindings::FASTSOCKET_WOKE_ANY => ListenerWake::Other,
             bindings::FASTSOCKET_WOKE_HELD => ListenerWake::Held,
             _ => ListenerWake::Custom,
@@ -110,10 +157,21 @@ impl Sock {
     }
 }
 
+/// What [`Sock::wake_listener_on`] may do when no exclusive waiter sits on the wanted CPU.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct WakeHow {
+    /// Wake a task blocked in `accept()` onto the CPU, if its affinity allows it.
+    pub(crate) pull: bool,
+    /// Else wake no exclusive waiter: the caller wakes them later.
+    pub(crate) hold: bool,
+}
+
 /// What [`Sock::wake_listener_on`] did.
 pub(crate) enum ListenerWake {
     /// A waiter on the wanted CPU was tried first.
     Local,
+    /// A task blocked in `accept()` elsewhere was tried first and woken onto the wanted CPU.
+    Pulled,
     /// No waiter sits on the wanted CPU: woken in the stock order.
     Other,
     /// No waiter sits on the wanted CPU: only non-exclusive waiters were woken, the caller

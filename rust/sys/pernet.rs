@@ -26,8 +26,8 @@ pub(crate) trait NetData: Sized + Send + Sync + 'static {
     /// Creates the state of a new namespace (or of every existing one at registration).
     fn init(net: &Net) -> Result<Self>;
 
-    /// Writes the contents of the `/proc/net` file.
-    fn show(&self, out: &mut dyn fmt::Write) -> fmt::Result;
+    /// Writes the contents of the `/proc/net` file of `net` (process context).
+    fn show(&self, net: &Net, out: &mut dyn fmt::Write) -> fmt::Result;
 }
 
 /// A `T` in every network namespace, in the namespace's generic storage (`net_generic()`).
@@ -166,8 +166,10 @@ unsafe extern "C" fn show_trampoline<T: NetData>(
     // SAFETY: The file exists only while the namespace's `T` does, and removing it waits for
     // this call to return.
     let state = unsafe { &*T::per_net().slot(net) };
+    // SAFETY: The namespace outlives its file, which is being read.
+    let net_ref = unsafe { Net::from_raw(net) };
     let mut buf = TextBuf::default();
-    if state.show(&mut buf).is_err() {
+    if state.show(net_ref, &mut buf).is_err() {
         return ENOMEM.to_errno();
     }
     // SAFETY: `seq` is valid and `buf` holds `len` initialised bytes.

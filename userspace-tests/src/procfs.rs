@@ -23,6 +23,7 @@ pub const ENABLED: &str = "enabled";
 pub const LISTEN_SCAN: &str = "listen_scan";
 pub const LISTEN_PORTS: &str = "listen_ports";
 pub const LISTEN_HOLD_MS: &str = "listen_hold_ms";
+pub const LISTEN_PULL: &str = "listen_pull";
 const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
 
 /// Contents of /proc/net/fastsocket_hooks.
@@ -74,8 +75,13 @@ pub struct CpuStats {
     pub accepts: u64,
     pub local: u64,
     pub remote: u64,
+    /// Connections queued now on in-scope listeners whose handshake completed here: a gauge,
+    /// not a counter (an optional column: 0 where the module has none).
+    pub queued: u64,
     /// Handshakes completed here for in-scope listeners, a waiter on this CPU tried first.
     pub wake_local: u64,
+    /// The same with a task blocked in accept() elsewhere woken onto this CPU (optional).
+    pub wake_pulled: u64,
     /// The same with no waiter on this CPU (stock wake order).
     pub wake_fallback: u64,
     /// The same with the other waiters' wake-up held back for a busy worker on this CPU
@@ -86,7 +92,7 @@ pub struct CpuStats {
 impl CpuStats {
     /// All handshakes counted by the wake-up path.
     pub fn wakes(&self) -> u64 {
-        self.wake_local + self.wake_fallback + self.wake_held
+        self.wake_local + self.wake_pulled + self.wake_fallback + self.wake_held
     }
 }
 
@@ -120,6 +126,8 @@ impl Counters {
             column("wake_fallback")?,
         );
         let wake_held = column("wake_held").ok();
+        let wake_pulled = column("wake_pulled").ok();
+        let queued = column("queued").ok();
         let mut per_cpu = BTreeMap::new();
         for line in lines {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -135,7 +143,9 @@ impl Counters {
                 accepts: number(accepts)?,
                 local: number(local)?,
                 remote: number(remote)?,
+                queued: queued.map(number).transpose()?.unwrap_or(0),
                 wake_local: number(wake_local)?,
+                wake_pulled: wake_pulled.map(number).transpose()?.unwrap_or(0),
                 wake_fallback: number(wake_fallback)?,
                 wake_held: wake_held.map(number).transpose()?.unwrap_or(0),
             };
@@ -162,7 +172,9 @@ impl Counters {
                 accepts: sum.accepts + s.accepts,
                 local: sum.local + s.local,
                 remote: sum.remote + s.remote,
+                queued: sum.queued + s.queued,
                 wake_local: sum.wake_local + s.wake_local,
+                wake_pulled: sum.wake_pulled + s.wake_pulled,
                 wake_fallback: sum.wake_fallback + s.wake_fallback,
                 wake_held: sum.wake_held + s.wake_held,
             })
@@ -181,7 +193,10 @@ impl Counters {
                 accepts: delta(now.accepts, then.accepts, "accepts")?,
                 local: delta(now.local, then.local, "local")?,
                 remote: delta(now.remote, then.remote, "remote")?,
+                // A gauge: its value now.
+                queued: now.queued,
                 wake_local: delta(now.wake_local, then.wake_local, "wake_local")?,
+                wake_pulled: delta(now.wake_pulled, then.wake_pulled, "wake_pulled")?,
                 wake_fallback: delta(now.wake_fallback, then.wake_fallback, "wake_fallback")?,
                 wake_held: delta(now.wake_held, then.wake_held, "wake_held")?,
             };
@@ -395,7 +410,7 @@ mod tests {
                 remote: 3,
                 wake_local: 8,
                 wake_fallback: 2,
-                wake_held: 0,
+                ..Default::default()
             }
         );
         assert_eq!(counters.cpu(7), CpuStats::default());
@@ -435,6 +450,17 @@ mod tests {
     }
 
     #[test]
+    fn queued_is_a_gauge_and_pulled_a_counter() {
+        let header =
+            "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held";
+        let before = Counters::parse(&format!("{header}\n0 3 2 1 5 1 1 0 0\n")).unwrap();
+        let after = Counters::parse(&format!("{header}\n0 4 3 1 2 1 2 0 0\n")).unwrap();
+        assert_eq!(before.cpu(0).queued, 5);
+        let delta = after.since(&before).unwrap().cpu(0);
+        assert_eq!((delta.queued, delta.wake_pulled, delta.wakes()), (2, 1, 1));
+    }
+
+    #[test]
     fn computes_deltas() {
         let before = Counters::parse(TABLE).unwrap();
         let after = Counters::parse(&format!("{HEADER}\n0 12 8 4 9 3\n1 5 5 0 5 0\n")).unwrap();
@@ -447,7 +473,7 @@ mod tests {
                 remote: 1,
                 wake_local: 1,
                 wake_fallback: 1,
-                wake_held: 0,
+                ..Default::default()
             }
         );
         assert_eq!(delta.cpu(1), CpuStats::default());

@@ -32,7 +32,9 @@ fn table_has_named_columns_and_one_row_per_cpu() {
     let cpu0 = CpuStats {
         accepts: 5,
         local: 4,
+        queued: 9,
         wake_local: 3,
+        wake_pulled: 6,
         wake_fallback: 1,
         wake_held: 2,
     };
@@ -49,6 +51,6 @@ fn table_has_named_columns_and_one_row_per_cpu() {
     write_table(&mut out, rows.into_iter()).unwrap();
     assert_eq!(
         out,
-        "cpu accepts local remote wake_local wake_fallback wake_held\n0 5 4 1 3 1 2\n1 2 0 2 0 0 0\n"
+        "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held\n0 5 4 1 9 3 6 1 2\n1 2 0 2 0 0 0 0 0\n"
     );
 }

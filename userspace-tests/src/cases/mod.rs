@@ -78,6 +78,10 @@ const TESTS: &[Test] = &[
         run: scope::listen_hold_ms_knob,
     },
     Test {
+        name: "listen_pull_knob",
+        run: scope::listen_pull_knob,
+    },
+    Test {
         name: "netns_isolation",
         run: isolation::netns_isolation,
     },
@@ -88,6 +92,10 @@ const TESTS: &[Test] = &[
     Test {
         name: "listen_locality_pinned",
         run: listen::listen_locality_pinned,
+    },
+    Test {
+        name: "listen_locality_unpinned",
+        run: listen::listen_locality_unpinned,
     },
     Test {
         name: "listen_locality_epoll_exclusive",
@@ -156,8 +164,8 @@ const FAULT_CHECK: Test = Test {
 /// Run only with --known-gaps: targets the module does not reach yet (see
 /// Documentation/listen.md), kept runnable so that progress is measured the same way.
 const KNOWN_GAPS: &[Test] = &[Test {
-    name: "listen_locality_unpinned",
-    run: listen::listen_locality_unpinned,
+    name: "listen_locality_unpinned_epoll_exclusive",
+    run: listen::listen_locality_unpinned_epoll_exclusive,
 }];
 
 /// The tests to run: the default ones (plus the fault check and the known gaps if asked
@@ -272,6 +280,11 @@ impl KnobGuard {
     /// Sets `listen_scan`, restored to the default 64.
     pub fn listen_scan(value: &str) -> TestResult<KnobGuard> {
         KnobGuard::set(procfs::LISTEN_SCAN, value, "64")
+    }
+
+    /// Sets `listen_pull`, restored to the default 1.
+    pub fn listen_pull(value: &str) -> TestResult<KnobGuard> {
+        KnobGuard::set(procfs::LISTEN_PULL, value, "1")
     }
 
     /// Sets `listen_hold_ms`, restored to the default 5.

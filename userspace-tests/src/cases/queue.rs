@@ -206,10 +206,33 @@ struct Run {
     accepted: usize,
 }
 
+/// Checks that the `queued` column of the module's counters in `ns` adds up to `expected`.
+fn check_queued(ns: Option<&str>, label: &str, expected: u32) -> TestResult {
+    let counters = match ns {
+        None => procfs::read_counters(),
+        Some(ns) => in_ns(ns, procfs::read_counters),
+    }?;
+    let total = counters.total().queued;
+    let per_cpu = counters
+        .per_cpu
+        .iter()
+        .map(|(cpu, stats)| format!("cpu{cpu} {}", stats.queued))
+        .collect::<Vec<_>>();
+    info!("{label}: {} queued {per_cpu:?}", procfs::COUNTERS);
+    ensure!(
+        total == u64::from(expected),
+        "{label}: {} shows {total} queued ({per_cpu:?}), expected {expected}",
+        procfs::COUNTERS
+    );
+    Ok(())
+}
+
 /// Listens with backlog [`BACKLOG`] and never accepts; connects [`FIRST`] times, then
-/// tries [`BURST`] more connections at once, sampling the queue with `ss` throughout;
+/// checks the module's per-CPU `queued` figures add up to them (`on`: the module counts this
+/// listener), then tries [`BURST`] more connections at once, sampling the queue with `ss`
+/// throughout;
 /// finally accepts every queued connection.
-fn queue_experiment(pair: &NetnsPair, label: &str) -> TestResult<Run> {
+fn queue_experiment(pair: &NetnsPair, label: &str, on: bool) -> TestResult<Run> {
     let ns = pair.server_ns();
     let bind = SocketAddr::new(pair.server_ip(false), 0);
     let listen = || sys::tcp_listen(bind, BACKLOG as i32, false);
@@ -239,6 +262,11 @@ fn queue_experiment(pair: &NetnsPair, label: &str) -> TestResult<Run> {
         "{label}: after {FIRST} connections ss shows Recv-Q {}, expected {FIRST}",
         first.recv_q
     );
+    // The module's per-CPU queue lengths add up to the same queue (0 where it is off). The
+    // host-side experiment runs without the module.
+    if crate::module::is_loaded() {
+        check_queued(ns, label, if on { FIRST } else { 0 })?;
+    }
     // For a listener, ss (over sock_diag) shows the backlog as Send-Q.
     ensure!(
         first.send_q == BACKLOG,
@@ -331,11 +359,11 @@ pub fn ss_queue_length_and_backlog(ctx: &mut Ctx) -> TestResult {
     let module = {
         let _enabled = KnobGuard::enabled("1")?;
         let _ports = KnobGuard::listen_ports("all")?;
-        queue_experiment(&pair, "module on")?
+        queue_experiment(&pair, "module on", true)?
     };
     let stock = {
         let _enabled = KnobGuard::enabled("0")?;
-        queue_experiment(&pair, "stock (enabled=0)")?
+        queue_experiment(&pair, "stock (enabled=0)", false)?
     };
     info!(
         "Recv-Q after the burst: module {}, stock {} (limit {QUEUE_LIMIT}); ListenOverflows +{} / +{}, ListenDrops +{} / +{}",
@@ -382,7 +410,7 @@ mod tests {
         let n = (150..175).find(|&n| !NetnsPair::in_use(n)).unwrap();
         for side in [ServerSide::Current, ServerSide::Named] {
             let pair = NetnsPair::create(n, side, &cpus).unwrap();
-            let run = queue_experiment(&pair, &format!("{side:?}")).unwrap();
+            let run = queue_experiment(&pair, &format!("{side:?}"), false).unwrap();
             eprintln!("{side:?}: {run:?}");
             assert_eq!(run.first.recv_q, FIRST);
             assert!(run.peak <= QUEUE_LIMIT, "{run:?}");

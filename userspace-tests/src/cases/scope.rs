@@ -169,6 +169,24 @@ pub fn listen_hold_ms_knob(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
+pub fn listen_pull_knob(ctx: &mut Ctx) -> TestResult {
+    const KNOB: &str = procfs::LISTEN_PULL;
+    ctx.ensure_loaded()?;
+    let _pull = KnobGuard::listen_pull("1")?;
+    for start in ["1", "0"] {
+        expect_reads(KNOB, start, &format!("{start}\n"))?;
+        for bad in ["-1", "2", "abc", "99999999999999999999"] {
+            expect_einval(KNOB, bad).context(format!("starting from {start}"))?;
+        }
+    }
+    expect_reads(KNOB, "1", "1\n")?;
+    expect_eperm_without_cap(KNOB, "0")?;
+    let value = procfs::read_knob_int(KNOB)?;
+    ensure!(value == 1, "the refused write changed {KNOB} to {value}");
+    info!("{KNOB}: -1, 2, abc and a huge number refused with EINVAL, 0 and 1 read back");
+    Ok(())
+}
+
 pub fn two_netns_same_port(ctx: &mut Ctx) -> TestResult {
     const COUNT: usize = 50;
     ctx.ensure_loaded()?;
