@@ -120,7 +120,14 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
                 _ => Wake::Pulled,
             }
         }
-        ListenerWake::Other => Wake::Fallback,
+        ListenerWake::Other => {
+            // Only non-exclusive waiters (or none): keep it for the busy local worker all the
+            // same, until the timer wakes them again.
+            if how.hold {
+                here.held.hold(listener, bound, how.pull);
+            }
+            Wake::Fallback
+        }
         ListenerWake::Held if here.held.hold(listener, bound, how.pull) => Wake::Held,
         ListenerWake::Held => {
             // No slot to remember it: wake now rather than lose the wake-up.

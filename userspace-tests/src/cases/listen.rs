@@ -12,14 +12,14 @@ use crate::server::{self, AcceptServer, EpollMode, ServerOpts, Waiter};
 use crate::{client, procfs, sys};
 
 /// Requests per locality measurement (each with the module on and with it off).
-const LOCALITY_REQUESTS: usize = 200;
+const LOCALITY_REQUESTS: usize = 300;
 /// Requests per server in the functional tests.
 const REQUESTS: usize = 100;
 /// Pause after each request of a locality measurement, so that the worker that answered
 /// is back waiting before the next handshake: the premise of accept locality is a worker
 /// waiting on the handshake's CPU (without it the client may preempt the worker between
 /// its reply and its next accept).
-const LOCALITY_PAUSE: Duration = Duration::from_millis(2);
+const LOCALITY_PAUSE: Duration = Duration::from_millis(5);
 
 /// How many accepts were local out of how many.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +51,14 @@ fn measure(pair: &NetnsPair, server: &AcceptServer, count: usize) -> TestResult<
         "{count} requests, but the server accepted {} connections",
         new.len()
     );
+    let misses: Vec<String> = new
+        .iter()
+        .filter(|a| !a.is_local())
+        .map(|a| format!("{}->{}", a.incoming_cpu, a.cpu))
+        .collect();
+    if !misses.is_empty() && misses.len() <= 10 {
+        info!("remote accepts (handshake CPU->accept CPU): {}", misses.join(" "));
+    }
     Ok(Share {
         local: server::count_local(new),
         total: new.len(),
