@@ -92,12 +92,17 @@ fn parse_wrk(output: &str) -> Result<WrkRun, String> {
 
 /// Debian's nginx.conf with the sites-enabled include replaced by `servers` and the pid
 /// file moved to `pid`.
-fn nginx_conf(base: &str, pid: &Path, servers: &str) -> Result<String, String> {
-    let (mut includes, mut pids) = (0, 0);
+fn nginx_conf(base: &str, pid: &Path, servers: &str, events: &str) -> Result<String, String> {
+    let (mut includes, mut pids, mut event_blocks) = (0, 0, 0);
     let mut conf = String::new();
     for line in base.lines() {
         let trimmed = line.trim_start();
-        if trimmed.starts_with("include /etc/nginx/sites-enabled/") {
+        if trimmed.starts_with("events {") && !events.is_empty() {
+            event_blocks += 1;
+            conf.push_str(line);
+            conf.push('\n');
+            conf.push_str(events.trim_end_matches('\n'));
+        } else if trimmed.starts_with("include /etc/nginx/sites-enabled/") {
             includes += 1;
             conf.push_str(servers);
         } else if trimmed.starts_with("pid ") {
@@ -111,6 +116,11 @@ fn nginx_conf(base: &str, pid: &Path, servers: &str) -> Result<String, String> {
     if includes != 1 {
         return Err(format!(
             "{NGINX_CONF} has {includes} sites-enabled include lines, expected 1"
+        ));
+    }
+    if !events.is_empty() && event_blocks != 1 {
+        return Err(format!(
+            "{NGINX_CONF} has {event_blocks} events blocks, expected 1"
         ));
     }
     if pids == 0 {
@@ -256,13 +266,15 @@ fn free_port(ip: IpAddr) -> TestResult<u16> {
 }
 
 /// Starts nginx from Debian's configuration with one test server block per address.
-fn start_nginx(dir: &WorkDir, listen: &[SocketAddr]) -> TestResult<Daemon> {
+/// Starts nginx with Debian's configuration, `listen` as its server blocks and `events` added
+/// to its `events` block.
+fn start_nginx(dir: &WorkDir, listen: &[SocketAddr], events: &str) -> TestResult<Daemon> {
     for path in NGINX_DIRS {
         fs::create_dir_all(path).context(format!("creating {path}"))?;
     }
     let base = fs::read_to_string(NGINX_CONF).context(format!("reading {NGINX_CONF}"))?;
     let servers: String = listen.iter().map(|&addr| nginx_server(addr)).collect();
-    let conf = nginx_conf(&base, &dir.file("nginx.pid"), &servers)?;
+    let conf = nginx_conf(&base, &dir.file("nginx.pid"), &servers, events)?;
     let conf_path = dir.file("nginx.conf");
     fs::write(&conf_path, conf).context(format!("writing {}", conf_path.display()))?;
     let mut daemon = Daemon::spawn(
@@ -390,8 +402,31 @@ pub fn nginx_20k(ctx: &mut Ctx) -> TestResult {
     let ip = pair.server_ip(false);
     let addr = SocketAddr::new(ip, free_port(ip)?);
     let dir = WorkDir::new("nginx")?;
-    let mut nginx = start_nginx(&dir, &[addr])?;
+    let mut nginx = start_nginx(&dir, &[addr], "")?;
     let result = measure("nginx", &pair, &format!("http://{addr}/"), "nginx");
+    let stopped = nginx.stop();
+    result?;
+    stopped
+}
+
+/// nginx with `accept_mutex on` (off by default since 1.11.3): one worker at a time has the
+/// listener in its epoll set, so connections kept for the other worker's CPU must still be
+/// served once their hold ends.
+pub fn nginx_accept_mutex_20k(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    let _enabled = KnobGuard::enabled("1")?;
+    let _ports = KnobGuard::listen_ports("all")?;
+    let pair = ctx.netns_pair(ServerSide::Current)?;
+    let ip = pair.server_ip(false);
+    let addr = SocketAddr::new(ip, free_port(ip)?);
+    let dir = WorkDir::new("nginx-accept-mutex")?;
+    let mut nginx = start_nginx(&dir, &[addr], "\taccept_mutex on;\n")?;
+    let result = measure(
+        "nginx, accept_mutex on",
+        &pair,
+        &format!("http://{addr}/"),
+        "nginx",
+    );
     let stopped = nginx.stop();
     result?;
     stopped
@@ -407,7 +442,7 @@ pub fn haproxy_20k(ctx: &mut Ctx) -> TestResult {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let backend = SocketAddr::new(loopback, free_port(loopback)?);
     let dir = WorkDir::new("haproxy")?;
-    let mut nginx = start_nginx(&dir, &[backend])?;
+    let mut nginx = start_nginx(&dir, &[backend], "")?;
     let conf = dir.file("haproxy.cfg");
     fs::write(&conf, haproxy_conf(ctx.cpus.len(), frontend, backend))
         .context(format!("writing {}", conf.display()))?;
@@ -473,7 +508,7 @@ mod tests {
         let base = "user www-data;\npid /run/nginx.pid;\nhttp {\n\taccess_log x;\n\
             \tinclude /etc/nginx/conf.d/*.conf;\n\tinclude /etc/nginx/sites-enabled/*;\n}\n";
         let server = nginx_server("10.77.1.1:8080".parse().unwrap());
-        let conf = nginx_conf(base, Path::new("/tmp/d/nginx.pid"), &server).unwrap();
+        let conf = nginx_conf(base, Path::new("/tmp/d/nginx.pid"), &server, "").unwrap();
         assert!(conf.contains("pid /tmp/d/nginx.pid;\n"));
         assert!(!conf.contains("/run/nginx.pid"));
         assert!(!conf.contains("sites-enabled"));
@@ -481,14 +516,20 @@ mod tests {
         assert!(conf.contains("listen 10.77.1.1:8080;"));
         assert!(conf.contains(&format!("return 200 \"{BODY}\";")));
         assert!(conf.contains("access_log off;"));
-        assert!(nginx_conf("http {\n}\n", Path::new("/p"), &server).is_err());
+        assert!(nginx_conf("http {\n}\n", Path::new("/p"), &server, "").is_err());
         let no_pid = nginx_conf(
             "http {\ninclude /etc/nginx/sites-enabled/*;\n}\n",
             Path::new("/p"),
             "",
+            "",
         )
         .unwrap();
         assert!(no_pid.starts_with("pid /p;\n"));
+        let with_events = format!("events {{\n\tworker_connections 768;\n}}\n{base}");
+        let mutex = "\taccept_mutex on;\n";
+        let conf = nginx_conf(&with_events, Path::new("/p"), &server, mutex).unwrap();
+        assert!(conf.starts_with("events {\n\taccept_mutex on;\n\tworker_connections 768;\n}"));
+        assert!(nginx_conf(base, Path::new("/p"), &server, mutex).is_err());
     }
 
     #[test]
@@ -512,7 +553,7 @@ mod tests {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let backend = SocketAddr::new(lo, free_port(lo).unwrap());
         let frontend = SocketAddr::new(lo, free_port(lo).unwrap());
-        let _nginx = start_nginx(&dir, &[backend]).unwrap();
+        let _nginx = start_nginx(&dir, &[backend], "").unwrap();
         fs::write(dir.file("h.cfg"), haproxy_conf(2, frontend, backend)).unwrap();
         let mut haproxy = Daemon::spawn(
             "haproxy",

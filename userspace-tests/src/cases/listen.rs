@@ -57,7 +57,10 @@ fn measure(pair: &NetnsPair, server: &AcceptServer, count: usize) -> TestResult<
         .map(|a| format!("{}->{}", a.incoming_cpu, a.cpu))
         .collect();
     if !misses.is_empty() && misses.len() <= 10 {
-        info!("remote accepts (handshake CPU->accept CPU): {}", misses.join(" "));
+        info!(
+            "remote accepts (handshake CPU->accept CPU): {}",
+            misses.join(" ")
+        );
     }
     Ok(Share {
         local: server::count_local(new),

@@ -146,6 +146,10 @@ const TESTS: &[Test] = &[
         run: apps::nginx_20k,
     },
     Test {
+        name: "nginx_accept_mutex_20k",
+        run: apps::nginx_accept_mutex_20k,
+    },
+    Test {
         name: "haproxy_20k",
         run: apps::haproxy_20k,
     },
