@@ -7,8 +7,8 @@
 //!
 //! - wake-up (softirq, CPU c): among the exclusive waiters (blocking `accept()`,
 //!   `EPOLLEXCLUSIVE` epoll instances) try first one whose task sits on c, else (with
-//!   `listen_pull`) a task blocked in `accept()` whose affinity allows c, woken onto c;
-//!   non-exclusive waiters are all woken as before. If no exclusive waiter sits on c or may
+//!   `listen_pull`) a task blocked in `accept()` or `epoll_wait()` whose affinity allows c,
+//!   woken onto c; non-exclusive waiters are all woken as before. If no exclusive waiter sits on c or may
 //!   be pulled there, but a worker on c accepted from this listener lately (it is busy and
 //!   will be back), the other exclusive waiters are left asleep for at most `listen_hold_ms`,
 //!   then woken as stock would;

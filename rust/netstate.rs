@@ -49,8 +49,8 @@ static KNOBS: [IntKnob; 4] = [
         max: 1000,
         default: 5,
     },
-    // Whether a task blocked in accept() may be woken onto the CPU a connection completed on
-    // when no waiter sits there (only where its affinity allows it).
+    // Whether a task blocked in accept() or epoll_wait() may be woken onto the CPU a connection
+    // completed on when no waiter sits there (only where its affinity allows it).
     IntKnob {
         name: c_str!("listen_pull"),
         min: 0,

@@ -23,7 +23,7 @@ pub(crate) struct CpuCounters {
 pub(crate) enum Wake {
     /// A waiter on that CPU was tried first.
     Local,
-    /// No waiter there: a task blocked in `accept()` elsewhere was woken onto that CPU.
+    /// No waiter there: a task blocked in `accept()` or `epoll_wait()` elsewhere was woken there.
     Pulled,
     /// No waiter there: the stock order.
     Fallback,

@@ -34,7 +34,7 @@ pub(crate) struct HeldWakes {
     timer: Opaque<bindings::timer_list>,
     slots: [AtomicPtr<bindings::sock>; SLOTS],
     deadlines: [AtomicU64; SLOTS],
-    /// Whether the timer's wake-up may pull a task blocked in `accept()` onto this CPU.
+    /// Whether the timer's wake-up may pull a blocked `accept()` or `epoll_wait()` here.
     pull: AtomicBool,
 }
 

@@ -106,7 +106,8 @@ impl Sock {
     /// Wakes the waiters of this listening socket as `sock_def_readable()` does, but among the
     /// exclusive ones (blocking `accept()`, `EPOLLEXCLUSIVE`) tries one on `cpu` first. If
     /// none sits on `cpu`: with `how.pull` and `cpu` the current CPU, a task blocked in
-    /// `accept()` that may run on `cpu` is tried first and woken onto it
+    /// `accept()` or in `epoll_wait()` (`EPOLLEXCLUSIVE`) that may run on `cpu` is tried first
+    /// and woken onto it
     /// ([`ListenerWake::Pulled`]); else with `how.hold`, only the non-exclusive waiters are
     /// woken and the result is [`ListenerWake::Held`]: the caller must then wake the listener
     /// later (see [`super::hold::HeldWakes`]).
@@ -160,7 +161,8 @@ impl Sock {
 /// What [`Sock::wake_listener_on`] may do when no exclusive waiter sits on the wanted CPU.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct WakeHow {
-    /// Wake a task blocked in `accept()` onto the CPU, if its affinity allows it.
+    /// Wake a task blocked in `accept()` or `epoll_wait()` onto the CPU, if its affinity allows
+    /// it.
     pub(crate) pull: bool,
     /// Else wake no exclusive waiter: the caller wakes them later.
     pub(crate) hold: bool,
@@ -170,7 +172,8 @@ pub(crate) struct WakeHow {
 pub(crate) enum ListenerWake {
     /// A waiter on the wanted CPU was tried first.
     Local,
-    /// A task blocked in `accept()` elsewhere was tried first and woken onto the wanted CPU.
+    /// A task blocked in `accept()` or `epoll_wait()` elsewhere was tried first and woken onto
+    /// the wanted CPU.
     Pulled,
     /// No waiter sits on the wanted CPU: woken in the stock order.
     Other,

@@ -148,8 +148,8 @@ pub fn listen_locality_unpinned(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
-/// Unpinned threads waiting in their own epoll instances with `EPOLLEXCLUSIVE`: epoll does
-/// not pass the wake flags on, so these are not pulled (a known gap).
+/// Unpinned threads waiting in their own epoll instances with `EPOLLEXCLUSIVE` (how nginx
+/// workers wait by default): the wake-up pulls the epoll_wait() task onto the handshake's CPU.
 pub fn listen_locality_unpinned_epoll_exclusive(ctx: &mut Ctx) -> TestResult {
     let threads = ctx.cpus.len();
     locality_test(
