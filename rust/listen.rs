@@ -8,10 +8,10 @@
 //! - wake-up (softirq, CPU c): among the exclusive waiters (blocking `accept()`,
 //!   `EPOLLEXCLUSIVE` epoll instances) try first one whose task sits on c, else (with
 //!   `listen_pull`) a task blocked in `accept()` or `epoll_wait()` whose affinity allows c,
-//!   woken onto c; non-exclusive waiters are all woken as before. If no exclusive waiter sits on c or may
-//!   be pulled there, but a worker on c accepted from this listener lately (it is busy and
-//!   will be back), the other exclusive waiters are left asleep for at most `listen_hold_ms`,
-//!   then woken as stock would;
+//!   woken onto c; non-exclusive waiters are all woken as before. If no exclusive waiter sits
+//!   on c or may be pulled there, but a worker on c accepted from this listener lately (it is
+//!   busy and will be back), the other exclusive waiters are left asleep for at most
+//!   `listen_hold_ms`, then woken as stock would;
 //! - accept and readiness (process context, CPU c): take the oldest connection that completed
 //!   on c among the first `listen_scan` queued; else the oldest one other CPUs may take: a
 //!   connection is kept for its own CPU while younger than `listen_hold_ms` if a worker there

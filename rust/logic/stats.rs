@@ -26,7 +26,7 @@ pub struct CpuStats {
     /// Handshakes completed on this CPU that woke a waiter on this CPU first.
     pub wake_local: u64,
     /// Handshakes completed on this CPU with no waiter here that woke a task blocked in
-    /// `accept()` elsewhere onto this CPU.
+    /// `accept()` or `epoll_wait()` elsewhere onto this CPU.
     pub wake_pulled: u64,
     /// Handshakes completed on this CPU with no waiter here: woken in the stock order.
     pub wake_fallback: u64,

@@ -25,9 +25,9 @@ const SLOTS: usize = 8;
 /// # Invariants
 ///
 /// Each non-null slot owns a reference (`sock_hold()`) on a listening socket whose exclusive
-/// waiters were not woken; its deadline says when they must be. Once [`HeldWakes::init`] ran, `timer` is set up to call
-/// [`release_timer`] for this object, which does not move any more (it lives in per-CPU
-/// memory).
+/// waiters were not woken; its deadline says when they must be. Once [`HeldWakes::init`] ran,
+/// `timer` is set up to call [`release_timer`] for this object, which does not move any more
+/// (it lives in per-CPU memory).
 #[repr(C)]
 pub(crate) struct HeldWakes {
     // First field: the timer callback finds the object from it.
@@ -74,7 +74,7 @@ impl HeldWakes {
     /// nothing) if no slot is free; the caller must then wake the listener itself. When the
     /// bound ends, the timer (on this CPU, where the held connections completed) wakes the
     /// listener as the stack would, except that with `pull` it may wake a task blocked in
-    /// `accept()` onto this CPU (see [`Sock::wake_listener_on`]).
+    /// `accept()` or `epoll_wait()` onto this CPU (see [`Sock::wake_listener_on`]).
     ///
     /// Called in softirq context on the CPU this object belongs to.
     pub(crate) fn hold(&self, listener: &Sock, bound: u64, pull: bool) -> bool {

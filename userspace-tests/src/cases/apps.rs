@@ -395,6 +395,18 @@ fn measure(name: &str, pair: &NetnsPair, url: &str, scope: &str) -> TestResult {
 }
 
 pub fn nginx_20k(ctx: &mut Ctx) -> TestResult {
+    nginx_load(ctx, "nginx", "")
+}
+
+/// nginx with `accept_mutex on` (off by default since 1.11.3): one worker at a time has the
+/// listener in its epoll set, so connections kept for the other worker's CPU must still be
+/// served once their hold ends.
+pub fn nginx_accept_mutex_20k(ctx: &mut Ctx) -> TestResult {
+    nginx_load(ctx, "nginx, accept_mutex on", "\taccept_mutex on;\n")
+}
+
+/// Runs the load against unchanged nginx (with `events` added to its `events` block).
+fn nginx_load(ctx: &mut Ctx, name: &str, events: &str) -> TestResult {
     ctx.ensure_loaded()?;
     let _enabled = KnobGuard::enabled("1")?;
     let _ports = KnobGuard::listen_ports("all")?;
@@ -402,31 +414,8 @@ pub fn nginx_20k(ctx: &mut Ctx) -> TestResult {
     let ip = pair.server_ip(false);
     let addr = SocketAddr::new(ip, free_port(ip)?);
     let dir = WorkDir::new("nginx")?;
-    let mut nginx = start_nginx(&dir, &[addr], "")?;
-    let result = measure("nginx", &pair, &format!("http://{addr}/"), "nginx");
-    let stopped = nginx.stop();
-    result?;
-    stopped
-}
-
-/// nginx with `accept_mutex on` (off by default since 1.11.3): one worker at a time has the
-/// listener in its epoll set, so connections kept for the other worker's CPU must still be
-/// served once their hold ends.
-pub fn nginx_accept_mutex_20k(ctx: &mut Ctx) -> TestResult {
-    ctx.ensure_loaded()?;
-    let _enabled = KnobGuard::enabled("1")?;
-    let _ports = KnobGuard::listen_ports("all")?;
-    let pair = ctx.netns_pair(ServerSide::Current)?;
-    let ip = pair.server_ip(false);
-    let addr = SocketAddr::new(ip, free_port(ip)?);
-    let dir = WorkDir::new("nginx-accept-mutex")?;
-    let mut nginx = start_nginx(&dir, &[addr], "\taccept_mutex on;\n")?;
-    let result = measure(
-        "nginx, accept_mutex on",
-        &pair,
-        &format!("http://{addr}/"),
-        "nginx",
-    );
+    let mut nginx = start_nginx(&dir, &[addr], events)?;
+    let result = measure(name, &pair, &format!("http://{addr}/"), "nginx");
     let stopped = nginx.stop();
     result?;
     stopped
