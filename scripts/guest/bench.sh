@@ -1,94 +1,108 @@
 #!/usr/bin/env bash
-# Inside the guest (scripts/bench.sh boots it): every workload x arm, RUNS times, appending
-# one TSV row per run to OUT:
-#   clock cpus workload arm run conn_per_s errors accepts local
+# Inside the guest (scripts/bench.sh boots it): every workload x arm, RUNS rounds, appending
+# one TSV row per measured run to OUT:
+#   clock cpus workload arm run conn_per_s errors accepts local slot module
+# (slot: the arm's position in its round; module: "unloaded" or "loaded").
 #
 #   bench.sh KO OUT CLOCK RUNS SECONDS [WORKLOADS] [LOCKSTAT_DIR]
+#
+# BENCH_DRY_RUN=1 prints the schedule (round, arm order, module state and knobs per namespace)
+# without touching the system or running anything; it needs no VM (scripts/bench.sh --dry-run).
 #
 # Workloads (client always in its own netns over veth + RPS):
 #   W1  nginx (Debian config, 64-byte response), wrk with Connection: close
 #   W2  haproxy (nbthread = vCPUs, httpclose) in front of nginx in another netns
 #   W3  connect()-heavy client: wrk in the measured netns against nginx in another netns
 # Arms:
-#   B0  stock: one shared listener (module counting accepts only, hooks idle)
-#   B1  nginx `listen ... reuseport`
+#   B0  stock: the module NOT loaded; one shared listener
+#   B1  stock + nginx `listen ... reuseport` (module not loaded)
 #   B2  B1 + CPU-steering reuseport BPF attached from outside + tcp_migrate_req=1, workers
-#       pinned from outside (taskset)
-#   T   the module, defaults (accept locality on all ports)
-#   T0  the module with listen_hold_ms=0 (wake/pick steering only)
+#       pinned from outside (taskset) (module not loaded)
+#   C   stock placement with the module loaded, counting only: listen_ports empty in every
+#       namespace (W1 only; its counters give stock locality, its rate the idle hooks' cost)
+#   T   the module, defaults written explicitly in every namespace
+#   T0  T with listen_hold_ms=0 in every namespace
+#
+# Every (round, arm) starts from the same state: servers stopped, module unloaded (rmmod);
+# for C, T and T0 the module is loaded again (insmod) and its knobs written and read back in
+# every namespace the workloads use (initial, client, backend): the scope is the whole guest,
+# by design. Then the servers start (after the module, so every listener is born under the
+# arm's state), a 2 s warm-up, one measured run.
+# Round r runs the arms in row r of a Williams Latin square (a base order shifted by r-1), so
+# position, predecessor, drift and TIME_WAIT build-up are spread over the arms instead of
+# landing on the last ones.
 set -euo pipefail
 ko=$1 out=$2 clock=$3 runs=$4 seconds=$5 workloads=${6:-W1 W2 W3} lockstat=${7:-}
+dry=${BENCH_DRY_RUN:-0}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-cpus=$(nproc)
+cpus=${BENCH_DRY_CPUS:-$(nproc)}
 dir=/tmp/fs-bench
 BACKEND_NS=fs-be BACKEND_IP=10.79.0.2 BACKEND_GW=10.79.0.1
+NAMESPACES=(- "$CLIENT_NS" "$BACKEND_NS")
+WARMUP=2
 
-backend_up() {
+# Runs a command, or in a dry run only says so.
+act() { if [ "$dry" = 1 ]; then log "    [dry] $*"; else "$@"; fi; }
+
+# Runs a command in netns $1, or in the current one for "-".
+in_ns() { local ns=$1; shift; if [ "$ns" = - ]; then "$@"; else ip netns exec "$ns" "$@"; fi; }
+ns_name() { [ "$1" = - ] && echo initial || echo "$1"; }
+
+backend_net_up() {
 	ip netns add "$BACKEND_NS"
 	ip link add fs-be0 type veth peer name fs-be1 netns "$BACKEND_NS"
 	ip addr add "$BACKEND_GW/24" dev fs-be0 && ip link set fs-be0 up
 	ip -n "$BACKEND_NS" addr add "$BACKEND_IP/24" dev fs-be1
 	ip -n "$BACKEND_NS" link set fs-be1 up && ip -n "$BACKEND_NS" link set lo up
+	ip -n "$BACKEND_NS" route add default via "$BACKEND_GW" 2>/dev/null || true
 	ip netns exec "$BACKEND_NS" sh -c "echo $(printf '%x' $(((1 << cpus) - 1))) > /sys/class/net/fs-be1/queues/rx-0/rps_cpus"
 	sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
+	ip netns exec "$BACKEND_NS" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
 	mkdir -p /var/lib/nginx /var/log/nginx "$dir/be"
 	sed -e "s|include /etc/nginx/sites-enabled/\*;|include $dir/be/server.conf;|" \
 		-e "s|^pid .*|pid $dir/be/nginx.pid;|" /etc/nginx/nginx.conf >"$dir/be/nginx.conf"
 	printf 'server {\n\tlisten %s:8080;\n\taccess_log off;\n\tlocation / { return 200 "%s\\n"; }\n}\n' \
 		"$BACKEND_IP" "$(printf '%063d' 0)" >"$dir/be/server.conf"
+}
+
+backend_start() {
 	ip netns exec "$BACKEND_NS" nginx -c "$dir/be/nginx.conf"
+	for _ in $(seq 50); do [ -s "$dir/be/nginx.pid" ] && return 0; sleep 0.2; done
+	log "backend nginx did not start"; return 1
 }
 
-cleanup() {
-	nginx_stop "$dir/w1" 2>/dev/null || true
-	nginx_stop "$dir/be" 2>/dev/null || true
-	[ -s "$dir/haproxy.pid" ] && kill "$(cat "$dir/haproxy.pid")" 2>/dev/null || true
-	rmmod fastsocket 2>/dev/null || true
-	ip netns del "$BACKEND_NS" 2>/dev/null || true
-	net_down
+haproxy_start() {
+	cat >"$dir/haproxy.cfg" <<CFG
+global
+	nbthread $cpus
+	maxconn 20000
+	pidfile $dir/haproxy.pid
+defaults
+	mode http
+	option httpclose
+	timeout connect 5s
+	timeout client 30s
+	timeout server 30s
+frontend fe
+	bind $SERVER_IP:8081
+	default_backend be
+backend be
+	server nginx $BACKEND_IP:8080
+CFG
+	rm -f "$dir/haproxy.pid"
+	haproxy -D -f "$dir/haproxy.cfg"
+	for _ in $(seq 50); do [ -s "$dir/haproxy.pid" ] && return 0; sleep 0.2; done
+	log "haproxy did not start"; return 1
 }
-trap cleanup EXIT
 
-# Module state for an arm: not loaded, counting only, or on (with knobs).
-module_for() {
-	case "$1" in
-	B*) lsmod | grep -q '^fastsocket ' || insmod "$ko"
-	    sysctl -qw net.fastsocket.enabled=1 net.fastsocket.listen_ports= ;;
-	T) lsmod | grep -q '^fastsocket ' || insmod "$ko"
-	   sysctl -qw net.fastsocket.listen_ports=all net.fastsocket.listen_hold_ms=5 ;;
-	T0) lsmod | grep -q '^fastsocket ' || insmod "$ko"
-	    sysctl -qw net.fastsocket.listen_ports=all net.fastsocket.listen_hold_ms=0 ;;
-	esac
-}
-
-# Runs a command in netns $1, or in the current one for "-".
-in_ns() { local ns=$1; shift; if [ "$ns" = - ]; then "$@"; else ip netns exec "$ns" "$@"; fi; }
-
-counters_total() { fs_counters | awk '{ a += $2; l += $3 } END { print a + 0, l + 0 }'; }
-
-# One measured arm: warm-up, then RUNS runs of wrk against URL from netns NS.
-measure() { # workload arm ns url
-	local w=$1 arm=$2 ns=$3 url=$4 rps err a0 l0 a1 l1 out
-	in_ns "$ns" wrk -t2 -c32 -d2s -H 'Connection: close' "$url" >/dev/null
-	for run in $(seq "$runs"); do
-		read -r a0 l0 < <(counters_total)
-		out=$(in_ns "$ns" wrk -t2 -c32 -d"${seconds}s" -H 'Connection: close' "$url")
-		read -r a1 l1 < <(counters_total)
-		read -r rps err < <(awk '/^Requests\/sec:/ { rps = $2 }
-			/Socket errors:/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
-			/Non-2xx/ { err += $NF } END { printf "%.1f %d\n", rps, err }' <<<"$out")
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$clock" "$cpus" "$w" "$arm" "$run" \
-			"$rps" "$err" $((a1 - a0)) $((l1 - l0)) >>"$out_file"
-		log "$w $arm run $run: $rps conn/s, $err errors, $((l1 - l0)) of $((a1 - a0)) accepts local"
-	done
-	if [ -n "$lockstat" ]; then
-		echo 0 >/proc/lock_stat
-		read -r a0 _ < <(counters_total)
-		in_ns "$ns" wrk -t2 -c32 -d"${seconds}s" -H 'Connection: close' "$url" >/dev/null
-		read -r a1 _ < <(counters_total)
-		{ echo "# connections $((a1 - a0))"; cat /proc/lock_stat; } >"$lockstat/$w-$arm.lock_stat"
-	fi
+haproxy_stop() {
+	local pid
+	[ -s "$dir/haproxy.pid" ] || return 0
+	pid=$(cat "$dir/haproxy.pid")
+	kill "$pid" 2>/dev/null || true
+	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+	rm -f "$dir/haproxy.pid"
 }
 
 nginx_w1() { # arm
@@ -112,51 +126,156 @@ nginx_w1() { # arm
 	fi
 }
 
-haproxy_w2() {
-	cat >"$dir/haproxy.cfg" <<CFG
-global
-	nbthread $cpus
-	maxconn 20000
-	pidfile $dir/haproxy.pid
-defaults
-	mode http
-	option httpclose
-	timeout connect 5s
-	timeout client 30s
-	timeout server 30s
-frontend fe
-	bind $SERVER_IP:8081
-	default_backend be
-backend be
-	server nginx $BACKEND_IP:8080
-CFG
-	haproxy -D -f "$dir/haproxy.cfg"
-	for _ in $(seq 50); do [ -s "$dir/haproxy.pid" ] && break; sleep 0.2; done
+servers_start() { # workload arm
+	case "$1" in
+	W1) act nginx_w1 "$2" ;;
+	W2) act backend_start; act haproxy_start ;;
+	W3) act backend_start ;;
+	esac
 }
 
+servers_stop() {
+	[ "$dry" = 1 ] && return 0
+	nginx_stop "$dir/w1" 2>/dev/null || true
+	haproxy_stop
+	nginx_stop "$dir/be" 2>/dev/null || true
+	sysctl -qw net.ipv4.tcp_migrate_req=0
+}
+
+module_loaded() { if [ "$dry" = 1 ]; then [ "$dry_loaded" = 1 ]; else [ -e /sys/module/fastsocket ]; fi; }
+dry_loaded=0
+
+# The knobs each arm writes in every namespace (knob=value, space separated).
+arm_knobs() {
+	case "$1" in
+	C) echo "enabled=1 listen_ports=" ;;
+	T) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1" ;;
+	T0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=0 listen_pull=1" ;;
+	esac
+}
+
+# Puts the module in the arm's state and logs it: unloaded for the B arms; for C, T and T0
+# a fresh insmod with the arm's knobs written and read back in every namespace.
+module_for() { # arm
+	local arm=$1 knobs ns kv got want
+	if module_loaded; then act rmmod fastsocket; dry_loaded=0; fi
+	knobs=$(arm_knobs "$arm")
+	if [ -z "$knobs" ]; then
+		if [ "$dry" != 1 ] && [ -e /sys/module/fastsocket ]; then
+			log "$arm: the module is still loaded"; return 1
+		fi
+		log "  module: NOT loaded (stock kernel paths; hooks: $(hooks_state))"
+		return 0
+	fi
+	act insmod "$ko"; dry_loaded=1
+	for ns in "${NAMESPACES[@]}"; do
+		if [ "$dry" = 1 ]; then
+			log "  module: loaded; $(ns_name "$ns"): $knobs"
+			continue
+		fi
+		for kv in $knobs; do in_ns "$ns" sysctl -qw "net.fastsocket.$kv"; done
+		got="" want=""
+		for kv in $knobs; do
+			got+="${kv%%=*}=$(in_ns "$ns" cat "/proc/sys/net/fastsocket/${kv%%=*}") "
+			want+="$kv "
+		done
+		log "  module: loaded; $(ns_name "$ns"): $got"
+		[ "$got" = "$want" ] || { log "$arm: knobs in $(ns_name "$ns") read back as '$got', want '$want'"; return 1; }
+	done
+	log "  hooks: $(hooks_state)"
+}
+
+hooks_state() {
+	if [ "$dry" = 1 ]; then echo "(dry run)"; return; fi
+	if [ -r /proc/net/fastsocket_hooks ]; then tr '\n' ' ' </proc/net/fastsocket_hooks; else echo "no /proc/net/fastsocket_hooks"; fi
+}
+
+# TIME_WAIT sockets in a namespace, from /proc/net/sockstat ("TCP: inuse N orphan N tw N ...").
+# shellcheck disable=SC2016 # awk program
+tw_count() { in_ns "$1" awk '/^TCP:/ { for (i = 1; i < NF; i++) if ($i == "tw") print $(i + 1) }' /proc/net/sockstat; }
+
+counters_total() {
+	if [ -e /proc/net/fastsocket ]; then
+		fs_counters | awk '{ a += $2; l += $3 } END { print a + 0, l + 0 }'
+	else
+		echo "0 0"
+	fi
+}
+
+# One measured (round, arm): module state, servers, warm-up, one run of wrk against URL from
+# netns NS.
+measure() { # workload arm round slot ns url
+	local w=$1 arm=$2 run=$3 slot=$4 ns=$5 url=$6 rps err reqs a0 l0 a1 l1 res state
+	servers_stop
+	log "$w round $run slot $slot: $arm"
+	module_for "$arm"
+	state=$(module_loaded && echo loaded || echo unloaded)
+	servers_start "$w" "$arm"
+	if [ "$dry" = 1 ]; then
+		log "    [dry] wrk ${WARMUP}s warm-up, ${seconds}s measured from $(ns_name "$ns") -> $url"
+		return 0
+	fi
+	log "  TIME_WAIT: initial $(tw_count -), client $(tw_count "$CLIENT_NS"), backend $(tw_count "$BACKEND_NS")"
+	in_ns "$ns" wrk -t2 -c32 -d"${WARMUP}s" -H 'Connection: close' "$url" >/dev/null
+	[ -n "$lockstat" ] && echo 0 >/proc/lock_stat
+	read -r a0 l0 < <(counters_total)
+	res=$(in_ns "$ns" wrk -t2 -c32 -d"${seconds}s" -H 'Connection: close' "$url")
+	read -r a1 l1 < <(counters_total)
+	read -r rps err reqs < <(awk '/^Requests\/sec:/ { rps = $2 }
+		/ requests in / { reqs = $1 }
+		/Socket errors:/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
+		/Non-2xx/ { err += $NF } END { printf "%.1f %d %d\n", rps, err, reqs }' <<<"$res")
+	if [ -n "$lockstat" ]; then
+		local name="$w-$arm"
+		[ "$runs" -gt 1 ] && name="$name.r$run"
+		# Connections as wrk counted them (Connection: close: one per request), the same way
+		# in every arm: the module's counters do not exist where it is not loaded.
+		{ echo "# connections $reqs"; echo "# module $state"; cat /proc/lock_stat; } \
+			>"$lockstat/$name.lock_stat"
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$clock" "$cpus" "$w" "$arm" "$run" \
+		"$rps" "$err" $((a1 - a0)) $((l1 - l0)) "$slot" "$state" >>"$out_file"
+	log "  $w $arm round $run: $rps conn/s, $err errors, module $state, $((l1 - l0)) of $((a1 - a0)) accepts local"
+}
+
+cleanup() {
+	[ "$dry" = 1 ] && return 0
+	servers_stop
+	rmmod fastsocket 2>/dev/null || true
+	ip netns del "$BACKEND_NS" 2>/dev/null || true
+	ip link del fs-be0 2>/dev/null || true
+	net_down
+}
+trap cleanup EXIT
+
 out_file=$out
-mkdir -p "$dir"
-net_up
-backend_up
-sysctl -qw net.ipv4.tcp_tw_reuse=1
-log "bench: $clock clock, $cpus vCPUs, $runs x ${seconds}s per arm, workloads: $workloads"
+if [ "$dry" != 1 ]; then
+	mkdir -p "$dir"
+	# Start from a guest without the module, whatever ran before.
+	rmmod fastsocket 2>/dev/null || true
+	net_up
+	backend_net_up
+	sysctl -qw net.ipv4.tcp_tw_reuse=1
+fi
+log "bench: $clock clock, $cpus vCPUs, $runs rounds x ${seconds}s per arm (+${WARMUP}s warm-up), workloads: $workloads$([ "$dry" = 1 ] && echo ', DRY RUN')"
+log "  every arm: servers stopped, module unloaded; C/T/T0: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS"
 for w in $workloads; do
 	case "$w" in
-	W1) for arm in B0 B1 B2 T T0; do
-		module_for "$arm"; nginx_w1 "$arm"
-		measure W1 "$arm" "$CLIENT_NS" "http://$SERVER_IP:8080/"
-		nginx_stop "$dir/w1"; sysctl -qw net.ipv4.tcp_migrate_req=0
-	    done ;;
-	W2) haproxy_w2
-	    for arm in B0 T T0; do
-		module_for "$arm"; measure W2 "$arm" "$CLIENT_NS" "http://$SERVER_IP:8081/"
-	    done
-	    kill "$(cat "$dir/haproxy.pid")"; rm -f "$dir/haproxy.pid" ;;
-	W3) for arm in B0 T; do
-		module_for "$arm"
-		# wrk runs in the measured (initial) netns: its connect()s are what W3 measures.
-		measure W3 "$arm" - "http://$BACKEND_IP:8080/"
-	    done ;;
+	W1) arms=(B0 B1 B2 C T T0) ns=$CLIENT_NS url="http://$SERVER_IP:8080/" ;;
+	W2) arms=(B0 T T0) ns=$CLIENT_NS url="http://$SERVER_IP:8081/" ;;
+	# wrk runs in the measured (initial) netns: its connect()s are what W3 measures.
+	W3) arms=(B0 T) ns=- url="http://$BACKEND_IP:8080/" ;;
+	*) log "unknown workload $w"; exit 2 ;;
 	esac
+	for run in $(seq "$runs"); do
+		read -r -a order < <(round_order "$run" "${arms[@]}")
+		log "$w round $run order: ${order[*]}"
+		slot=0
+		for arm in "${order[@]}"; do
+			slot=$((slot + 1))
+			measure "$w" "$arm" "$run" "$slot" "$ns" "$url"
+		done
+	done
+	servers_stop
 done
 log "bench done"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers for scripts that run inside the guest (demo, benchmarks).
 # All traffic stays in the guest: the server listens in the initial netns, the client runs in
 # its own netns, joined by a veth pair with RPS spreading the server side over every vCPU the
@@ -75,4 +76,17 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 fs_counters() {
 	awk 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
 	     { print $col["cpu"], $col["accepts"], $col["local"] }' /proc/net/fastsocket
+}
+
+# Arms of round r (1-based): a Williams Latin square. The base sequence 0, 1, n-1, 2, n-2, ...
+# is shifted by r-1 each round, so over n rounds every arm runs once in every position and
+# (for an even number of arms) after every other arm once.
+round_order() { # r arm...
+	local r=$1; shift
+	local arms=("$@") n=$# j lo=1 hi=$(($# - 1)) base=(0) order=()
+	for ((j = 1; j < n; j++)); do
+		if ((j % 2)); then base+=("$lo"); lo=$((lo + 1)); else base+=("$hi"); hi=$((hi - 1)); fi
+	done
+	for ((j = 0; j < n; j++)); do order+=("${arms[$(((base[j] + r - 1) % n))]}"); done
+	echo "${order[@]}"
 }
