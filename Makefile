@@ -4,6 +4,7 @@
 #   make test      host tests + booted-kernel tests on the debug kernel (what CI runs)
 #   make bench     workloads x arms, wall clock and icount -> Documentation/benchmarks.md
 #   make lockprof  lock profile per arm on the lockstat kernel -> Documentation/benchmarks.md
+#   make bench-dry-run  the arm schedule of make bench (order, module state, knobs), no VM
 #
 # Kernel trees are cached in $(FASTSOCKET_CACHE) (default /var/cache/fastsocket-rs), keyed by
 # kernel package version, patch series, config and toolchain.
@@ -14,10 +15,10 @@ S := scripts
 TESTS_BIN := userspace-tests/target/release/fastsocket-tests
 
 .PHONY: all deps kernel kernel-perf kernel-lockstat module module-perf module-lockstat \
-	host-test userspace vm-test test demo bench lockprof checkpatch clean help
+	host-test userspace vm-test test demo bench bench-dry-run lockprof checkpatch clean help
 
 help:
-	@sed -n '2,9p' Makefile
+	@sed -n '2,10p' Makefile
 
 all: test
 
@@ -57,12 +58,23 @@ vm-test: module userspace
 
 test: host-test checkpatch vm-test
 
+# DEMO_ROUNDS (5) x DEMO_SECONDS (5) per arm, DEMO_CPUS (2); DEMO_ICOUNT=1 counts connections
+# per 10^9 guest instructions (QEMU icount) instead of per second.
+DEMO_ROUNDS ?= 5
+DEMO_SECONDS ?= 5
+DEMO_CPUS ?= 2
 demo: module-perf
-	@FLAVOUR=perf bash $(S)/vm-run.sh -- bash $(CURDIR)/$(S)/guest/demo.sh \
-		$(FASTSOCKET_CACHE)/module/perf/fastsocket.ko
+	@FLAVOUR=perf bash $(S)/vm-run.sh --cpus $(DEMO_CPUS) $(if $(DEMO_ICOUNT),--icount) -- \
+		bash $(CURDIR)/$(S)/guest/demo.sh $(FASTSOCKET_CACHE)/module/perf/fastsocket.ko \
+		$(DEMO_ROUNDS) $(DEMO_SECONDS) $(if $(DEMO_ICOUNT),icount,wall)
 
 bench: module-perf
 	@FLAVOUR=perf bash $(S)/bench.sh bench
+
+# The schedule of `make bench` (rounds, arm order, module state and knobs per namespace),
+# without building, booting or measuring anything.
+bench-dry-run:
+	@FLAVOUR=perf bash $(S)/bench.sh --dry-run bench
 
 lockprof: module-lockstat
 	@FLAVOUR=lockstat bash $(S)/bench.sh lockprof
