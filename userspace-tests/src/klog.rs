@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -37,6 +38,11 @@ pub fn read_kernel_log() -> io::Result<String> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(KMSG)?;
+    read_records(&mut kmsg)
+}
+
+/// Reads /dev/kmsg records from `kmsg` until none is left.
+fn read_records(kmsg: &mut File) -> io::Result<String> {
     let mut log = String::new();
     // Each read() returns exactly one record; records are at most a few KiB.
     let mut buf = vec![0u8; 64 * 1024];
@@ -85,6 +91,28 @@ pub enum Kmemleak {
 
 /// Mounts debugfs if needed and runs two kmemleak scans.
 pub fn kmemleak_scan() -> Result<Kmemleak, String> {
+    if let Some(why) = kmemleak_unavailable()? {
+        return Ok(Kmemleak::Unavailable(why));
+    }
+    // Writing fails (EPERM/EBUSY) where kmemleak was disabled at boot or turned itself off.
+    let scan = || fs::write(KMEMLEAK, "scan");
+    if let Err(e) = scan() {
+        return Ok(Kmemleak::Unavailable(format!("scan: {e}")));
+    }
+    thread::sleep(KMEMLEAK_SCAN_GAP);
+    scan().map_err(|e| format!("second kmemleak scan: {e}"))?;
+    fs::read_to_string(KMEMLEAK)
+        .map(Kmemleak::Report)
+        .map_err(|e| format!("reading {KMEMLEAK}: {e}"))
+}
+
+/// Marks every leak reported so far as known, so that kmemleak never reports it again.
+pub fn kmemleak_clear() -> Result<(), String> {
+    fs::write(KMEMLEAK, "clear").map_err(|e| format!("writing clear to {KMEMLEAK}: {e}"))
+}
+
+/// Mounts debugfs if needed; `Some(why)` if kmemleak does not exist on this kernel.
+fn kmemleak_unavailable() -> Result<Option<String>, String> {
     if !Path::new(KMEMLEAK).exists()
         && !debugfs_mounted().map_err(|e| format!("reading /proc/mounts: {e}"))?
     {
@@ -100,18 +128,35 @@ pub fn kmemleak_scan() -> Result<Kmemleak, String> {
         }
     }
     if !Path::new(KMEMLEAK).exists() {
-        return Ok(Kmemleak::Unavailable(format!("{KMEMLEAK} does not exist")));
+        return Ok(Some(format!("{KMEMLEAK} does not exist")));
     }
-    // Writing fails (EPERM/EBUSY) where kmemleak was disabled at boot or turned itself off.
-    let scan = || fs::write(KMEMLEAK, "scan");
-    if let Err(e) = scan() {
-        return Ok(Kmemleak::Unavailable(format!("scan: {e}")));
+    Ok(None)
+}
+
+/// The kernel log from the moment it was created: only records logged after
+/// [`LogWatch::new`] are read.
+pub struct LogWatch {
+    kmsg: File,
+}
+
+impl LogWatch {
+    pub fn new() -> io::Result<LogWatch> {
+        let kmsg = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(KMSG)?;
+        // SAFETY: plain syscall on an open fd; SEEK_END on /dev/kmsg moves the reader past
+        // the last record.
+        if unsafe { libc::lseek(kmsg.as_raw_fd(), 0, libc::SEEK_END) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(LogWatch { kmsg })
     }
-    thread::sleep(KMEMLEAK_SCAN_GAP);
-    scan().map_err(|e| format!("second kmemleak scan: {e}"))?;
-    fs::read_to_string(KMEMLEAK)
-        .map(Kmemleak::Report)
-        .map_err(|e| format!("reading {KMEMLEAK}: {e}"))
+
+    /// The records logged since the last call (or since `new`), one message per line.
+    pub fn read_new(&mut self) -> io::Result<String> {
+        read_records(&mut self.kmsg)
+    }
 }
 
 #[cfg(test)]

@@ -82,20 +82,25 @@ pub fn kmemleak_reports(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Whether a leak report's backtrace involves the module: a frame in `fastsocket`, or a
-/// frame that no longer resolves to a symbol (code of a module unloaded since). The
-/// `comm` line is ignored: the test runner itself is called fastsocket-tests.
-pub fn blames_fastsocket(report: &str) -> bool {
+/// The address of the object a leak report is about (`0xffff888004f1e000`).
+pub fn leaked_object(report: &str) -> Option<&str> {
     report
-        .lines()
-        .skip_while(|line| !line.trim_start().starts_with("backtrace"))
-        .skip(1)
-        .any(|frame| {
-            let symbol = frame
-                .split_once("] ")
-                .map_or("", |(_, symbol)| symbol.trim());
-            frame.contains("fastsocket") || symbol.starts_with("0x")
-        })
+        .strip_prefix("unreferenced object ")?
+        .split_whitespace()
+        .next()
+}
+
+/// The reports of `text` (the kmemleak file) about objects that `earlier` (the file at
+/// an earlier time) did not report.
+pub fn new_kmemleak_reports<'a>(earlier: &str, text: &'a str) -> Vec<&'a str> {
+    let known: Vec<&str> = kmemleak_reports(earlier)
+        .into_iter()
+        .filter_map(leaked_object)
+        .collect();
+    kmemleak_reports(text)
+        .into_iter()
+        .filter(|report| leaked_object(report).is_none_or(|object| !known.contains(&object)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -248,13 +253,12 @@ unreferenced object 0xffff888004f1f000 (size 32):
     }
 
     #[test]
-    fn blames_only_module_backtraces() {
+    fn finds_new_kmemleak_reports() {
         let reports = kmemleak_reports(KMEMLEAK);
-        assert!(!blames_fastsocket(reports[0]), "comm line must not count");
-        assert!(blames_fastsocket(reports[1]));
-        assert!(
-            blames_fastsocket(reports[2]),
-            "unresolved frame of an unloaded module"
-        );
+        assert_eq!(leaked_object(reports[1]), Some("0xffff888004f1e800"));
+        assert_eq!(new_kmemleak_reports("", KMEMLEAK).len(), 3);
+        let earlier = [reports[0], "\n", reports[2], "\n"].concat();
+        assert_eq!(new_kmemleak_reports(&earlier, KMEMLEAK), vec![reports[1]]);
+        assert!(new_kmemleak_reports(KMEMLEAK, KMEMLEAK).is_empty());
     }
 }
