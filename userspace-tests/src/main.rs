@@ -29,6 +29,7 @@ mod procfs;
 mod server;
 mod splat;
 mod sys;
+mod watchdog;
 
 use std::any::Any;
 use std::io::Write;
@@ -110,11 +111,16 @@ fn main() -> ExitCode {
     if tests.is_empty() {
         info!("no test matches the filter");
     }
+    // Before the module is first loaded: only leaks that appear during the suite count.
+    cases::kmemleak_baseline();
     let mut ctx = cases::Ctx::new(args.module, cpus);
+    let progress = watchdog::start();
     let (mut passed, mut failed) = (0, 0);
     for test in tests {
         let start = Instant::now();
+        watchdog::begin(&progress, test.name, test.limit);
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| (test.run)(&mut ctx)));
+        watchdog::end(&progress);
         let reason = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(reason)) => Some(reason),
@@ -123,10 +129,12 @@ fn main() -> ExitCode {
         match reason {
             None => {
                 passed += 1;
+                progress.lock().unwrap_or_else(|e| e.into_inner()).passed += 1;
                 println!("ok   {} ({} ms)", test.name, start.elapsed().as_millis());
             }
             Some(reason) => {
                 failed += 1;
+                progress.lock().unwrap_or_else(|e| e.into_inner()).failed += 1;
                 let mut lines = reason.lines();
                 println!("FAIL {}: {}", test.name, lines.next().unwrap_or_default());
                 for line in lines {

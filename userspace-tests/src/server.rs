@@ -1,9 +1,15 @@
 //! An in-process TCP server: accept threads on one listener, each optionally pinned to a
 //! CPU, waiting in blocking accept(), epoll, poll() or select(). Each connection is
 //! answered: the server reads the client's byte, replies with one byte and closes.
+//!
+//! The threads wait without timeouts, so that a lost wake-up shows as a connection nobody
+//! accepts (and the runner's watchdog fails the test) instead of being picked up by the
+//! next periodic look. They are stopped by wake-ups the server sends: shutdown() of the
+//! listener (blocking accept() returns EINVAL) and an eventfd in every poll set.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,8 +21,6 @@ use crate::{netns, sys};
 pub const BACKLOG: i32 = 512;
 /// How long a connection may take to send its byte.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often threads waiting in epoll, poll or select look at the stop flag.
-const WAIT_SLICE: Duration = Duration::from_millis(100);
 /// The byte the server replies with unless told otherwise.
 pub const DEFAULT_REPLY: u8 = b'R';
 
@@ -125,6 +129,10 @@ pub struct Accepted {
     pub cpu: usize,
     /// SO_INCOMING_CPU of the accepted socket (-1 if unset).
     pub incoming_cpu: i32,
+    /// When accept() returned.
+    pub at: Instant,
+    /// The client's port.
+    pub peer_port: u16,
 }
 
 impl Accepted {
@@ -145,6 +153,8 @@ struct Shared {
     changed: Condvar,
     errors: Mutex<Vec<String>>,
     stopping: AtomicBool,
+    /// Readable once the server stops: wakes the threads waiting in epoll, poll or select.
+    stop: Option<sys::EventFd>,
 }
 
 impl Shared {
@@ -187,12 +197,19 @@ impl AcceptServer {
                 .map_err(|e| format!("making the listener non-blocking: {e}"))?;
         }
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let stop = match opts.waiter {
+            Waiter::Blocking => None,
+            _ => Some(sys::EventFd::new().map_err(|e| format!("eventfd: {e}"))?),
+        };
         let mut server = AcceptServer {
             listener: Arc::new(listener),
             addr,
             reply: opts.reply,
             waiter: opts.waiter,
-            shared: Arc::default(),
+            shared: Arc::new(Shared {
+                stop,
+                ..Shared::default()
+            }),
             threads: Vec::new(),
         };
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -280,6 +297,16 @@ impl AcceptServer {
         if self.shared.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
+        if let Some(stop) = &self.shared.stop {
+            if let Err(e) = stop.signal() {
+                // Without the wake-up waiting threads would wait forever: better to leak them.
+                eprintln!(
+                    "fastsocket-tests: waking the accept threads of {}: {e}",
+                    self.addr
+                );
+                return;
+            }
+        }
         if let Err(e) = sys::shutdown_listener(&self.listener) {
             // Without the shutdown blocked threads would wait forever: better to leak them.
             eprintln!("fastsocket-tests: shutdown of listener {}: {e}", self.addr);
@@ -337,6 +364,9 @@ impl Worker {
         epoll
             .add(&*self.listener, mode.events())
             .map_err(|e| io::Error::new(e.kind(), format!("epoll_ctl {mode:?}: {e}")))?;
+        epoll
+            .add(self.stop_fd(), libc::EPOLLIN)
+            .map_err(|e| io::Error::new(e.kind(), format!("epoll_ctl of the eventfd: {e}")))?;
         Ok(Some(epoll))
     }
 
@@ -362,18 +392,34 @@ impl Worker {
         }
     }
 
-    /// Waits for readiness, then accepts until EAGAIN.
+    /// The eventfd that stops the threads waiting in epoll, poll or select.
+    fn stop_fd(&self) -> &sys::EventFd {
+        self.shared
+            .stop
+            .as_ref()
+            .expect("servers whose threads poll have a stop eventfd")
+    }
+
+    /// Waits without a timeout for the listener or the stop eventfd, then accepts until
+    /// EAGAIN or leaves.
     fn accept_when_ready(&self, epoll: Option<&sys::Epoll>) {
+        let (listener, stop) = (&*self.listener, self.stop_fd());
         while !self.shared.stopping() {
             let ready = match (self.waiter, epoll) {
-                (Waiter::Epoll(_), Some(epoll)) => epoll.wait(WAIT_SLICE).map(|n| n > 0),
-                (Waiter::Poll, _) => sys::poll_readable(&*self.listener, WAIT_SLICE),
-                (Waiter::Select, _) => sys::select_readable(&*self.listener, WAIT_SLICE),
+                (Waiter::Epoll(_), Some(epoll)) => {
+                    epoll.wait_forever().map(|ready| sys::Readable {
+                        first: ready.contains(&(listener.as_raw_fd() as u64)),
+                        second: ready.contains(&(stop.as_raw_fd() as u64)),
+                    })
+                }
+                (Waiter::Poll, _) => sys::poll_either(listener, stop),
+                (Waiter::Select, _) => sys::select_either(listener, stop),
                 _ => unreachable!("waiter {:?} without its epoll", self.waiter),
             };
             match ready {
-                Ok(true) => self.accept_until_eagain(),
-                Ok(false) => {}
+                Ok(sys::Readable { second: true, .. }) => return,
+                Ok(sys::Readable { first: true, .. }) => self.accept_until_eagain(),
+                Ok(_) => {}
                 Err(e) => {
                     self.shared
                         .error(format!("{:?} on {}: {e}", self.waiter, self.where_()));
@@ -427,11 +473,19 @@ impl Worker {
     }
 }
 
-/// Where a connection was accepted; call right after accept.
+/// Where and when a connection was accepted; call right after accept.
 fn record(stream: &TcpStream) -> io::Result<Accepted> {
+    let at = Instant::now();
     let cpu = sys::current_cpu()?;
     let incoming_cpu = sys::incoming_cpu(stream)?;
-    Ok(Accepted { cpu, incoming_cpu })
+    // Best effort: a client may have given up (reset) by now.
+    let peer_port = stream.peer_addr().map_or(0, |a| a.port());
+    Ok(Accepted {
+        cpu,
+        incoming_cpu,
+        at,
+        peer_port,
+    })
 }
 
 #[cfg(test)]

@@ -427,26 +427,6 @@ pub fn fd_flags(fd: &impl AsRawFd) -> io::Result<FdFlags> {
     })
 }
 
-/// Sets SO_RCVTIMEO, which on a listening socket bounds how long accept() blocks
-/// (it then fails with EAGAIN). Async-signal-safe.
-pub fn set_receive_timeout(fd: &impl AsRawFd, timeout: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: `tv` is a valid timeval of the length passed.
-    check(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            ptr::from_ref(&tv).cast(),
-            mem::size_of_val(&tv) as libc::socklen_t,
-        )
-    })?;
-    Ok(())
-}
-
 fn timeout_ms(timeout: Duration) -> libc::c_int {
     timeout.as_millis().try_into().unwrap_or(libc::c_int::MAX)
 }
@@ -480,9 +460,9 @@ impl Epoll {
         Ok(())
     }
 
-    /// Waits up to `timeout` for events; returns how many fds are ready (0 on a timeout
-    /// or a signal).
-    pub fn wait(&self, timeout: Duration) -> io::Result<usize> {
+    /// Waits without a timeout for events; returns the data (the fd, see [`Epoll::add`]) of
+    /// each ready entry, none if a signal interrupted the wait.
+    pub fn wait_forever(&self) -> io::Result<Vec<u64>> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
         // SAFETY: `events` is valid for writes of the number of entries passed.
         let n = unsafe {
@@ -490,14 +470,112 @@ impl Epoll {
                 self.0.as_raw_fd(),
                 events.as_mut_ptr(),
                 events.len() as libc::c_int,
-                timeout_ms(timeout),
+                -1,
             )
         };
         match check(n) {
-            Ok(n) => Ok(n as usize),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Ok(n) => Ok(events[..n as usize].iter().map(|e| e.u64).collect()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Vec::new()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// An eventfd: a wake-up one thread sends to others waiting in poll, select or epoll.
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: plain syscall.
+        let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Makes the eventfd readable for good (nobody reads it), waking every waiter.
+    pub fn signal(&self) -> io::Result<()> {
+        let one = 1u64.to_ne_bytes();
+        write_fd(&self.0, &one).map(|_| ())
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Which of two fds are readable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Readable {
+    pub first: bool,
+    pub second: bool,
+}
+
+/// Waits without a timeout with poll() until `first` or `second` is readable (or has an
+/// error or hang-up); both false if a signal interrupted the wait.
+pub fn poll_either(first: &impl AsRawFd, second: &impl AsRawFd) -> io::Result<Readable> {
+    let pfd = |fd: &dyn AsRawFd| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut fds = [pfd(first), pfd(second)];
+    // SAFETY: `fds` holds two valid pollfds.
+    match check(unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) }) {
+        Ok(_) => Ok(Readable {
+            first: fds[0].revents != 0,
+            second: fds[1].revents != 0,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Readable {
+            first: false,
+            second: false,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits without a timeout with select() until `first` or `second` is readable; both
+/// false if a signal interrupted the wait.
+pub fn select_either(first: &impl AsRawFd, second: &impl AsRawFd) -> io::Result<Readable> {
+    let (a, b) = (first.as_raw_fd(), second.as_raw_fd());
+    for raw in [a, b] {
+        if !(0..libc::FD_SETSIZE as libc::c_int).contains(&raw) {
+            return Err(io::Error::other(format!("fd {raw} does not fit an fd_set")));
+        }
+    }
+    // SAFETY: all-zeroes is a valid, empty fd_set.
+    let mut set: libc::fd_set = unsafe { mem::zeroed() };
+    // SAFETY: both fds are below FD_SETSIZE (checked above), so FD_SET stays inside `set`.
+    unsafe {
+        libc::FD_SET(a, &mut set);
+        libc::FD_SET(b, &mut set);
+    }
+    let nfds = a.max(b) + 1;
+    // SAFETY: `set` is valid for reads and writes; the other sets and the timeout may be
+    // null (no timeout).
+    let n = unsafe {
+        libc::select(
+            nfds,
+            &mut set,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    match check(n) {
+        // SAFETY: FD_ISSET reads a bit of `set` at an index checked above.
+        Ok(_) => Ok(unsafe {
+            Readable {
+                first: libc::FD_ISSET(a, &set),
+                second: libc::FD_ISSET(b, &set),
+            }
+        }),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Readable {
+            first: false,
+            second: false,
+        }),
+        Err(e) => Err(e),
     }
 }
 
@@ -510,29 +588,6 @@ pub fn poll_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<bool> {
     };
     // SAFETY: `pfd` is one valid pollfd.
     match check(unsafe { libc::poll(&mut pfd, 1, timeout_ms(timeout)) }) {
-        Ok(n) => Ok(n > 0),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Waits up to `timeout` with select() for `fd` to become readable.
-pub fn select_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<bool> {
-    let raw = fd.as_raw_fd();
-    if !(0..libc::FD_SETSIZE as libc::c_int).contains(&raw) {
-        return Err(io::Error::other(format!("fd {raw} does not fit an fd_set")));
-    }
-    // SAFETY: all-zeroes is a valid, empty fd_set.
-    let mut set: libc::fd_set = unsafe { mem::zeroed() };
-    // SAFETY: `raw` is below FD_SETSIZE (checked above), so FD_SET stays inside `set`.
-    unsafe { libc::FD_SET(raw, &mut set) };
-    let mut tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: `set` and `tv` are valid for reads and writes; the other sets may be null.
-    let n = unsafe { libc::select(raw + 1, &mut set, ptr::null_mut(), ptr::null_mut(), &mut tv) };
-    match check(n) {
         Ok(n) => Ok(n > 0),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
         Err(e) => Err(e),
@@ -579,6 +634,10 @@ pub struct WorkerShared {
     pub close_request: AtomicU64,
     /// Set by the worker once it has closed its listener fd.
     pub closed: AtomicU64,
+    /// Set by the runner: once `served` reaches this (if not 0), the worker stops serving
+    /// (busy for good, as if stuck in a long request) and sets `stalled`.
+    pub stall_after: AtomicU64,
+    pub stalled: AtomicU64,
 }
 
 /// `len` zeroed [`WorkerShared`] in anonymous shared memory, so that forked children
@@ -629,10 +688,26 @@ impl Drop for SharedWorkers {
     }
 }
 
+/// Does nothing: its only purpose is to interrupt a blocking accept() (no `SA_RESTART`).
+extern "C" fn interrupt(_: libc::c_int) {}
+
+/// Installs [`interrupt`] for `SIGUSR1`, without `SA_RESTART`. Async-signal-safe.
+fn interrupt_on_sigusr1() -> io::Result<()> {
+    // SAFETY: all-zeroes is a valid sigaction (empty mask, no flags).
+    let mut action: libc::sigaction = unsafe { mem::zeroed() };
+    action.sa_sigaction = interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: `action` is a valid sigaction whose handler is async-signal-safe (it does
+    // nothing); the old action is not wanted.
+    check(unsafe { libc::sigaction(libc::SIGUSR1, &action, ptr::null_mut()) })?;
+    Ok(())
+}
+
 /// Forks a worker process that serves `listener` until killed: pinned to `cpu`, blocking
-/// accept() (bounded by the listener's SO_RCVTIMEO, so that it notices a close request),
-/// then answers each connection with `reply`. Counts into `shared`, which must live in [`SharedWorkers`].
-/// On `shared.close_request` it closes its listener fd and sleeps until killed.
+/// accept() without a timeout, then answers each connection with `reply`. Counts into
+/// `shared`, which must live in [`SharedWorkers`]. On `shared.close_request` followed by a
+/// `SIGUSR1` (which interrupts its accept()) it closes its listener fd and sleeps until
+/// killed; once it has served `shared.stall_after` connections it sleeps until killed
+/// without closing anything.
 pub fn fork_accept_worker(
     listener: &TcpListener,
     cpu: usize,
@@ -648,9 +723,15 @@ pub fn fork_accept_worker(
             .last_errno
             .store(e.raw_os_error().unwrap_or(0) as u64, SeqCst);
     };
+    let sleep_for_good = || loop {
+        std::thread::sleep(Duration::from_secs(1));
+    };
     let child = move || -> u8 {
         if pin_current_thread(cpu).is_err() {
             return 1;
+        }
+        if interrupt_on_sigusr1().is_err() {
+            return 2;
         }
         loop {
             if shared.close_request.load(SeqCst) != 0 {
@@ -658,9 +739,12 @@ pub fn fork_accept_worker(
                 // here, and never used again.
                 unsafe { libc::close(fd) };
                 shared.closed.store(1, SeqCst);
-                loop {
-                    std::thread::sleep(Duration::from_secs(1));
-                }
+                sleep_for_good();
+            }
+            let stall_after = shared.stall_after.load(SeqCst);
+            if stall_after != 0 && shared.served.load(SeqCst) >= stall_after {
+                shared.stalled.store(1, SeqCst);
+                sleep_for_good();
             }
             match accept4(&fd, libc::SOCK_CLOEXEC) {
                 Ok(mut conn) => {
@@ -673,11 +757,7 @@ pub fn fork_accept_worker(
                         fail(e);
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     fail(e);
                     std::thread::sleep(Duration::from_millis(10));
@@ -685,9 +765,10 @@ pub fn fork_accept_worker(
             }
         }
     };
-    // SAFETY: the child only makes async-signal-safe calls: sched_setaffinity, accept4,
-    // setsockopt, read, write, close, nanosleep, and atomic operations on shared memory.
-    // It allocates nothing: io::Errors built from errno values or ErrorKinds have no heap part.
+    // SAFETY: the child only makes async-signal-safe calls: sched_setaffinity, sigaction,
+    // accept4, setsockopt, read, write, close, nanosleep, and atomic operations on shared
+    // memory. It allocates nothing: io::Errors built from errno values or ErrorKinds have
+    // no heap part.
     unsafe { fork_child(child) }
 }
 

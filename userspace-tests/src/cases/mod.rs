@@ -12,6 +12,8 @@ mod scope;
 mod toggles;
 mod workers;
 
+pub use log::kmemleak_baseline;
+
 use std::fmt::Display;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,137 +39,80 @@ impl<T, E: Display> Context<T> for Result<T, E> {
 pub struct Test {
     pub name: &'static str,
     pub run: fn(&mut Ctx) -> TestResult,
+    /// The watchdog fails the test (and ends the run) if it has not finished by then.
+    pub limit: Duration,
+}
+
+/// The watchdog's limit for a test that sets none: generous, a hang is not slowness.
+const DEFAULT_LIMIT: Duration = Duration::from_secs(600);
+
+impl Test {
+    const fn new(name: &'static str, run: fn(&mut Ctx) -> TestResult) -> Test {
+        Test {
+            name,
+            run,
+            limit: DEFAULT_LIMIT,
+        }
+    }
+
+    /// A watchdog limit of `secs` seconds.
+    const fn limit(mut self, secs: u64) -> Test {
+        self.limit = Duration::from_secs(secs);
+        self
+    }
 }
 
 /// The default tests, in the order they run.
 const TESTS: &[Test] = &[
-    Test {
-        name: "module_load",
-        run: lifecycle::module_load,
-    },
-    Test {
-        name: "accept_counters",
-        run: accept::accept_counters,
-    },
-    Test {
-        name: "accept_counters_ipv6",
-        run: accept::accept_counters_ipv6,
-    },
-    Test {
-        name: "knob_disable",
-        run: knob::knob_disable,
-    },
-    Test {
-        name: "knob_bad_input",
-        run: knob::knob_bad_input,
-    },
-    Test {
-        name: "knob_needs_cap_net_admin",
-        run: knob::knob_needs_cap_net_admin,
-    },
-    Test {
-        name: "listen_ports_knob",
-        run: scope::listen_ports_knob,
-    },
-    Test {
-        name: "listen_scan_knob",
-        run: scope::listen_scan_knob,
-    },
-    Test {
-        name: "listen_hold_ms_knob",
-        run: scope::listen_hold_ms_knob,
-    },
-    Test {
-        name: "listen_pull_knob",
-        run: scope::listen_pull_knob,
-    },
-    Test {
-        name: "netns_isolation",
-        run: isolation::netns_isolation,
-    },
-    Test {
-        name: "two_netns_same_port",
-        run: scope::two_netns_same_port,
-    },
-    Test {
-        name: "listen_locality_pinned",
-        run: listen::listen_locality_pinned,
-    },
-    Test {
-        name: "listen_locality_unpinned",
-        run: listen::listen_locality_unpinned,
-    },
-    Test {
-        name: "listen_locality_epoll_exclusive",
-        run: listen::listen_locality_epoll_exclusive,
-    },
-    Test {
-        name: "listen_locality_unpinned_epoll_exclusive",
-        run: listen::listen_locality_unpinned_epoll_exclusive,
-    },
-    Test {
-        name: "listen_locality_ipv6",
-        run: listen::listen_locality_ipv6,
-    },
-    Test {
-        name: "listen_epoll_modes",
-        run: listen::listen_epoll_modes,
-    },
-    Test {
-        name: "accept4_flags",
-        run: listen::accept4_flags,
-    },
-    Test {
-        name: "reuseport_group",
-        run: listen::reuseport_group,
-    },
-    Test {
-        name: "worker_killed_under_load",
-        run: workers::worker_killed_under_load,
-    },
-    Test {
-        name: "listener_closed_by_one_sharer",
-        run: workers::listener_closed_by_one_sharer,
-    },
-    Test {
-        name: "ss_queue_length_and_backlog",
-        run: queue::ss_queue_length_and_backlog,
-    },
-    Test {
-        name: "toggles_under_load",
-        run: toggles::toggles_under_load,
-    },
-    Test {
-        name: "unload_reload",
-        run: lifecycle::unload_reload,
-    },
-    Test {
-        name: "unload_under_load",
-        run: lifecycle::unload_under_load,
-    },
-    Test {
-        name: "nginx_20k",
-        run: apps::nginx_20k,
-    },
-    Test {
-        name: "nginx_accept_mutex_20k",
-        run: apps::nginx_accept_mutex_20k,
-    },
-    Test {
-        name: "haproxy_20k",
-        run: apps::haproxy_20k,
-    },
-    Test {
-        name: "kernel_log_clean",
-        run: log::kernel_log_clean,
-    },
+    Test::new("module_load", lifecycle::module_load),
+    Test::new("accept_counters", accept::accept_counters),
+    Test::new("accept_counters_ipv6", accept::accept_counters_ipv6),
+    Test::new("knob_disable", knob::knob_disable),
+    Test::new("knob_bad_input", knob::knob_bad_input),
+    Test::new("knob_needs_cap_net_admin", knob::knob_needs_cap_net_admin),
+    Test::new("listen_ports_knob", scope::listen_ports_knob),
+    Test::new("listen_scan_knob", scope::listen_scan_knob),
+    Test::new("listen_hold_ms_knob", scope::listen_hold_ms_knob),
+    Test::new("listen_pull_knob", scope::listen_pull_knob),
+    Test::new("netns_isolation", isolation::netns_isolation),
+    Test::new("two_netns_same_port", scope::two_netns_same_port),
+    Test::new("listen_locality_pinned", listen::listen_locality_pinned),
+    Test::new("listen_locality_unpinned", listen::listen_locality_unpinned),
+    Test::new(
+        "listen_locality_epoll_exclusive",
+        listen::listen_locality_epoll_exclusive,
+    ),
+    Test::new(
+        "listen_locality_unpinned_epoll_exclusive",
+        listen::listen_locality_unpinned_epoll_exclusive,
+    ),
+    Test::new("listen_locality_ipv6", listen::listen_locality_ipv6),
+    Test::new("listen_epoll_modes", listen::listen_epoll_modes),
+    Test::new("accept4_flags", listen::accept4_flags),
+    Test::new("reuseport_group", listen::reuseport_group),
+    Test::new(
+        "worker_killed_under_load",
+        workers::worker_killed_under_load,
+    ),
+    Test::new(
+        "listener_closed_by_one_sharer",
+        workers::listener_closed_by_one_sharer,
+    ),
+    Test::new(
+        "ss_queue_length_and_backlog",
+        queue::ss_queue_length_and_backlog,
+    ),
+    Test::new("toggles_under_load", toggles::toggles_under_load),
+    Test::new("unload_reload", lifecycle::unload_reload),
+    Test::new("unload_under_load", lifecycle::unload_under_load),
+    Test::new("nginx_20k", apps::nginx_20k),
+    Test::new("nginx_accept_mutex_20k", apps::nginx_accept_mutex_20k),
+    Test::new("haproxy_20k", apps::haproxy_20k),
+    Test::new("kernel_log_clean", log::kernel_log_clean),
 ];
 
 /// Run only with --fault-check, after the default tests.
-const FAULT_CHECK: Test = Test {
-    name: "fault_detection",
-    run: log::fault_detection,
-};
+const FAULT_CHECK: Test = Test::new("fault_detection", log::fault_detection);
 
 /// Run only with --known-gaps: targets the module does not reach yet (see
 /// Documentation/listen.md), kept runnable so that progress is measured the same way.

@@ -14,8 +14,9 @@ use crate::sys::{self, ChildProcess, SharedWorkers};
 
 /// Reply bytes of worker A (pinned to the first CPU) and B (the second).
 const REPLIES: [u8; 2] = [b'A', b'B'];
-/// Bounds each blocking accept() of the workers, so that they notice a close request.
-const ACCEPT_SLICE: Duration = Duration::from_millis(100);
+/// How often the runner interrupts worker A's accept() (SIGUSR1) until it has seen the
+/// close request.
+const CLOSE_SIGNAL_PERIOD: Duration = Duration::from_millis(20);
 /// Load before and after the event.
 const BEFORE: Duration = Duration::from_secs(1);
 const AFTER: Duration = Duration::from_secs(2);
@@ -34,7 +35,6 @@ impl Workers {
         let bind = SocketAddr::new(ip, 0);
         let listener =
             sys::tcp_listen(bind, BACKLOG, false).context(format!("listening on {bind}"))?;
-        sys::set_receive_timeout(&listener, ACCEPT_SLICE).context("SO_RCVTIMEO")?;
         let shared = SharedWorkers::new(REPLIES.len()).context("shared memory")?;
         let mut children = Vec::new();
         for (i, &reply) in REPLIES.iter().enumerate() {
@@ -200,14 +200,18 @@ fn close_in_one_under_load(pair: &NetnsPair, cpus: &[usize]) -> TestResult {
     wait_connected(&client, 1)?;
 
     let a = &workers.shared.get()[0];
+    let a_process = workers.children[0].as_ref().ok_or("worker A missing")?;
     a.close_request.store(1, SeqCst);
     let deadline = Instant::now() + Duration::from_secs(10);
+    // The signal interrupts A's accept(); sent until A saw the request, as it may arrive
+    // between A's look at the request and its accept().
     while a.closed.load(SeqCst) == 0 {
         ensure!(
             Instant::now() < deadline,
             "worker A did not close its listener within 10 s"
         );
-        thread::sleep(Duration::from_millis(5));
+        a_process.signal(libc::SIGUSR1).context("SIGUSR1")?;
+        thread::sleep(CLOSE_SIGNAL_PERIOD);
     }
     let connected_at_close = client.connected();
     let served_a = workers.served(0);
