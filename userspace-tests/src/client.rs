@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::netns;
 
@@ -253,4 +253,130 @@ fn request_loop(
         thread::sleep(LOOP_PAUSE);
     }
     stats
+}
+
+/// One request of a [`BurstClients`] thread.
+#[derive(Debug)]
+pub struct Timed {
+    /// The client's port.
+    pub local_port: u16,
+    /// When connect() returned.
+    pub connected: Instant,
+    /// When the reply arrived (or the request failed).
+    pub done: Instant,
+    /// The reply byte, or what failed.
+    pub reply: Result<u8, String>,
+}
+
+impl Timed {
+    /// From connect() returning to the reply.
+    pub fn round_trip(&self) -> Duration {
+        self.done.saturating_duration_since(self.connected)
+    }
+}
+
+/// Client threads making requests back to back (no pause), each timed, until a total
+/// count is reached or they are stopped.
+pub struct BurstClients {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<io::Result<Vec<Timed>>>>,
+}
+
+impl BurstClients {
+    /// `threads` threads in `ns` requesting from `addr`, `limit` requests in all (`None`:
+    /// until [`BurstClients::stop`]).
+    pub fn start(
+        ns: &str,
+        addr: SocketAddr,
+        threads: usize,
+        limit: Option<usize>,
+    ) -> Result<BurstClients, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for _ in 0..threads {
+            let (stop, started) = (Arc::clone(&stop), Arc::clone(&started));
+            let handle = netns::spawn_in(ns, move || {
+                let mut done = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let n = started.fetch_add(1, Ordering::SeqCst);
+                    if limit.is_some_and(|limit| n >= limit) {
+                        break;
+                    }
+                    done.push(timed_request(addr));
+                }
+                done
+            })
+            .map_err(|e| format!("starting client in {ns}: {e}"))?;
+            handles.push(handle);
+        }
+        Ok(BurstClients {
+            stop,
+            threads: handles,
+        })
+    }
+
+    /// Waits for the threads to finish (after their limit, or at once if `stop`) and
+    /// returns every request, ordered by connect time.
+    fn join(mut self, stop: bool) -> Result<Vec<Timed>, String> {
+        if stop {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        let mut all = Vec::new();
+        for thread in self.threads.drain(..) {
+            match thread.join() {
+                Ok(Ok(done)) => all.extend(done),
+                Ok(Err(e)) => return Err(format!("client could not enter its namespace: {e}")),
+                Err(_) => return Err("client thread panicked".into()),
+            }
+        }
+        all.sort_by_key(|t| t.connected);
+        Ok(all)
+    }
+
+    /// Waits until the limit is reached.
+    pub fn finish(self) -> Result<Vec<Timed>, String> {
+        self.join(false)
+    }
+
+    pub fn stop(self) -> Result<Vec<Timed>, String> {
+        self.join(true)
+    }
+}
+
+impl Drop for BurstClients {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn timed_request(addr: SocketAddr) -> Timed {
+    let start = Instant::now();
+    let failed = |port, at, e: RequestError| Timed {
+        local_port: port,
+        connected: at,
+        done: Instant::now(),
+        reply: Err(e.to_string()),
+    };
+    let mut stream = match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        Ok(stream) => stream,
+        Err(e) => return failed(0, start, RequestError::Connect(e)),
+    };
+    let connected = Instant::now();
+    let port = stream.local_addr().map_or(0, |a| a.port());
+    if let Err(e) = stream.write_all(&[1]) {
+        return failed(port, connected, RequestError::Send(e));
+    }
+    match read_reply(&mut stream) {
+        Ok(reply) => Timed {
+            local_port: port,
+            connected,
+            done: Instant::now(),
+            reply: Ok(reply),
+        },
+        Err(e) => failed(port, connected, RequestError::Reply(e)),
+    }
 }

@@ -146,6 +146,11 @@ impl NetnsPair {
             .expect("netns pair addresses are valid")
     }
 
+    /// Steers the server end's receive processing (handshakes included) to `cpus` with RPS.
+    pub fn set_rps(&self, cpus: &[usize]) -> io::Result<()> {
+        self.enable_rps(&cpu_mask_hex(cpus))
+    }
+
     /// Enables RPS on the server end's receive queue. sysfs shows the devices of the
     /// namespace it was mounted in, and `ip netns exec` mounts a fresh one.
     fn enable_rps(&self, mask: &str) -> io::Result<()> {

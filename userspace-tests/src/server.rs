@@ -155,6 +155,8 @@ struct Shared {
     stopping: AtomicBool,
     /// Readable once the server stops: wakes the threads waiting in epoll, poll or select.
     stop: Option<sys::EventFd>,
+    /// Thread id and CPU of each pinned thread.
+    pinned: Mutex<Vec<(libc::pid_t, usize)>>,
 }
 
 impl Shared {
@@ -261,6 +263,16 @@ impl AcceptServer {
         self.shared.accepted.lock().unwrap().clone()
     }
 
+    /// Pins the pinned threads to their CPUs again (taking a CPU offline unpins the
+    /// threads pinned to it for good).
+    pub fn repin(&self) -> Result<(), String> {
+        for &(tid, cpu) in self.shared.pinned.lock().unwrap().iter() {
+            sys::pin_thread(tid, cpu)
+                .map_err(|e| format!("pinning thread {tid} to cpu {cpu}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Waits until at least `count` connections have been accepted in total.
     pub fn wait_for(&self, count: usize, timeout: Duration) -> Result<(), String> {
         let start = Instant::now();
@@ -356,6 +368,11 @@ impl Worker {
         if let Some(cpu) = self.cpu {
             sys::pin_current_thread(cpu)
                 .map_err(|e| io::Error::new(e.kind(), format!("pinning to cpu {cpu}: {e}")))?;
+            self.shared
+                .pinned
+                .lock()
+                .unwrap()
+                .push((sys::gettid(), cpu));
         }
         let Waiter::Epoll(mode) = self.waiter else {
             return Ok(None);

@@ -35,6 +35,98 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Restricts thread `tid` (of any process) to `cpu`.
+pub fn pin_thread(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
+    // SAFETY: as in `pin_current_thread`.
+    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    // SAFETY: as in `pin_current_thread`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    check(unsafe { libc::sched_setaffinity(tid, mem::size_of_val(&set), &set) })?;
+    Ok(())
+}
+
+/// The calling thread's id.
+pub fn gettid() -> libc::pid_t {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// unshare(2) with `flags` (`CLONE_NEWNET`, ...): for the calling thread only where the
+/// flags allow. Async-signal-safe.
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::unshare(flags) })?;
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC in nanoseconds. Async-signal-safe.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is valid for writes.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Gives the IPv4 address `addr`/`prefix` to interface `name` of the calling thread's
+/// network namespace and brings it up (`addr` `None`: only up), as `ip addr add` and
+/// `ip link set up` do, with ioctls.
+pub fn configure_interface(name: &str, addr: Option<(std::net::Ipv4Addr, u8)>) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just returned by socket and is owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let request = || -> io::Result<libc::ifreq> {
+        // SAFETY: all-zeroes is a valid ifreq.
+        let mut req: libc::ifreq = unsafe { mem::zeroed() };
+        if name.len() >= req.ifr_name.len() {
+            return Err(io::Error::other(format!(
+                "interface name {name:?} too long"
+            )));
+        }
+        for (dst, &src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+            *dst = src as libc::c_char;
+        }
+        Ok(req)
+    };
+    let ioctl = |op: libc::c_ulong, req: &mut libc::ifreq| -> io::Result<()> {
+        // SAFETY: `req` is a valid ifreq, which these SIOC[GS]IF* requests read and write.
+        check(unsafe { libc::ioctl(sock.as_raw_fd(), op as _, ptr::from_mut(req)) })?;
+        Ok(())
+    };
+    let sockaddr_v4 = |ip: std::net::Ipv4Addr| {
+        // SAFETY: all-zeroes is a valid sockaddr_in.
+        let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+        // SAFETY: sockaddr_in and sockaddr have the same size; ifreq keeps a sockaddr.
+        unsafe { mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+    };
+    if let Some((ip, prefix)) = addr {
+        let mut req = request()?;
+        req.ifr_ifru.ifru_addr = sockaddr_v4(ip);
+        ioctl(libc::SIOCSIFADDR, &mut req)
+            .map_err(|e| io::Error::new(e.kind(), format!("SIOCSIFADDR {name}: {e}")))?;
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let mut req = request()?;
+        req.ifr_ifru.ifru_netmask = sockaddr_v4(mask.into());
+        ioctl(libc::SIOCSIFNETMASK, &mut req)
+            .map_err(|e| io::Error::new(e.kind(), format!("SIOCSIFNETMASK {name}: {e}")))?;
+    }
+    let mut req = request()?;
+    ioctl(libc::SIOCGIFFLAGS, &mut req)
+        .map_err(|e| io::Error::new(e.kind(), format!("SIOCGIFFLAGS {name}: {e}")))?;
+    // SAFETY: SIOCGIFFLAGS filled in the flags member.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    ioctl(libc::SIOCSIFFLAGS, &mut req)
+        .map_err(|e| io::Error::new(e.kind(), format!("SIOCSIFFLAGS {name}: {e}")))?;
+    Ok(())
+}
+
 /// The CPU the calling thread runs on right now.
 pub fn current_cpu() -> io::Result<usize> {
     // SAFETY: sched_getcpu takes no arguments and only reads per-thread state.
@@ -189,6 +281,14 @@ impl ChildProcess {
     }
 }
 
+impl ChildProcess {
+    /// Forgets the child without reaping it: for a child stuck in the kernel, which no
+    /// signal ends, so that dropping it does not wait for it.
+    pub fn abandon(self) {
+        mem::forget(self);
+    }
+}
+
 impl Drop for ChildProcess {
     fn drop(&mut self) {
         if !self.reaped {
@@ -222,7 +322,7 @@ pub fn send_signal(pid: i32, sig: libc::c_int) -> io::Result<()> {
 ///
 /// The child is a copy of a multi-threaded process: `child` may only make
 /// async-signal-safe calls (no allocation, no locks, no printing).
-unsafe fn fork_child(child: impl FnOnce() -> u8) -> io::Result<ChildProcess> {
+pub unsafe fn fork_child(child: impl FnOnce() -> u8) -> io::Result<ChildProcess> {
     // SAFETY: fork has no memory-safety preconditions; the caller guarantees that `child`
     // is async-signal-safe, and the child leaves with _exit, never returning into the runner.
     let pid = check(unsafe { libc::fork() })?;
@@ -700,6 +800,54 @@ fn interrupt_on_sigusr1() -> io::Result<()> {
     // nothing); the old action is not wanted.
     check(unsafe { libc::sigaction(libc::SIGUSR1, &action, ptr::null_mut()) })?;
     Ok(())
+}
+
+/// Counters that forked children and the runner share, in anonymous shared memory.
+pub struct SharedSlots {
+    ptr: NonNull<AtomicU64>,
+    len: usize,
+}
+
+// SAFETY: the memory only holds atomics, and the mapping lives as long as the value.
+unsafe impl Send for SharedSlots {}
+// SAFETY: as above.
+unsafe impl Sync for SharedSlots {}
+
+impl SharedSlots {
+    /// `len` zeroed `AtomicU64`s in anonymous shared memory.
+    pub fn new(len: usize) -> io::Result<SharedSlots> {
+        let bytes = mem::size_of::<AtomicU64>() * len.max(1);
+        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(SharedSlots { ptr, len })
+    }
+
+    pub fn get(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is page-aligned, zero-filled (valid AtomicU64s), `len`
+        // entries long and unmapped only on drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SharedSlots {
+    fn drop(&mut self) {
+        let bytes = mem::size_of::<AtomicU64>() * self.len.max(1);
+        // SAFETY: unmaps exactly the mapping made in `new`; no reference outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), bytes) };
+    }
 }
 
 /// Forks a worker process that serves `listener` until killed: pinned to `cpu`, blocking

@@ -4,10 +4,12 @@ mod accept;
 mod apps;
 mod isolation;
 mod knob;
+mod latency;
 mod lifecycle;
 mod listen;
 mod log;
 mod queue;
+mod regress;
 mod scope;
 mod toggles;
 mod workers;
@@ -71,11 +73,13 @@ const TESTS: &[Test] = &[
     Test::new("knob_bad_input", knob::knob_bad_input),
     Test::new("knob_needs_cap_net_admin", knob::knob_needs_cap_net_admin),
     Test::new("listen_ports_knob", scope::listen_ports_knob),
+    Test::new("listen_ports_long_write", regress::listen_ports_long_write).limit(180),
     Test::new("listen_scan_knob", scope::listen_scan_knob),
     Test::new("listen_hold_ms_knob", scope::listen_hold_ms_knob),
     Test::new("listen_pull_knob", scope::listen_pull_knob),
     Test::new("netns_isolation", isolation::netns_isolation),
     Test::new("two_netns_same_port", scope::two_netns_same_port),
+    Test::new("netns_churn", regress::netns_churn).limit(300),
     Test::new("listen_locality_pinned", listen::listen_locality_pinned),
     Test::new("listen_locality_unpinned", listen::listen_locality_unpinned),
     Test::new(
@@ -90,6 +94,17 @@ const TESTS: &[Test] = &[
     Test::new("listen_epoll_modes", listen::listen_epoll_modes),
     Test::new("accept4_flags", listen::accept4_flags),
     Test::new("reuseport_group", listen::reuseport_group),
+    Test::new("accept_latency_pinned", latency::accept_latency_pinned).limit(300),
+    Test::new(
+        "accept_latency_skewed_rps",
+        latency::accept_latency_skewed_rps,
+    )
+    .limit(300),
+    Test::new(
+        "accept_latency_worker_killed",
+        latency::accept_latency_worker_killed,
+    )
+    .limit(300),
     Test::new(
         "worker_killed_under_load",
         workers::worker_killed_under_load,
@@ -105,6 +120,7 @@ const TESTS: &[Test] = &[
     Test::new("toggles_under_load", toggles::toggles_under_load),
     Test::new("unload_reload", lifecycle::unload_reload),
     Test::new("unload_under_load", lifecycle::unload_under_load),
+    Test::new("cpu_hotplug_under_load", regress::cpu_hotplug_under_load).limit(300),
     Test::new("nginx_20k", apps::nginx_20k),
     Test::new("nginx_accept_mutex_20k", apps::nginx_accept_mutex_20k),
     Test::new("haproxy_20k", apps::haproxy_20k),
