@@ -437,6 +437,28 @@ mod tests {
             .contains("max 2.00 ms (n=2)"));
     }
 
+    /// Needs root and iproute2: `sudo cargo test -- --ignored`. Stock arms only (no module).
+    #[test]
+    #[ignore = "needs root and iproute2"]
+    fn measures_stock_arms() {
+        let cpus = procfs::online_cpus().unwrap();
+        let n = (150..175).find(|&n| !NetnsPair::in_use(n)).unwrap();
+        let pair = NetnsPair::create(n, ServerSide::Current, &cpus).unwrap();
+        let server =
+            AcceptServer::start_with(&ServerOpts::pinned(pair.server_ip(false), &cpus)).unwrap();
+        let samples = measure(&pair, &server, 200, Arm::Stock).unwrap();
+        assert_eq!(samples.accept.len(), 200);
+        eprintln!("accept {}", Spread::of(samples.accept));
+        eprintln!("round trip {}", Spread::of(samples.round_trip));
+        server.stop().unwrap();
+        let killed = killed_arm(&pair, &cpus, Arm::Stock).unwrap();
+        eprintln!(
+            "killed: {} of {} requests",
+            Spread::of(killed.after_stall),
+            killed.requests
+        );
+    }
+
     #[test]
     fn arms_alternate() {
         assert_eq!(arms(0), [Arm::Module, Arm::Stock]);

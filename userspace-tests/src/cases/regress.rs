@@ -593,6 +593,17 @@ mod tests {
         assert!(port_list(16).starts_with(b"1,2,3,4,5,6,7,8"));
     }
 
+    /// Needs root and iproute2: `sudo cargo test -- --ignored`.
+    #[test]
+    #[ignore = "needs root and iproute2"]
+    fn namespaces_come_and_go() {
+        let load = ChurnLoad::start().unwrap();
+        for i in 241..=245 {
+            churn_once(i, &load).unwrap();
+        }
+        eprintln!("load connected {}", load.connected.load(SeqCst));
+    }
+
     #[test]
     fn outcomes() {
         assert_eq!(describe(outcome(Ok(3))), "success");
