@@ -39,7 +39,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: fastsocket-tests --module PATH/fastsocket.ko [--filter SUBSTR] [--fault-check] [--known-gaps]";
+    "usage: fastsocket-tests --module PATH/fastsocket.ko [--filter SUBSTR[,SUBSTR...]] [--fault-check] [--known-gaps]";
 
 struct Args {
     module: PathBuf,

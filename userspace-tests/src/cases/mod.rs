@@ -135,13 +135,13 @@ const FAULT_CHECK: Test = Test::new("fault_detection", log::fault_detection);
 const KNOWN_GAPS: &[Test] = &[];
 
 /// The tests to run: the default ones (plus the fault check and the known gaps if asked
-/// for) whose name contains `filter`.
+/// for) whose name contains `filter`, or one of its comma-separated parts.
 pub fn selected(filter: Option<&str>, fault_check: bool, gaps: bool) -> Vec<&'static Test> {
     TESTS
         .iter()
         .chain(KNOWN_GAPS.iter().filter(|_| gaps))
         .chain(fault_check.then_some(&FAULT_CHECK))
-        .filter(|test| filter.is_none_or(|f| test.name.contains(f)))
+        .filter(|test| filter.is_none_or(|f| f.split(',').any(|f| test.name.contains(f))))
         .collect()
 }
 
@@ -299,5 +299,10 @@ mod tests {
             .map(|t| t.name)
             .collect();
         assert!(knob.contains(&"listen_hold_ms_knob"), "{knob:?}");
+        let two: Vec<&str> = selected(Some("module_load,kernel_log"), false, false)
+            .iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(two, ["module_load", "kernel_log_clean"]);
     }
 }
