@@ -339,7 +339,7 @@ fn killed_arm(pair: &NetnsPair, cpus: &[usize], arm: Arm) -> TestResult<Killed> 
         }
         Ok(())
     };
-    wait("worker A served no 3 connections", &|| {
+    wait("worker A did not serve 3 connections", &|| {
         a.served.load(SeqCst) >= 3
     })?;
     a.stall_after.store(a.served.load(SeqCst) + 1, SeqCst);
