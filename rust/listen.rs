@@ -19,7 +19,10 @@
 //!   other CPUs' poll and accept; the held wake-up is released when the hold ends, so a
 //!   connection whose worker is gone waits at most `PRESENT_MS` + `listen_hold_ms`.
 
-use crate::logic::{ports::PortSet, recent::RecentListeners};
+use crate::logic::{
+    ports::{PortSet, MAX_TEXT, WORDS},
+    recent::RecentListeners,
+};
 use crate::netstate::NetState;
 use crate::stats::Wake;
 use crate::sys::{
@@ -58,11 +61,15 @@ impl TextValue for ListenPorts {
         self.set.write(out)
     }
 
+    const MAX_LEN: usize = MAX_TEXT;
+
     fn store(&self, text: &str) -> Result {
+        // The new bitmap is built here first: one parse, one write of each word.
+        let mut scratch = KVec::from_elem(0u64, WORDS, GFP_KERNEL)?;
         if self.writing.swap(true, Ordering::Acquire) {
             return Err(EBUSY);
         }
-        let res = self.set.store(text).map_err(|_| EINVAL);
+        let res = self.set.store(text, &mut scratch).map_err(|_| EINVAL);
         self.writing.store(false, Ordering::Release);
         res
     }

@@ -3,7 +3,9 @@
 //! The set of listening ports a feature applies to, as an operator writes it.
 //!
 //! Syntax: `all`, or a comma-separated list of ports and inclusive ranges such as
-//! `80,443,8000-8099`, or an empty string for none. Whitespace around items is ignored.
+//! `80,443,8000-8099`, or an empty string for none. Whitespace around items is ignored. A list
+//! is at most [`MAX_TEXT`] bytes long, so that parsing it is cheap whoever writes it (any user
+//! may own a network namespace and write its knobs).
 //!
 //! Pure logic, no `kernel::` imports: also built and tested on the host (`rust/logic`).
 
@@ -17,7 +19,12 @@ pub enum ParseError {
     Syntax,
     /// A port is 0 or above 65535, or a range ends before it starts.
     Range,
+    /// The list is longer than [`MAX_TEXT`] bytes.
+    TooLong,
 }
+
+/// The longest port list accepted, in bytes: room for hundreds of items.
+pub const MAX_TEXT: usize = 4096;
 
 /// A parsed port list item: every port, or an inclusive range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +48,9 @@ fn parse_port(s: &str) -> Result<u16, ParseError> {
 /// Checks a whole port list and calls `f` for each item, in order. Nothing is called unless
 /// the whole list is valid.
 pub fn parse(text: &str, mut f: impl FnMut(Item)) -> Result<(), ParseError> {
+    if text.len() > MAX_TEXT {
+        return Err(ParseError::TooLong);
+    }
     let items = || text.split(',').map(str::trim).filter(|s| !s.is_empty());
     let item = |s: &str| -> Result<Item, ParseError> {
         if s == "all" {
@@ -66,7 +76,8 @@ pub fn parse(text: &str, mut f: impl FnMut(Item)) -> Result<(), ParseError> {
     Ok(())
 }
 
-const WORDS: usize = 65536 / 64;
+/// Number of 64-bit words in a port bitmap (see [`PortSet::store`]).
+pub const WORDS: usize = 65536 / 64;
 
 /// A set of TCP ports readable locklessly from hot paths.
 ///
@@ -98,23 +109,20 @@ impl PortSet {
             || self.words[usize::from(port) / 64].load(Ordering::Relaxed) & (1 << (port % 64)) != 0
     }
 
-    /// Replaces the set by the list in `text`; on error the set is unchanged.
-    pub fn store(&self, text: &str) -> Result<(), ParseError> {
+    /// Replaces the set by the list in `text`; on error the set is unchanged. `scratch` (at
+    /// least [`WORDS`] words, contents ignored) receives the new bitmap first, so that the
+    /// list is parsed once and each word of the set is written once: the cost is linear in
+    /// the length of `text` (at most [`MAX_TEXT`]) plus [`WORDS`].
+    pub fn store(&self, text: &str, scratch: &mut [u64]) -> Result<(), ParseError> {
+        let bits = scratch.get_mut(..WORDS).ok_or(ParseError::TooLong)?;
+        bits.fill(0);
         let mut all = false;
-        parse(text, |item| all |= item == Item::All)?;
-        // One pass over the (short, rarely written) list per word keeps this allocation-free.
-        for (w, word) in self.words.iter().enumerate() {
-            let first = (w * 64) as u32;
-            let mut bits = 0u64;
-            // Cannot fail: the whole list was checked above.
-            let _ = parse(text, |item| {
-                if let Item::Range(lo, hi) = item {
-                    for p in u32::from(lo).max(first)..=u32::from(hi).min(first + 63) {
-                        bits |= 1u64 << (p - first);
-                    }
-                }
-            });
-            word.store(bits, Ordering::Relaxed);
+        parse(text, |item| match item {
+            Item::All => all = true,
+            Item::Range(lo, hi) => set_range(bits, lo, hi),
+        })?;
+        for (word, &new) in self.words.iter().zip(bits.iter()) {
+            word.store(new, Ordering::Relaxed);
         }
         self.all.store(all, Ordering::Relaxed);
         Ok(())
@@ -153,5 +161,19 @@ impl PortSet {
             flush(out, r)?;
         }
         Ok(())
+    }
+}
+
+/// Sets the bits of ports `lo..=hi` in `bits` ([`WORDS`] words), a word at a time.
+fn set_range(bits: &mut [u64], lo: u16, hi: u16) {
+    let (lo, hi) = (usize::from(lo), usize::from(hi));
+    for w in lo / 64..=hi / 64 {
+        let first = if w == lo / 64 { lo % 64 } else { 0 };
+        let last = if w == hi / 64 { hi % 64 } else { 63 };
+        // Bits first..=last; `last - first` is at most 63, so the shifts cannot overflow.
+        let mask = (u64::MAX >> (63 - (last - first))) << first;
+        if let Some(word) = bits.get_mut(w) {
+            *word |= mask;
+        }
     }
 }

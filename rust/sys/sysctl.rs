@@ -198,6 +198,10 @@ pub(crate) trait TextValue: Send + Sync {
     /// What a valid value looks like, for the log line of a rejected write.
     const EXPECTS: &'static str;
 
+    /// The longest text a write may hold, in bytes; longer writes get `EINVAL` before any
+    /// parsing, whoever makes them.
+    const MAX_LEN: usize;
+
     /// Writes the current value.
     fn show(&self, out: &mut dyn fmt::Write) -> fmt::Result;
 
@@ -247,7 +251,8 @@ impl<T: TextValue> TextKnob<T> {
         let TextTable { entry, value } = &mut *table;
         entry[0].procname = name.as_char_ptr();
         entry[0].data = ptr::from_mut(value).cast();
-        entry[0].maxlen = 1;
+        // Documents the bound; the handler enforces it (the core does not for custom handlers).
+        entry[0].maxlen = c_int::try_from(T::MAX_LEN).unwrap_or(c_int::MAX);
         entry[0].mode = 0o644;
         entry[0].proc_handler = Some(text_handler::<T>);
         entry[0].extra1 = name.as_char_ptr().cast_mut().cast();
@@ -298,8 +303,13 @@ unsafe extern "C" fn text_handler<T: TextValue>(
         if !unsafe { may_write(net) } {
             return EPERM.to_errno();
         }
-        // A value is written in one piece, from the start.
-        if pos != 0 {
+        // A value is written in one piece, from the start, and is short: any user may own a
+        // namespace, so the cost of a write must not depend on what it writes.
+        if pos != 0 || len > T::MAX_LEN {
+            log_rejected(
+                name,
+                format_args!("{} (at most {} bytes)", T::EXPECTS, T::MAX_LEN),
+            );
             return EINVAL.to_errno();
         }
         // SAFETY: The core passes `len` readable bytes in `buffer`.
