@@ -6,12 +6,13 @@
 use super::net::{Net, RcuReadSection};
 use super::text::TextBuf;
 use core::{
+    cell::UnsafeCell,
     ffi::{c_int, c_uint, c_void},
     fmt,
     marker::PhantomData,
     mem::{self, MaybeUninit},
     ptr,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicU8, Ordering},
 };
 use kernel::{bindings, prelude::*, types::Opaque};
 
@@ -30,24 +31,55 @@ pub(crate) trait NetData: Sized + Send + Sync + 'static {
     fn show(&self, net: &Net, out: &mut dyn fmt::Write) -> fmt::Result;
 }
 
+/// A namespace's storage for `T` (`net_generic()`), zeroed by the kernel when allocated.
+///
+/// `state` is [`EMPTY`] (zero) until `value` is initialised and the namespace's set-up
+/// succeeded, [`LIVE`] from then on, and [`DEAD`] from the namespace's `pre_exit` on.
+#[repr(C)]
+struct Slot<T> {
+    state: AtomicU8,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// The slot's `T` is not initialised, or its namespace's set-up failed.
+const EMPTY: u8 = 0;
+/// The slot's `T` is initialised and its namespace alive.
+const LIVE: u8 = 1;
+/// The namespace is being torn down: the `T` is dropped after the next grace period.
+const DEAD: u8 = 2;
+
+/// [`PerNet::registered`]: not registered.
+const UNREGISTERED: u8 = 0;
+/// [`PerNet::registered`]: being registered or unregistered.
+const CHANGING: u8 = 1;
+/// [`PerNet::registered`]: registered, `id` fixed.
+const REGISTERED: u8 = 2;
+
 /// A `T` in every network namespace, in the namespace's generic storage (`net_generic()`).
 ///
 /// Meant for a `static`; [`PerNet::register`] makes it live.
+///
+/// # Invariants
+///
+/// While `registered` is [`REGISTERED`], `ops` is registered with the kernel, `id` holds the
+/// id the kernel gave it, and every namespace's storage for that id is a [`Slot<T>`] (or
+/// absent, when the namespace's set-up failed).
 pub(crate) struct PerNet<T: NetData> {
     ops: Opaque<bindings::pernet_operations>,
     id: Opaque<c_uint>,
-    live: AtomicBool,
+    registered: AtomicU8,
     _holds: PhantomData<T>,
 }
 
-// SAFETY: `ops` and `id` are written only by `register` (once, before the kernel sees them)
-// and by the kernel under its pernet mutex; `T` itself is `Sync`.
+// SAFETY: `ops` and `id` are written only by `register` (after winning `registered`, before
+// the kernel sees them) and by the kernel under its `pernet_ops_rwsem`; they are read by the
+// kernel and, through `get`, once `registered` says the kernel wrote them. `T` is `Send + Sync`.
 unsafe impl<T: NetData> Sync for PerNet<T> {}
 
 impl<T: NetData> PerNet<T> {
     const ALIGN_OK: () = assert!(
-        mem::align_of::<T>() <= 8,
-        "net_generic storage is 8-aligned"
+        mem::align_of::<Slot<T>>() <= 8,
+        "net_generic storage is kzalloc()ed, 8-aligned"
     );
 
     /// A not yet registered `PerNet`.
@@ -58,70 +90,124 @@ impl<T: NetData> PerNet<T> {
         // the kernel initialises on registration).
         let mut ops: bindings::pernet_operations = unsafe { MaybeUninit::zeroed().assume_init() };
         ops.init = Some(init_trampoline::<T>);
+        ops.pre_exit = Some(pre_exit_trampoline::<T>);
         ops.exit = Some(exit_trampoline::<T>);
-        ops.size = mem::size_of::<T>();
+        ops.size = mem::size_of::<Slot<T>>();
         Self {
             ops: Opaque::new(ops),
             id: Opaque::new(0),
-            live: AtomicBool::new(false),
+            registered: AtomicU8::new(UNREGISTERED),
             _holds: PhantomData,
         }
     }
 
     /// Creates the state in every network namespace, now and whenever one is created, until
     /// the returned registration is dropped.
+    ///
+    /// Fails with `EBUSY` if this `PerNet` is registered already, and with `EINVAL` if it is
+    /// not `T::per_net()` (whose id the kernel's callbacks use).
     pub(crate) fn register(&'static self) -> Result<PerNetRegistration<T>> {
-        // SAFETY: Not registered yet (a second registration would fail in the kernel before
-        // touching `id`), so nothing else accesses `ops`.
+        if !ptr::eq(self, T::per_net()) {
+            return Err(EINVAL);
+        }
+        self.registered
+            .compare_exchange(UNREGISTERED, CHANGING, Ordering::Acquire, Ordering::Relaxed)
+            .map_err(|_| EBUSY)?;
+        // SAFETY: `registered` went from `UNREGISTERED` to `CHANGING` here, so the kernel does
+        // not use `ops` (a registration failed or was undone before) and nobody else writes it.
         unsafe { (*self.ops.get()).id = self.id.get() };
-        // SAFETY: `ops` is valid, lives forever and is filled in above.
-        kernel::error::to_result(unsafe { bindings::register_pernet_subsys(self.ops.get()) })?;
-        self.live.store(true, Ordering::Release);
+        // SAFETY: `ops` is valid, lives forever and is filled in; it is not registered.
+        let res =
+            kernel::error::to_result(unsafe { bindings::register_pernet_subsys(self.ops.get()) });
+        if let Err(e) = res {
+            self.registered.store(UNREGISTERED, Ordering::Release);
+            return Err(e);
+        }
+        // INVARIANT: Registered, `id` written by the kernel before it ran any `init`.
+        self.registered.store(REGISTERED, Ordering::Release);
         Ok(PerNetRegistration(self))
     }
 
-    fn slot(&self, net: *const bindings::net) -> *mut T {
-        // SAFETY: Registered, so `id` is fixed and every namespace has storage for it.
+    /// The slot of `net`, null if it has none.
+    ///
+    /// # Safety
+    ///
+    /// `self` is registered (the kernel wrote `id`), and `net` is valid.
+    unsafe fn slot(&self, net: *const bindings::net) -> *mut Slot<T> {
+        // SAFETY: `id` was written by the kernel (see the safety section) and not since;
+        // `net_generic()` reads the namespace's storage under RCU.
         unsafe { bindings::net_generic(net, *self.id.get()).cast() }
     }
 
-    /// The state of `net`, or `None` while not registered.
+    /// The state of `net`; `None` while not registered, before the namespace's set-up
+    /// succeeded, and once its teardown started.
     pub(crate) fn get<'a>(&self, net: &'a Net, _rcu: &'a RcuReadSection<'_>) -> Option<&'a T> {
-        if !self.live.load(Ordering::Acquire) {
+        if self.registered.load(Ordering::Acquire) != REGISTERED {
             return None;
         }
-        // SAFETY: While live, every namespace that has sockets holds an initialised `T`. The
-        // registration clears `live` and waits for a grace period before freeing it; `_rcu`
-        // proves we are inside a read-side section, so it outlives `'a`.
-        Some(unsafe { &*self.slot(net.as_raw()) })
+        // SAFETY: Registered (checked above) and `net` is valid for `&net`.
+        let slot = unsafe { self.slot(net.as_raw()) };
+        if slot.is_null() {
+            return None;
+        }
+        // SAFETY: The storage is allocated. On teardown, `ops_free_list()` frees it after every
+        // pernet exit ran, by when the namespace's sockets (the hooks' only way to `net`) are
+        // gone: user sockets hold the namespace, kernel sockets are released by their
+        // subsystem's exit (see `Sock::net`). During set-up, no hook runs for the namespace:
+        // userspace cannot reach it before `setup_net()` returns and its loopback device is
+        // down, so no connection completes or is accepted in it. (If our `init` fails,
+        // `ops_init()` frees the storage at once, without a grace period: `state` is still
+        // `EMPTY` until then.)
+        let state = unsafe { (*slot).state.load(Ordering::Acquire) };
+        if state != LIVE {
+            return None;
+        }
+        // SAFETY: `LIVE` was stored (with Release, read with Acquire above) after `value` was
+        // initialised. The `T` is dropped by `exit_trampoline`, which the kernel runs only
+        // after `pre_exit_trampoline` stored `DEAD` and a grace period passed
+        // (`ops_undo_list()` in net/core/net_namespace.c calls `synchronize_rcu()` or
+        // `synchronize_rcu_expedited()` between the `pre_exit` and `exit` callbacks, both on
+        // namespace cleanup and on unregistration). `_rcu` proves we are inside a read-side
+        // section that began before that grace period ended, and it outlives `'a`.
+        Some(unsafe { (*(*slot).value.get()).assume_init_ref() })
     }
 }
 
 /// Keeps a [`PerNet`] registered.
+///
+/// # Invariants
+///
+/// The `PerNet` is registered (its `registered` is `REGISTERED`) by this value.
 pub(crate) struct PerNetRegistration<T: NetData>(&'static PerNet<T>);
 
 impl<T: NetData> Drop for PerNetRegistration<T> {
     fn drop(&mut self) {
-        self.0.live.store(false, Ordering::Release);
-        // SAFETY: Always safe to call from process context.
-        unsafe { bindings::synchronize_rcu() };
-        // SAFETY: Registered in `register`; runs the exit callback of every namespace.
+        self.0.registered.store(CHANGING, Ordering::Release);
+        // SAFETY: Registered (type invariant). Runs `pre_exit`, waits for a grace period, then
+        // runs `exit` for every namespace; afterwards the kernel no longer uses `ops`.
         unsafe { bindings::unregister_pernet_subsys(self.0.ops.get()) };
+        self.0.registered.store(UNREGISTERED, Ordering::Release);
     }
 }
 
 /// # Safety
 ///
-/// Called by the kernel for a namespace being set up, with `T`'s storage zeroed and unused.
+/// Called by the kernel (`ops_init()`) for a namespace being set up, with `T`'s storage
+/// allocated zeroed and published in `net_generic()`, after `id` was written.
 unsafe extern "C" fn init_trampoline<T: NetData>(net: *mut bindings::net) -> c_int {
     // SAFETY: The namespace is valid during its set-up.
     let state = match T::init(unsafe { Net::from_raw(net) }) {
         Ok(state) => state,
         Err(e) => return e.to_errno(),
     };
-    let slot = T::per_net().slot(net);
-    // SAFETY: The slot is ours, sized and aligned for `T` (see `ALIGN_OK`) and unused.
-    unsafe { slot.write(state) };
+    // SAFETY: `id` was written by the kernel before calling us, and `net` is valid.
+    let slot = unsafe { T::per_net().slot(net) };
+    // SAFETY: The slot is ours, allocated zeroed for a `Slot<T>` (see `ALIGN_OK`); `value` is
+    // not initialised and nobody reads it while `state` is `EMPTY`.
+    unsafe {
+        debug_assert_eq!((*slot).state.load(Ordering::Relaxed), EMPTY);
+        (*(*slot).value.get()).write(state);
+    }
     // The file is created once the state exists and removed before it goes (see exit).
     // SAFETY: `proc_net` is valid during set-up; the name is a static string.
     let pde = unsafe {
@@ -134,23 +220,44 @@ unsafe extern "C" fn init_trampoline<T: NetData>(net: *mut bindings::net) -> c_i
         )
     };
     if pde.is_null() {
-        // SAFETY: Written above, not shared yet.
-        unsafe { ptr::drop_in_place(slot) };
+        // SAFETY: Written above; `state` is still `EMPTY`, so `get` never handed it out.
+        unsafe { (*(*slot).value.get()).assume_init_drop() };
         return ENOMEM.to_errno();
     }
+    // Written last: `get` hands out the `T` from here on.
+    // SAFETY: The slot is valid, see above.
+    unsafe { (*slot).state.store(LIVE, Ordering::Release) };
     0
 }
 
 /// # Safety
 ///
-/// Called by the kernel for a namespace being torn down whose `init_trampoline` succeeded.
+/// Called by the kernel (`ops_pre_exit_list()`) for a namespace being torn down whose
+/// `init_trampoline` succeeded, before a grace period and `exit_trampoline`.
+unsafe extern "C" fn pre_exit_trampoline<T: NetData>(net: *mut bindings::net) {
+    // SAFETY: The slot holds the `T` written by `init_trampoline`; `net` is valid.
+    unsafe {
+        (*T::per_net().slot(net))
+            .state
+            .store(DEAD, Ordering::Release)
+    };
+}
+
+/// # Safety
+///
+/// Called by the kernel (`ops_exit_list()`) for a namespace being torn down whose
+/// `init_trampoline` succeeded, after `pre_exit_trampoline` and a grace period.
 unsafe extern "C" fn exit_trampoline<T: NetData>(net: *mut bindings::net) {
     // SAFETY: `proc_net` is valid until the namespace is gone; this waits for readers of the
     // file to finish.
     unsafe { bindings::remove_proc_entry(T::PROC_NAME.as_char_ptr(), (*net).proc_net) };
-    // SAFETY: The slot holds the `T` written by `init_trampoline`. No hook can reach it: hooks
-    // run for sockets, which hold the namespace alive, and the file is gone.
-    unsafe { ptr::drop_in_place(T::per_net().slot(net)) };
+    // SAFETY: `net` is valid and `id` written (the kernel calls us).
+    let slot = unsafe { T::per_net().slot(net) };
+    // SAFETY: The slot holds the `T` written by `init_trampoline`, and nothing uses it any
+    // more: the file is gone, and hooks get it only through `PerNet::get`, which returned
+    // `None` since `pre_exit_trampoline` stored `DEAD`, while the grace period the kernel
+    // waited for since then ended every read-side section that got it before.
+    unsafe { (*(*slot).value.get()).assume_init_drop() };
 }
 
 /// # Safety
@@ -163,9 +270,10 @@ unsafe extern "C" fn show_trampoline<T: NetData>(
 ) -> c_int {
     // SAFETY: See the function's safety section.
     let net = unsafe { (*seq).private.cast::<bindings::net>() };
-    // SAFETY: The file exists only while the namespace's `T` does, and removing it waits for
-    // this call to return.
-    let state = unsafe { &*T::per_net().slot(net) };
+    // SAFETY: The file exists only while the namespace's `T` does (from after its write in
+    // `init_trampoline` to before its drop in `exit_trampoline`, whose removal of the file
+    // waits for this call to return); `id` was written since the kernel set the namespace up.
+    let state = unsafe { (*(*T::per_net().slot(net)).value.get()).assume_init_ref() };
     // SAFETY: The namespace outlives its file, which is being read.
     let net_ref = unsafe { Net::from_raw(net) };
     let mut buf = TextBuf::default();
