@@ -92,45 +92,49 @@ pub(crate) const fn vtable<T: Hooks>() -> HooksVTable {
 
 /// # Safety
 ///
-/// Called by the kernel from `fastsocket_accept()`: `sk` and `newsk` are valid sockets, and
-/// the call runs inside `rcu_read_lock()`.
+/// Called by the kernel from `fastsocket_accept()` at the end of `inet_csk_accept()`: `sk` is
+/// the listener and `newsk` the connection just taken from its queue, both valid
+/// `inet_connection_sock`s, and the call runs inside `rcu_read_lock()`.
 unsafe extern "C" fn accept_trampoline<T: Hooks>(
     sk: *mut bindings::sock,
     newsk: *mut bindings::sock,
 ) {
     // SAFETY: The kernel holds `rcu_read_lock()` around the call.
     let rcu = unsafe { RcuReadSection::assume() };
-    // SAFETY: Both sockets are valid for the duration of the call.
+    // SAFETY: Both sockets are valid `inet_connection_sock`s for the duration of the call.
     let (listener, child) = unsafe { (Sock::from_raw(sk), Sock::from_raw(newsk)) };
     T::accept(&rcu, listener, child);
 }
 
 /// # Safety
 ///
-/// Called by the kernel from `fastsocket_child_ready()`: `sk` and `child` are valid sockets,
-/// and the call runs inside `rcu_read_lock()` in softirq context.
+/// Called by the kernel from `fastsocket_child_ready()` in `tcp_child_process()`: `sk` is a
+/// TCP listener and `child` the connection just queued on it, both valid, and the call runs
+/// inside `rcu_read_lock()` with bottom halves disabled (packet receive).
 unsafe extern "C" fn child_ready_trampoline<T: Hooks>(
     sk: *mut bindings::sock,
     child: *mut bindings::sock,
 ) -> bool {
     // SAFETY: The kernel holds `rcu_read_lock()` around the call.
     let rcu = unsafe { RcuReadSection::assume() };
-    // SAFETY: Both sockets are valid for the duration of the call.
+    // SAFETY: Both sockets are valid TCP sockets (`inet_connection_sock`s) for the duration of
+    // the call.
     let (listener, child) = unsafe { (Sock::from_raw(sk), Sock::from_raw(child)) };
     T::child_ready(&rcu, listener, child)
 }
 
 /// # Safety
 ///
-/// Called by the kernel from `fastsocket_reqsk_queue_remove()`: `sk` is a valid socket, `cpu`
-/// a valid pointer, and the call runs inside `rcu_read_lock()`.
+/// Called by the kernel from the accept-queue pick of `inet_csk_accept()` or from the
+/// readiness check of such a listener: `sk` is a valid listening `inet_connection_sock`,
+/// `cpu` a valid pointer, and the call runs inside `rcu_read_lock()`.
 unsafe extern "C" fn accept_pick_trampoline<T: Hooks>(
     sk: *mut bindings::sock,
     cpu: *mut c_int,
 ) -> c_uint {
     // SAFETY: The kernel holds `rcu_read_lock()` around the call.
     let rcu = unsafe { RcuReadSection::assume() };
-    // SAFETY: The socket is valid for the duration of the call.
+    // SAFETY: The socket is a valid `inet_connection_sock` for the duration of the call.
     let listener = unsafe { Sock::from_raw(sk) };
     match T::accept_pick(&rcu, listener) {
         Some(pick) if pick.scan > 0 => {
@@ -144,16 +148,18 @@ unsafe extern "C" fn accept_pick_trampoline<T: Hooks>(
 
 /// # Safety
 ///
-/// Called by the kernel from the accept-queue pick: `sk` and `child` are valid sockets and the
-/// call runs inside `rcu_read_lock()`.
+/// Called by the kernel from the accept-queue pick or readiness check: `sk` is a valid
+/// listening `inet_connection_sock`, `child` a connection queued on it (so an
+/// `inet_connection_sock` too) that the queue's lock keeps there, and the call runs inside
+/// `rcu_read_lock()`.
 unsafe extern "C" fn may_take_trampoline<T: Hooks>(
     sk: *mut bindings::sock,
     child: *mut bindings::sock,
 ) -> bool {
     // SAFETY: The kernel holds `rcu_read_lock()` around the call.
     let rcu = unsafe { RcuReadSection::assume() };
-    // SAFETY: Both sockets are valid for the duration of the call (the child is queued and the
-    // queue is locked).
+    // SAFETY: Both sockets are valid `inet_connection_sock`s for the duration of the call (the
+    // child is queued and the queue is locked).
     let (listener, child) = unsafe { (Sock::from_raw(sk), Sock::from_raw(child)) };
     T::may_take(&rcu, listener, child)
 }

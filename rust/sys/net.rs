@@ -10,8 +10,11 @@ use kernel::{bindings, types::Opaque};
 
 /// A network namespace (`struct net`).
 ///
-/// Only ever used by reference to a namespace the caller keeps alive (through a socket that
-/// lives in it, or because the namespace is being initialised or torn down).
+/// Only ever used by reference to a namespace whose `struct net` the caller knows to be
+/// allocated: one of its sockets is valid (see [`Sock::net`]), or the kernel is initialising
+/// or tearing it down. The namespace may be dying (its refcount zero, its pernet exits about to
+/// run): state kept per namespace must be reached through [`super::pernet::PerNet::get`], which
+/// says when it is gone.
 #[repr(transparent)]
 pub(crate) struct Net(Opaque<bindings::net>);
 
@@ -54,18 +57,24 @@ impl Net {
 
 /// # Safety
 ///
-/// `sk` is a listening socket valid for the call, `arg` points to an `F`
-/// ([`Net::count_queued`]).
+/// `sk` is a TCP listening socket (from the TCP listening hash) valid for the call, `arg`
+/// points to an `F` ([`Net::count_queued`]).
 unsafe extern "C" fn want_trampoline<F: Fn(&Sock) -> bool>(
     sk: *const bindings::sock,
     arg: *mut c_void,
 ) -> bool {
-    // SAFETY: See the function's safety section.
+    // SAFETY: See the function's safety section; a TCP socket is an `inet_connection_sock`.
     let (want, sk) = unsafe { (&*arg.cast::<F>(), Sock::from_raw(sk.cast_mut())) };
     want(sk)
 }
 
 /// A socket (`struct sock`), borrowed for the duration of a hook.
+///
+/// # Invariants
+///
+/// The socket is an `inet_connection_sock`: a listener or a connection of TCP, an MPTCP
+/// subflow or DCCP (the protocols whose listeners `inet_csk_accept()` and `tcp_child_process()`
+/// serve, the only places the hooks run).
 #[repr(transparent)]
 pub(crate) struct Sock(Opaque<bindings::sock>);
 
@@ -74,16 +83,23 @@ impl Sock {
     ///
     /// # Safety
     ///
-    /// `ptr` is valid and the socket stays alive for `'a`.
+    /// `ptr` is valid, points to an `inet_connection_sock`, and the socket stays alive for
+    /// `'a`.
     pub(crate) unsafe fn from_raw<'a>(ptr: *mut bindings::sock) -> &'a Self {
         // SAFETY: `Sock` is a transparent wrapper of `struct sock`; the caller guarantees
         // validity for `'a`.
+        // INVARIANT: The caller guarantees an `inet_connection_sock`.
         unsafe { &*ptr.cast() }
     }
 
-    /// The network namespace the socket lives in.
+    /// The network namespace the socket lives in. It may be dying (see [`Net`]).
     pub(crate) fn net(&self) -> &Net {
-        // SAFETY: A socket holds its namespace alive, so the namespace outlives `&self`.
+        // SAFETY: The socket is valid for `&self`. A user socket (`sk_net_refcnt` set) holds a
+        // reference on its namespace; a kernel socket does not, but the kernel's rule for
+        // those is that their creator releases them before the namespace is freed (typically
+        // in its pernet exit, and `cleanup_net()` frees the `struct net` only after every
+        // pernet exit ran). So the `struct net` stays allocated for as long as the socket is
+        // valid, hence for `&self`; the namespace may be dying meanwhile.
         unsafe { Net::from_raw(bindings::sock_net(self.0.get())) }
     }
 
@@ -99,7 +115,8 @@ impl Sock {
 
     /// The local port (`inet_num`): for a listener, the port it listens on.
     pub(crate) fn local_port(&self) -> u16 {
-        // SAFETY: The socket is valid for `&self`; the helper reads one field.
+        // SAFETY: The socket is valid for `&self` and, by the type invariant, an `inet_sock`;
+        // the helper reads one field.
         unsafe { bindings::sk_local_port(self.0.get()) }
     }
 
@@ -142,10 +159,11 @@ impl Sock {
     }
 
     /// When (in jiffies, truncated to 32 bits) the socket last received a segment: for a
-    /// queued child, when its handshake completed.
+    /// queued child, when its handshake completed, or later if data came since.
     pub(crate) fn last_rcv_jiffies32(&self) -> u32 {
-        // SAFETY: The socket is valid for `&self` and is a connection socket (its accept hooks
-        // only see TCP sockets); the helper reads one field.
+        // SAFETY: The socket is valid for `&self` and, by the type invariant, an
+        // `inet_connection_sock`, which is what `inet_csk()` expects; the helper reads one
+        // field with READ_ONCE().
         unsafe { bindings::inet_csk_lrcvtime(self.0.get()) }
     }
 
@@ -186,8 +204,10 @@ pub(crate) enum ListenerWake {
 
 /// Proof that the caller is inside an RCU read-side critical section.
 ///
-/// Objects freed only after a grace period may be borrowed for the lifetime of this token.
-pub(crate) struct RcuReadSection<'a>(PhantomData<&'a ()>);
+/// Objects freed only after a grace period may be borrowed for the lifetime of this token. The
+/// section belongs to the running context, so the token is neither [`Send`] nor [`Sync`]: it
+/// cannot prove anything on another thread.
+pub(crate) struct RcuReadSection<'a>(PhantomData<(&'a (), *mut ())>);
 
 impl RcuReadSection<'_> {
     /// Asserts that the caller is inside an RCU read-side critical section.
