@@ -10,14 +10,24 @@
 //!   `listen_pull`) a task blocked in `accept()` or `epoll_wait()` whose affinity allows c,
 //!   woken onto c; non-exclusive waiters are all woken as before. If no exclusive waiter sits
 //!   on c or may be pulled there, but a worker on c accepted from this listener lately (it is
-//!   busy and will be back), the other exclusive waiters are left asleep for at most
-//!   `listen_hold_ms`, then woken as stock would;
+//!   busy and will be back), the exclusive wake-up is held on c instead: c's first held
+//!   wake-up of the listener claims a slot whose deadline is `listen_hold_ms` later, fixed
+//!   (later holds only add to the slot's count, nothing extends it), and when it passes, c's
+//!   timer wakes the listener as many times as wake-ups were held (at least once), as stock
+//!   would have;
 //! - accept and readiness (process context, CPU c): take the oldest connection that completed
 //!   on c among the first `listen_scan` queued; else the oldest one other CPUs may take: a
-//!   connection is kept for its own CPU while younger than `listen_hold_ms` if a worker there
-//!   accepted from the listener in the last `PRESENT_MS`. A kept connection looks absent to
-//!   other CPUs' poll and accept; the held wake-up is released when the hold ends, so a
-//!   connection whose worker is gone waits at most `PRESENT_MS` + `listen_hold_ms`.
+//!   connection is kept for its own CPU while that CPU holds a wake-up of the listener claimed
+//!   no later than the connection's last segment, a worker there accepted from it in the last
+//!   `PRESENT_MS`, and the connection is younger than `listen_hold_ms`. A kept connection
+//!   looks absent to other CPUs' poll and accept.
+//!
+//! The bound: a connection kept for its CPU becomes takeable by any worker, and the wake-ups
+//! held for it are delivered, at most `listen_hold_ms` after its CPU first held the listener's
+//! wake-up for it (when it joined a hold already running: when that hold began), whether or
+//! not a worker is left there; plus the timer's granularity: one jiffy for holds under 64
+//! jiffies (the default 5 ms), up to an eighth of the hold above. A segment reaching a queued
+//! connection makes it count as arriving anew.
 
 use crate::logic::{
     ports::{PortSet, MAX_TEXT, WORDS},
@@ -81,18 +91,22 @@ impl TextValue for ListenPorts {
 const PRESENT_MS: u32 = 100;
 
 /// Per-CPU state of accept locality in one namespace.
-#[derive(Default)]
+#[pin_data]
 pub(crate) struct CpuListen {
     /// Wake-ups held back for a busy local worker.
+    #[pin]
     held: HeldWakes,
     /// Listeners accepted from on this CPU lately.
     recent: RecentListeners,
 }
 
 impl CpuListen {
-    /// Sets up what needs the final address (see [`HeldWakes::init`]).
-    pub(crate) fn init(&self) {
-        self.held.init();
+    /// An initialiser of the state of `cpu`, built in place (its timer must not move).
+    pub(crate) fn new(cpu: u32) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            held <- HeldWakes::new(cpu),
+            recent: RecentListeners::default(),
+        })
     }
 }
 
@@ -118,9 +132,10 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
     };
     let wake = match listener.wake_listener_on(cpu, how) {
         woke @ (ListenerWake::Local | ListenerWake::Pulled) => {
-            // Reserve it for the woken worker; a full table only costs locality.
+            // Reserve it for the woken worker (no wake-up is owed: one was delivered); a full
+            // table only costs locality.
             if bound > 0 {
-                here.held.hold(listener, bound, how.pull);
+                here.held.hold(listener, bound, how.pull, false);
             }
             match woke {
                 ListenerWake::Local => Wake::Local,
@@ -128,14 +143,15 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
             }
         }
         ListenerWake::Other => {
-            // Only non-exclusive waiters (or none): keep it for the busy local worker all the
-            // same, until the timer wakes them again.
+            // Woken in the stock order: keep it for the busy local worker all the same, until
+            // the timer wakes the listener again.
             if how.hold {
-                here.held.hold(listener, bound, how.pull);
+                here.held.hold(listener, bound, how.pull, false);
             }
             Wake::Fallback
         }
-        ListenerWake::Held if here.held.hold(listener, bound, how.pull) => Wake::Held,
+        // The exclusive wake-up was withheld: the slot counts it and the timer delivers it.
+        ListenerWake::Held if here.held.hold(listener, bound, how.pull, true) => Wake::Held,
         ListenerWake::Held => {
             // No slot to remember it: wake now rather than lose the wake-up.
             listener.data_ready();
@@ -152,18 +168,19 @@ pub(crate) fn accepted(state: &NetState, listener: &Sock) {
     if !state.listen_applies(listener) {
         return;
     }
+    // Only noted: an accept does not extend what this CPU holds (see the module's bound).
     if let Some(here) = state.listen_cpu(cpu::current()) {
         here.recent.note(listener.id(), time::jiffies());
-        here.held
-            .refresh(listener, time::ms_to_jiffies(state.listen_hold_ms()));
     }
 }
 
 /// Whether a task on this CPU may take `child`, queued on `listener`, whose handshake completed
 /// on another CPU: not while the child is younger than `listen_hold_ms` (since its last
 /// segment), a worker on its CPU accepted from `listener` lately, and that CPU still holds a
-/// wake-up of `listener`. The last condition makes the hold's timer the bound: once it fired,
-/// the task it wakes may take the child, so no wake-up is lost to a child that got data late.
+/// wake-up of `listener` claimed by the child's last segment at the latest. The last condition
+/// makes the hold's timer the bound: a slot's deadline is fixed when claimed, once the timer
+/// released it the tasks it wakes may take the child (so no wake-up is lost to a child that
+/// got data late), and a slot claimed later for younger connections does not keep it.
 pub(crate) fn may_take(state: &NetState, listener: &Sock, child: &Sock) -> bool {
     let bound = time::ms_to_jiffies(state.listen_hold_ms());
     let (Some(cpu), true) = (child.incoming_cpu(), bound > 0) else {
@@ -173,13 +190,14 @@ pub(crate) fn may_take(state: &NetState, listener: &Sock, child: &Sock) -> bool 
         return true;
     };
     let now = time::jiffies();
-    // Jiffies wrap at 32 bits in the socket: compare ages, not times.
-    let age = (now as u32).wrapping_sub(child.last_rcv_jiffies32());
-    let kept = u64::from(age) < bound
+    // Jiffies wrap (at 32 bits in the socket): compare ages, not times.
+    let last = child.last_rcv_jiffies32();
+    let age = (now as u32).wrapping_sub(last);
+    let kept = (age as usize) < bound
         && there
             .recent
             .seen_within(listener.id(), now, time::ms_to_jiffies(PRESENT_MS))
-        && there.held.is_held(listener);
+        && there.held.is_held_for(listener, last, bound);
     !kept
 }
 

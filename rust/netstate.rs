@@ -132,7 +132,7 @@ impl NetData for NetState {
                 c_str!("listen_ports"),
                 ListenPorts::default(),
             )?,
-            listen_cpus: PerCpu::new_with(CpuListen::init)?,
+            listen_cpus: PerCpu::pin_init_with(CpuListen::new)?,
             counters: Counters::new()?,
         })
     }

@@ -5,9 +5,13 @@
 //! One small direct-mapped table per CPU, written by `accept()` on that CPU and read by the
 //! softirq of that CPU: a colliding entry only makes the answer "not seen", which is safe.
 //!
+//! Times are jiffies as the kernel keeps them, one machine word that wraps (after 49.7 days at
+//! `HZ=1000` where a word is 32 bits): they are only ever compared through their wrapping
+//! difference, as the kernel's `time_after()` does, never as plain numbers.
+//!
 //! Pure logic, no `kernel::` imports: also built and tested on the host (`rust/logic`).
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 const SLOTS: usize = 16;
 
@@ -15,7 +19,7 @@ const SLOTS: usize = 16;
 #[derive(Default)]
 pub struct RecentListeners {
     keys: [AtomicUsize; SLOTS],
-    times: [AtomicU64; SLOTS],
+    times: [AtomicUsize; SLOTS],
 }
 
 fn slot(key: usize) -> usize {
@@ -24,15 +28,21 @@ fn slot(key: usize) -> usize {
 }
 
 impl RecentListeners {
-    /// Records an accept from listener `key` at time `now`.
-    pub fn note(&self, key: usize, now: u64) {
+    /// Records an accept from listener `key` at time `now` (jiffies).
+    pub fn note(&self, key: usize, now: usize) {
         let i = slot(key);
         self.keys[i].store(key, Ordering::Relaxed);
         self.times[i].store(now, Ordering::Relaxed);
     }
 
-    /// Whether listener `key` had an accept at most `window` before `now`.
-    pub fn seen_within(&self, key: usize, now: u64, window: u64) -> bool {
+    /// Whether listener `key` had an accept at most `window` before `now` (jiffies, `window`
+    /// well below half the word's range).
+    ///
+    /// Wrap-safe: the age is the wrapping difference `now - then`, so a note just before the
+    /// counter wrapped is still seen just after it, and a note stamped later than `now` (by a
+    /// racing CPU) has a huge age and is not seen. An entry exactly a multiple of the word's
+    /// range old aliases as recent, as with `time_after()`: it only costs a short hold.
+    pub fn seen_within(&self, key: usize, now: usize, window: usize) -> bool {
         let i = slot(key);
         self.keys[i].load(Ordering::Relaxed) == key
             && now.wrapping_sub(self.times[i].load(Ordering::Relaxed)) <= window

@@ -4,192 +4,325 @@
 //!
 //! When a connection completes on a CPU whose worker is busy, the module may keep the other
 //! workers asleep for a short bound so that the local worker, coming back to `accept()`, takes
-//! it. [`HeldWakes`] keeps a reference on each such listener and wakes it, as the stack would
-//! have, once the bound passed since it was held or since the local worker last accepted from
-//! it (whichever is later), or when it is dropped: a held wake-up is delayed, never lost.
+//! it. [`HeldWakes`] keeps a reference on each such listener in a slot, with the number of
+//! exclusive wake-ups held for it and a deadline fixed when the slot was claimed: nothing
+//! extends it. When the deadline passes (or when the object is dropped) the timer wakes the
+//! listener as many times as wake-ups were held, at least once, as the stack would have: a held
+//! wake-up is delayed by at most the bound (plus the timer's one-jiffy granularity), never lost.
+//!
+//! # Concurrency
+//!
+//! The object belongs to one CPU: [`HeldWakes::hold`] runs there (softirq). Its timer is
+//! pinned, but when the CPU goes offline the timer core migrates a pending timer to another
+//! CPU, whose callback can then run while `hold()` runs again on the original CPU once it is
+//! back online. So every slot changes only through atomic operations with a single owner for
+//! each step, and any number of holders and releasers may run at once:
+//!
+//! - a free slot (`sk` null) is claimed by a compare-exchange of `sk` from null to a marker;
+//!   the claimer takes the listener's reference, stores the listener in `sk`, then publishes
+//!   the slot's state (`meta`: deadline, count, generation, live bit) with a release store;
+//! - a holder adds to the count of a live slot with a compare-exchange of the whole `meta`
+//!   word it read, after checking `sk`; the generation, bumped at every claim, makes the
+//!   exchange fail if the slot was released (and possibly claimed again) in between;
+//! - a releaser owns a slot's release by the compare-exchange that clears the live bit of the
+//!   `meta` it read, which also fixes the count it wakes; it then takes `sk` with a swap (which
+//!   frees the slot) and puts the reference.
+//!
+//! So each claimed reference is put exactly once, and each counted wake-up is either counted
+//! before the release's exchange (and woken by it) or not counted (and the holder moves on to
+//! another slot or tells its caller to wake now). The one tolerated race is the generation
+//! wrapping: a holder delayed across 2^15 claims of one slot could add its count to a later
+//! occupant of the same listener, which wakes it at that occupant's deadline instead.
 
 use super::cpu;
 use super::net::{ListenerWake, Sock, WakeHow};
 use super::time;
 use core::{
-    ptr,
+    ptr::{self, NonNull},
     sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering},
 };
-use kernel::{bindings, types::Opaque};
+use kernel::{bindings, container_of, prelude::*, types::Opaque};
 
 /// How many listeners one CPU may hold at once; more are woken right away.
 const SLOTS: usize = 8;
+
+/// `meta` bit: the slot holds wake-ups that no releaser owns yet.
+const LIVE: u64 = 1;
+/// `meta` bits 1..=16: how many exclusive wake-ups are held.
+const COUNT_SHIFT: u32 = 1;
+const COUNT_MAX: u64 = 0xffff;
+/// `meta` bits 17..=31: the generation, bumped when the slot is claimed.
+const GEN_SHIFT: u32 = 17;
+const GEN_MASK: u64 = 0x7fff;
+/// `meta` bits 32..=63: the deadline, the low 32 bits of a jiffies value.
+const DEADLINE_SHIFT: u32 = 32;
+
+fn count(meta: u64) -> u64 {
+    (meta >> COUNT_SHIFT) & COUNT_MAX
+}
+
+fn deadline32(meta: u64) -> u32 {
+    (meta >> DEADLINE_SHIFT) as u32
+}
+
+/// Whether the deadline in `meta` passed at `now`: wrap-safe on 32 bits, valid because a
+/// deadline is at most `listen_hold_ms` (at most a second) after its claim.
+fn is_due(meta: u64, now: usize) -> bool {
+    (now as u32).wrapping_sub(deadline32(meta)) as i32 >= 0
+}
+
+/// The full jiffies value of the deadline in `meta`, `now` being within 2^31 jiffies of it.
+fn deadline_near(meta: u64, now: usize) -> usize {
+    let delta = deadline32(meta).wrapping_sub(now as u32) as i32;
+    now.wrapping_add(delta as isize as usize)
+}
+
+/// The marker of a slot being claimed: never the address of a socket.
+fn claiming() -> *mut bindings::sock {
+    NonNull::dangling().as_ptr()
+}
+
+/// One held listener.
+struct Slot {
+    /// The listener, null if the slot is free, [`claiming`] while being claimed.
+    sk: AtomicPtr<bindings::sock>,
+    /// Deadline, count, generation and live bit (see the constants above).
+    meta: AtomicU64,
+}
 
 /// The held listeners of one CPU.
 ///
 /// # Invariants
 ///
-/// Each non-null slot owns a reference (`sock_hold()`) on a listening socket whose exclusive
-/// waiters were not woken; its deadline says when they must be. Once [`HeldWakes::init`] ran,
-/// `timer` is set up to call [`release_timer`] for this object, which does not move any more
-/// (it lives in per-CPU memory).
-#[repr(C)]
+/// - `timer` was set up (`timer_setup()`) to call [`release_timer`] when the object was
+///   initialised in place, and the object does not move until dropped (it is pinned).
+/// - A slot whose `sk` is neither null nor [`claiming`] owns a reference (`sock_hold()`) on a
+///   listening socket. While its `meta` is live, the exclusive waiters of that listener are owed
+///   `count` wake-ups (at least one wake-up is due either way) by the deadline in `meta`, and
+///   the timer is pending or running for a time no later than that deadline (plus the
+///   granularity of the timer wheel). Once a releaser cleared the live bit, that releaser owns
+///   the reference and the wake-ups.
+/// - `cpu` is the CPU the object belongs to.
+#[pin_data(PinnedDrop)]
 pub(crate) struct HeldWakes {
-    // First field: the timer callback finds the object from it.
+    #[pin]
     timer: Opaque<bindings::timer_list>,
-    slots: [AtomicPtr<bindings::sock>; SLOTS],
-    deadlines: [AtomicU64; SLOTS],
+    slots: [Slot; SLOTS],
+    cpu: u32,
     /// Whether the timer's wake-up may pull a blocked `accept()` or `epoll_wait()` here.
     pull: AtomicBool,
 }
 
-impl Default for HeldWakes {
-    fn default() -> Self {
-        Self {
-            deadlines: Default::default(),
-            // SAFETY: An all-zero `timer_list` is a valid, never armed timer.
-            timer: Opaque::new(unsafe { core::mem::MaybeUninit::zeroed().assume_init() }),
-            slots: [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS],
-            pull: AtomicBool::new(false),
-        }
-    }
-}
-
-// SAFETY: The slots are atomics owning socket references (which may be released from any
-// CPU); the timer is only touched through the kernel's timer API, which is thread-safe.
+// SAFETY: The slots are atomics owning socket references, which may be put from any CPU; the
+// timer is only touched through the kernel's timer API, which serialises itself.
 unsafe impl Send for HeldWakes {}
-// SAFETY: As above.
+// SAFETY: As above: every shared access goes through atomics or the timer API.
 unsafe impl Sync for HeldWakes {}
 
 impl HeldWakes {
-    /// Sets up the timer; called once the object sits at its final address.
-    pub(crate) fn init(&self) {
-        // SAFETY: `timer` is zeroed and not yet set up; the object does not move any more (see
-        // the type invariant). Pinned: the timer fires on the CPU that armed it.
-        unsafe {
-            bindings::timer_setup(
-                self.timer.get(),
-                Some(release_timer),
-                bindings::TIMER_PINNED,
-            )
-        };
+    /// An initialiser of the held wake-ups of `cpu`, which sets up the timer in place.
+    pub(crate) fn new(cpu: u32) -> impl PinInit<Self, Error> {
+        // INVARIANT: The timer is set up at the object's final, pinned address.
+        try_pin_init!(Self {
+            timer <- Opaque::ffi_init(|timer| {
+                // SAFETY: `timer` points to the uninitialised `timer_list` of the object being
+                // initialised in place, which is pinned; `release_timer` finds the object from
+                // it. Pinned: armed from `cpu`, it fires there while that CPU is online.
+                unsafe {
+                    bindings::timer_setup(timer, Some(release_timer), bindings::TIMER_PINNED)
+                }
+            }),
+            slots: [const {
+                Slot {
+                    sk: AtomicPtr::new(ptr::null_mut()),
+                    meta: AtomicU64::new(0),
+                }
+            }; SLOTS],
+            cpu,
+            pull: AtomicBool::new(false),
+        })
     }
 
-    /// Holds the wake-up of `listener` for up to `bound` jiffies. Returns `false` (and holds
-    /// nothing) if no slot is free; the caller must then wake the listener itself. When the
-    /// bound ends, the timer (on this CPU, where the held connections completed) wakes the
-    /// listener as the stack would, except that with `pull` it may wake a task blocked in
-    /// `accept()` or `epoll_wait()` onto this CPU (see [`Sock::wake_listener_on`]).
+    /// Holds a wake-up of `listener` for up to `bound` jiffies from the first hold still in a
+    /// slot: with `withheld`, one exclusive wake-up the caller did not deliver (it is counted
+    /// and delivered by the timer); without, the caller woke a waiter already and only wants
+    /// the connection kept for this CPU ([`HeldWakes::is_held_for`]) until the timer's wake-up.
+    /// Returns `false` (and holds nothing) if no slot can take it; the caller must then wake
+    /// the listener itself. The timer wakes the listener as the stack would, except that with
+    /// `pull` it may wake a task blocked in `accept()` or `epoll_wait()` onto this CPU (see
+    /// [`Sock::wake_listener_on`]).
     ///
-    /// Called in softirq context on the CPU this object belongs to.
-    pub(crate) fn hold(&self, listener: &Sock, bound: u64, pull: bool) -> bool {
+    /// Called with bottom halves disabled on the CPU this object belongs to.
+    pub(crate) fn hold(&self, listener: &Sock, bound: usize, pull: bool, withheld: bool) -> bool {
         self.pull.store(pull, Ordering::Relaxed);
         let sk = listener.as_raw();
-        let deadline = time::jiffies() + bound;
-        if let Some(i) = self
-            .slots
-            .iter()
-            .position(|s| s.load(Ordering::Relaxed) == sk)
-        {
-            // Already held: push the deadline so that it covers this connection too (the timer
-            // re-arms itself for it).
-            self.deadlines[i].fetch_max(deadline, Ordering::Relaxed);
+        for slot in &self.slots {
+            // Join a live slot of this listener: its deadline stays.
+            loop {
+                let meta = slot.meta.load(Ordering::Acquire);
+                if meta & LIVE == 0 || slot.sk.load(Ordering::Acquire) != sk {
+                    break;
+                }
+                if !withheld {
+                    return true;
+                }
+                if count(meta) == COUNT_MAX {
+                    break;
+                }
+                let added = meta + (1 << COUNT_SHIFT);
+                if slot
+                    .meta
+                    .compare_exchange(meta, added, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return true;
+                }
+            }
+        }
+        let now = time::jiffies();
+        let deadline = now.wrapping_add(bound);
+        for slot in &self.slots {
+            if slot
+                .sk
+                .compare_exchange(
+                    ptr::null_mut(),
+                    claiming(),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            // The slot is ours until its `meta` is live; nobody else writes `meta` meanwhile.
+            let old = slot.meta.load(Ordering::Relaxed);
+            let generation = ((old >> GEN_SHIFT) + 1) & GEN_MASK;
+            let meta = (u64::from(deadline as u32) << DEADLINE_SHIFT)
+                | (generation << GEN_SHIFT)
+                | (u64::from(withheld) << COUNT_SHIFT)
+                | LIVE;
+            // SAFETY: The listener is valid for `&listener`; the reference taken here is owned
+            // by the slot (type invariant) once `sk` names it.
+            unsafe { bindings::sock_hold(sk) };
+            slot.sk.store(sk, Ordering::Release);
+            slot.meta.store(meta, Ordering::Release);
+            // INVARIANT: The timer fires by the slot's deadline.
+            self.arm(deadline);
             return true;
         }
-        let Some(i) = self
-            .slots
-            .iter()
-            .position(|s| s.load(Ordering::Relaxed).is_null())
-        else {
-            return false;
-        };
-        let deadline = time::jiffies() + bound;
-        self.deadlines[i].store(deadline, Ordering::Relaxed);
-        // SAFETY: The listener is valid; the reference taken here is owned by the slot.
-        unsafe { bindings::sock_hold(sk) };
-        self.slots[i].store(sk, Ordering::Release);
-        self.arm(deadline);
-        true
+        false
     }
 
-    /// Whether a wake-up of `listener` is held here, i.e. the timer has yet to wake it.
-    pub(crate) fn is_held(&self, listener: &Sock) -> bool {
+    /// Whether a wake-up of `listener` is held here for a connection whose last segment came
+    /// at `since` (jiffies, truncated to 32 bits), i.e. the timer has yet to release a slot of
+    /// `listener` claimed no later than one jiffy after `since` (the jiffy may tick between
+    /// the segment and the claim). `bound` is the hold's length, from which the claim time is
+    /// found back from the deadline (if `listen_hold_ms` changed meanwhile, the answer is off by
+    /// that change, but never holds past the slot's fixed deadline).
+    ///
+    /// A slot claimed later was claimed for younger connections: an older one that sits in the
+    /// queue must not be kept by it, or successive holds could keep it for ever.
+    pub(crate) fn is_held_for(&self, listener: &Sock, since: u32, bound: usize) -> bool {
         let sk = listener.as_raw();
-        self.slots.iter().any(|s| s.load(Ordering::Acquire) == sk)
+        self.slots.iter().any(|s| {
+            let meta = s.meta.load(Ordering::Acquire);
+            let claimed = deadline32(meta).wrapping_sub(bound as u32);
+            meta & LIVE != 0
+                && s.sk.load(Ordering::Acquire) == sk
+                && since.wrapping_add(1).wrapping_sub(claimed) as i32 >= 0
+        })
     }
 
-    /// The local worker just accepted from `listener`: it is alive, so what is still held for
-    /// it gets a fresh `bound` from now.
-    pub(crate) fn refresh(&self, listener: &Sock, bound: u64) {
-        let sk = listener.as_raw();
-        if let Some(i) = self
-            .slots
-            .iter()
-            .position(|s| s.load(Ordering::Relaxed) == sk)
-        {
-            let deadline = time::jiffies() + bound;
-            self.deadlines[i].fetch_max(deadline, Ordering::Relaxed);
-        }
-    }
-
-    fn arm(&self, deadline: u64) {
-        // SAFETY: The timer was set up by `init`. `timer_reduce()` arms it, or keeps an earlier
-        // expiry.
+    fn arm(&self, deadline: usize) {
+        // SAFETY: The timer was set up when the object was initialised (type invariant).
+        // `timer_reduce()` arms it, or keeps an earlier expiry; it is ignored after the
+        // shutdown in `drop`, which only runs once nobody holds through `&self` any more.
         unsafe { bindings::timer_reduce(self.timer.get(), deadline as _) };
     }
 
-    /// Wakes each held listener whose deadline passed (all of them with `all`) as the stack
-    /// would (from the timer, on this CPU, possibly pulling a waiter here), drops the
-    /// references, and re-arms the timer for the others.
+    /// Wakes each held listener whose deadline passed (all of them with `all`) and drops the
+    /// references, then re-arms the timer for the others.
     fn release(&self, all: bool) {
-        let how = WakeHow {
-            pull: !all && self.pull.load(Ordering::Relaxed),
-            hold: false,
-        };
+        // Pull only from the timer on this object's own CPU: a migrated timer runs elsewhere.
+        let pull = !all && self.pull.load(Ordering::Relaxed) && cpu::current() == self.cpu;
         let now = time::jiffies();
-        let mut next = None;
-        for (slot, deadline) in self.slots.iter().zip(&self.deadlines) {
-            if slot.load(Ordering::Relaxed).is_null() {
-                continue;
-            }
-            let due = deadline.load(Ordering::Relaxed);
-            if !all && due > now {
-                next = Some(next.map_or(due, |n: u64| n.min(due)));
-                continue;
-            }
-            let sk = slot.swap(ptr::null_mut(), Ordering::Acquire);
-            if !sk.is_null() {
-                // SAFETY: By the type invariant the slot owned a reference on `sk`, which keeps
-                // it valid until the `sock_put()` below.
-                let listener = unsafe { Sock::from_raw(sk) };
-                if !how.pull
-                    || matches!(
-                        listener.wake_listener_on(cpu::current(), how),
-                        ListenerWake::Custom
-                    )
-                {
-                    listener.data_ready();
+        let mut next: Option<usize> = None;
+        for slot in &self.slots {
+            loop {
+                let meta = slot.meta.load(Ordering::Acquire);
+                if meta & LIVE == 0 {
+                    break;
                 }
-                // SAFETY: The slot's reference is ours now; `listener` is not used any more.
+                if !all && !is_due(meta, now) {
+                    let due = deadline_near(meta, now);
+                    next = Some(match next {
+                        Some(n) if time::is_after_eq(due, n) => n,
+                        _ => due,
+                    });
+                    break;
+                }
+                if slot
+                    .meta
+                    .compare_exchange(meta, meta & !LIVE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    continue;
+                }
+                // We own this occupant's release: its `sk` was stored before `meta` went live
+                // and only its releaser changes it.
+                let sk = slot.sk.swap(ptr::null_mut(), Ordering::AcqRel);
+                if sk.is_null() || sk == claiming() {
+                    // Cannot happen (see above); never turn the marker into a socket.
+                    break;
+                }
+                // SAFETY: By the type invariant the slot owned a reference on `sk`, a listener
+                // given to `hold()` as a `&Sock` (so an `inet_connection_sock`); the reference
+                // is ours now and keeps the socket valid until `sock_put()`.
+                Self::wake(unsafe { Sock::from_raw(sk) }, count(meta), pull);
+                // SAFETY: The slot's reference is ours; the socket is not used any more.
                 unsafe { bindings::sock_put(sk) };
+                break;
             }
         }
         if let Some(next) = next {
             self.arm(next);
         }
     }
+
+    /// Delivers `count` held exclusive wake-ups of `listener`, at least one.
+    fn wake(listener: &Sock, count: u64, pull: bool) {
+        let how = WakeHow { pull, hold: false };
+        for i in 0..count.max(1) {
+            if i > 0
+                || !how.pull
+                || matches!(
+                    listener.wake_listener_on(cpu::current(), how),
+                    ListenerWake::Custom
+                )
+            {
+                listener.data_ready();
+            }
+        }
+    }
 }
 
-impl Drop for HeldWakes {
-    fn drop(&mut self) {
-        // SAFETY: Set up by `init` (or all-zero, which `timer_delete_sync()` treats as never
-        // armed); waits for a running callback.
-        unsafe { bindings::timer_delete_sync(self.timer.get()) };
+#[pinned_drop]
+impl PinnedDrop for HeldWakes {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: Set up when initialised (type invariant). Waits for a running callback and
+        // keeps the timer from being armed again.
+        unsafe { bindings::timer_shutdown_sync(self.timer.get()) };
+        // Nobody else runs on the object any more: every live slot is released here.
         self.release(true);
     }
 }
 
 /// # Safety
 ///
-/// Called by the timer core for the timer of a [`HeldWakes`].
+/// Called by the timer core for the timer of a [`HeldWakes`], set up in [`HeldWakes::new`].
 unsafe extern "C" fn release_timer(timer: *mut bindings::timer_list) {
-    // SAFETY: The timer is the first field of a `HeldWakes` (see `init`), alive until its drop,
-    // which waits for this callback.
-    let held = unsafe { &*timer.cast::<HeldWakes>() };
+    // SAFETY: The timer is the `timer` field of a pinned `HeldWakes` (`Opaque` is transparent
+    // over its `timer_list`), which stays alive until its drop waits for this callback.
+    let held = unsafe { &*container_of!(timer, HeldWakes, timer) };
     held.release(false);
 }

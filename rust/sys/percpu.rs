@@ -9,53 +9,85 @@ use kernel::{bindings, prelude::*};
 /// One `T` for every possible CPU, in per-CPU memory.
 ///
 /// `T` is shared between CPUs (a reader sums all CPUs while writers update their own), so it
-/// must be [`Sync`]; counters are atomics.
+/// must be [`Sync`]; counters are atomics. Each CPU's `T` is initialised in place and stays at
+/// its address until the `PerCpu` is dropped (the per-CPU allocation never moves, whatever
+/// happens to the `PerCpu` value itself): it is pinned, so it may hold objects the kernel keeps
+/// pointers to, such as timers. Only shared references are handed out, never `&mut T`.
 ///
 /// # Invariants
 ///
 /// `ptr` was returned by `__alloc_percpu()` for `size_of::<T>()` bytes aligned to
-/// `align_of::<T>()`, and the slot of every possible CPU holds an initialised `T`.
-pub(crate) struct PerCpu<T: Default + Sync> {
+/// `align_of::<T>()`, and the slot of every possible CPU holds a `T` initialised in place that
+/// is dropped there, in [`Drop::drop`], before the memory is freed.
+pub(crate) struct PerCpu<T: Sync> {
     ptr: NonNull<c_void>,
     _owns: PhantomData<T>,
 }
 
-// SAFETY: The slots are only reached through `&T`, and `T: Sync`.
-unsafe impl<T: Default + Sync + Send> Send for PerCpu<T> {}
-// SAFETY: As above: shared access only hands out `&T`.
-unsafe impl<T: Default + Sync> Sync for PerCpu<T> {}
+// SAFETY: The slots are only reached through `&T` (so `T: Sync` is needed), and the value that
+// drops them may move to another thread (so `T: Send` is needed).
+unsafe impl<T: Sync + Send> Send for PerCpu<T> {}
+// SAFETY: Shared access only hands out `&T`, and `T: Sync`.
+unsafe impl<T: Sync> Sync for PerCpu<T> {}
 
-impl<T: Default + Sync> PerCpu<T> {
+impl<T: Sync> PerCpu<T> {
+    const SIZE_OK: () = assert!(
+        mem::size_of::<T>() > 0,
+        "__alloc_percpu() needs a non-zero size"
+    );
+
     /// Allocates per-CPU storage and sets every possible CPU's slot to `T::default()`.
-    pub(crate) fn new() -> Result<Self> {
-        Self::new_with(|_| {})
+    pub(crate) fn new() -> Result<Self>
+    where
+        T: Default,
+    {
+        Self::pin_init_with(|_| T::default())
     }
 
-    /// Like [`PerCpu::new`], then calls `init` on each slot at its final address (for objects
-    /// the kernel keeps pointers to, such as timers).
-    pub(crate) fn new_with(init: impl Fn(&T)) -> Result<Self> {
-        // SAFETY: Any size and a power-of-two alignment are valid arguments; a null return
-        // means failure.
+    /// Allocates per-CPU storage and initialises the slot of every possible CPU in place with
+    /// the initialiser `init(cpu)` returns. If one fails, the slots initialised before it are
+    /// dropped, the storage is freed and its error returned.
+    pub(crate) fn pin_init_with<I, F>(mut init: F) -> Result<Self>
+    where
+        I: PinInit<T, Error>,
+        F: FnMut(u32) -> I,
+    {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::SIZE_OK;
+        // SAFETY: A non-zero size and a power-of-two alignment (below a page for any type
+        // built here) are valid arguments; a null return means failure.
         let raw = unsafe { bindings::__alloc_percpu(mem::size_of::<T>(), mem::align_of::<T>()) };
         let ptr = NonNull::new(raw).ok_or(ENOMEM)?;
         for cpu in cpu::possible() {
             // SAFETY: `cpu` is possible, so `per_cpu_ptr()` gives its slot of the fresh
-            // allocation, sized and aligned for `T` and not yet shared.
-            unsafe {
-                bindings::per_cpu_ptr(ptr.as_ptr(), cpu)
-                    .cast::<T>()
-                    .write(T::default())
+            // allocation: sized and aligned for `T`, not initialised and not shared. The slot
+            // does not move until it is dropped (in `Drop::drop` or just below), so it may be
+            // treated as pinned. On error the initialiser left it uninitialised.
+            let res = unsafe {
+                init(cpu).__pinned_init(bindings::per_cpu_ptr(ptr.as_ptr(), cpu).cast::<T>())
             };
+            if let Err(e) = res {
+                for done in cpu::possible().take_while(|&done| done < cpu) {
+                    // SAFETY: The slots of the possible CPUs below `cpu` were initialised
+                    // above (the possible mask is fixed after boot), are not shared, and are
+                    // dropped once, here.
+                    unsafe {
+                        core::ptr::drop_in_place(
+                            bindings::per_cpu_ptr(ptr.as_ptr(), done).cast::<T>(),
+                        )
+                    };
+                }
+                // SAFETY: `ptr` came from `__alloc_percpu()`, no slot holds a value any more,
+                // and it is freed once, here.
+                unsafe { bindings::free_percpu(ptr.as_ptr()) };
+                return Err(e);
+            }
         }
-        // INVARIANT: Allocated above, every possible CPU's slot initialised.
-        let this = Self {
+        // INVARIANT: Allocated above, every possible CPU's slot initialised in place.
+        Ok(Self {
             ptr,
             _owns: PhantomData,
-        };
-        for (_, slot) in this.iter() {
-            init(slot);
-        }
-        Ok(this)
+        })
     }
 
     /// The slot of `cpu`, or `None` if `cpu` is not a possible CPU.
@@ -74,11 +106,11 @@ impl<T: Default + Sync> PerCpu<T> {
     }
 }
 
-impl<T: Default + Sync> Drop for PerCpu<T> {
+impl<T: Sync> Drop for PerCpu<T> {
     fn drop(&mut self) {
         for cpu in cpu::possible() {
-            // SAFETY: By the type invariant the slot holds a `T`; nobody can use it any more
-            // since we have `&mut self`.
+            // SAFETY: By the type invariant the slot holds a `T`, dropped in place (as pinning
+            // requires) and once; nobody can use it any more since we have `&mut self`.
             unsafe {
                 core::ptr::drop_in_place(bindings::per_cpu_ptr(self.ptr.as_ptr(), cpu).cast::<T>())
             };

@@ -30,3 +30,18 @@ fn a_collision_forgets_rather_than_confuses() {
     assert!(!r.seen_within(a, 0, 10));
     assert!(r.seen_within(b, 0, 10));
 }
+
+#[test]
+fn jiffies_that_wrap_stay_ordered() {
+    let r = RecentListeners::default();
+    let key = 0xffff_8880_1234_5640;
+    // Noted 3 jiffies before the counter wraps, asked 4 jiffies after it.
+    r.note(key, usize::MAX - 2);
+    assert!(r.seen_within(key, 4, 10), "7 jiffies old across the wrap");
+    assert!(
+        !r.seen_within(key, 4, 6),
+        "older than the window across the wrap"
+    );
+    // Asked before the note (a racing CPU stamped it later): not seen.
+    assert!(!r.seen_within(key, usize::MAX - 5, 10));
+}
