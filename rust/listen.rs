@@ -10,11 +10,11 @@
 //!   `listen_pull`) a task blocked in `accept()` or `epoll_wait()` whose affinity allows c,
 //!   woken onto c; non-exclusive waiters are all woken as before. If no exclusive waiter sits
 //!   on c or may be pulled there, but a worker on c accepted from this listener lately (it is
-//!   busy and will be back), the exclusive wake-up is held on c instead: c's first held
-//!   wake-up of the listener claims a slot whose deadline is `listen_hold_ms` later, fixed
-//!   (later holds only add to the slot's count, nothing extends it), and when it passes, c's
-//!   timer wakes the listener as many times as wake-ups were held (at least once), as stock
-//!   would have;
+//!   busy and will be back), the exclusive wake-up is held on c instead: it joins a slot of
+//!   the listener claimed on c less than half a hold ago (adding to its count of held
+//!   wake-ups), or claims one whose deadline is `listen_hold_ms` later; nothing extends a
+//!   deadline, and when it passes, c's timer wakes the listener as many times as wake-ups were
+//!   held in the slot (at least once), as stock would have;
 //! - accept and readiness (process context, CPU c): take the oldest connection that completed
 //!   on c among the first `listen_scan` queued; else the oldest one other CPUs may take: a
 //!   connection is kept for its own CPU while that CPU holds a wake-up of the listener claimed
@@ -22,12 +22,12 @@
 //!   `PRESENT_MS`, and the connection is younger than `listen_hold_ms`. A kept connection
 //!   looks absent to other CPUs' poll and accept.
 //!
-//! The bound: a connection kept for its CPU becomes takeable by any worker, and the wake-ups
-//! held for it are delivered, at most `listen_hold_ms` after its CPU first held the listener's
-//! wake-up for it (when it joined a hold already running: when that hold began), whether or
-//! not a worker is left there; plus the timer's granularity: one jiffy for holds under 64
-//! jiffies (the default 5 ms), up to an eighth of the hold above. A segment reaching a queued
-//! connection makes it count as arriving anew.
+//! The bound: a connection kept for its CPU becomes takeable by any worker, and the wake-up
+//! held for it is delivered, at most `listen_hold_ms` after its CPU held the listener's
+//! wake-up for it, whether or not a worker is left there; plus one jiffy (the jiffy a
+//! segment and a claim may straddle) and the timer's granularity: one jiffy for holds under
+//! 64 jiffies (the default 5 ms), up to an eighth of the hold above. A segment reaching a
+//! queued connection makes it count as arriving anew.
 
 use crate::logic::{
     ports::{PortSet, MAX_TEXT, WORDS},

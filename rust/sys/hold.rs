@@ -143,43 +143,30 @@ impl HeldWakes {
         })
     }
 
-    /// Holds a wake-up of `listener` for up to `bound` jiffies from the first hold still in a
-    /// slot: with `withheld`, one exclusive wake-up the caller did not deliver (it is counted
-    /// and delivered by the timer); without, the caller woke a waiter already and only wants
-    /// the connection kept for this CPU ([`HeldWakes::is_held_for`]) until the timer's wake-up.
-    /// Returns `false` (and holds nothing) if no slot can take it; the caller must then wake
-    /// the listener itself. The timer wakes the listener as the stack would, except that with
-    /// `pull` it may wake a task blocked in `accept()` or `epoll_wait()` onto this CPU (see
-    /// [`Sock::wake_listener_on`]).
+    /// Holds a wake-up of `listener` for at most `bound` jiffies from now: with `withheld`, one
+    /// exclusive wake-up the caller did not deliver (it is counted and delivered by the timer);
+    /// without, the caller woke a waiter already and only wants the connection kept for this
+    /// CPU ([`HeldWakes::is_held_for`]) until the timer's wake-up. Returns `false` (and holds
+    /// nothing) if no slot can take it; the caller must then wake the listener itself. The
+    /// timer wakes the listener as the stack would, except that with `pull` it may wake a task
+    /// blocked in `accept()` or `epoll_wait()` onto this CPU (see [`Sock::wake_listener_on`]).
+    ///
+    /// The hold joins a slot of `listener` claimed less than `bound / 2` ago (whose deadline
+    /// stays: nothing extends a deadline), else claims a free slot with a deadline `bound` from
+    /// now, else joins any live slot of `listener` (a shorter hold). So each hold lasts at most
+    /// `bound`, and at least `bound / 2` while slots are free.
     ///
     /// Called with bottom halves disabled on the CPU this object belongs to.
     pub(crate) fn hold(&self, listener: &Sock, bound: usize, pull: bool, withheld: bool) -> bool {
         self.pull.store(pull, Ordering::Relaxed);
         let sk = listener.as_raw();
-        for slot in &self.slots {
-            // Join a live slot of this listener: its deadline stays.
-            loop {
-                let meta = slot.meta.load(Ordering::Acquire);
-                if meta & LIVE == 0 || slot.sk.load(Ordering::Acquire) != sk {
-                    break;
-                }
-                if !withheld {
-                    return true;
-                }
-                if count(meta) == COUNT_MAX {
-                    break;
-                }
-                let added = meta + (1 << COUNT_SHIFT);
-                if slot
-                    .meta
-                    .compare_exchange(meta, added, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return true;
-                }
-            }
-        }
         let now = time::jiffies();
+        // A fresh slot has at least half the bound left.
+        let fresh =
+            |meta: u64| deadline32(meta).wrapping_sub(now as u32) as i32 >= (bound / 2) as i32;
+        if self.join(sk, withheld, fresh) {
+            return true;
+        }
         let deadline = now.wrapping_add(bound);
         for slot in &self.slots {
             if slot
@@ -209,6 +196,35 @@ impl HeldWakes {
             // INVARIANT: The timer fires by the slot's deadline.
             self.arm(deadline);
             return true;
+        }
+        // No free slot: a shorter hold is still a hold.
+        self.join(sk, withheld, |_| true)
+    }
+
+    /// Joins a live slot of `sk` whose `meta` passes `pick`, adding one wake-up to its count
+    /// with `withheld`. Returns whether it did.
+    fn join(&self, sk: *mut bindings::sock, withheld: bool, pick: impl Fn(u64) -> bool) -> bool {
+        for slot in &self.slots {
+            loop {
+                let meta = slot.meta.load(Ordering::Acquire);
+                if meta & LIVE == 0 || slot.sk.load(Ordering::Acquire) != sk || !pick(meta) {
+                    break;
+                }
+                if !withheld {
+                    return true;
+                }
+                if count(meta) == COUNT_MAX {
+                    break;
+                }
+                let added = meta + (1 << COUNT_SHIFT);
+                if slot
+                    .meta
+                    .compare_exchange(meta, added, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return true;
+                }
+            }
         }
         false
     }
