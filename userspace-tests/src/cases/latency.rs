@@ -22,8 +22,10 @@ use crate::sys::{self, SharedWorkers};
 
 /// Requests per arm and round.
 const REQUESTS: usize = 300;
-/// Client threads, each making requests back to back.
+/// Client threads, each making requests back to back: one per CPU, and for skewed RPS
+/// four per CPU, more than the handshakes' CPU's worker alone can serve.
 const CLIENTS: usize = 2;
+const SKEWED_CLIENTS_PER_CPU: usize = 4;
 /// Rounds of (module, stock), the order alternating.
 const ROUNDS: usize = 2;
 /// `listen_hold_ms` of the module arms.
@@ -169,13 +171,19 @@ fn check_answered(done: &[Timed]) -> TestResult {
 }
 
 /// `count` back-to-back requests to `server`; pairs each with its accept by client port.
-fn measure(pair: &NetnsPair, server: &AcceptServer, count: usize, arm: Arm) -> TestResult<Samples> {
+fn measure(
+    pair: &NetnsPair,
+    server: &AcceptServer,
+    count: usize,
+    clients: usize,
+    arm: Arm,
+) -> TestResult<Samples> {
     let before = (arm == Arm::Module)
         .then(procfs::read_counters)
         .transpose()?;
     let first = server.accepted();
-    let clients = BurstClients::start(pair.client_ns(), server.addr(), CLIENTS, Some(count))?;
-    let done = clients.finish()?;
+    let done =
+        BurstClients::start(pair.client_ns(), server.addr(), clients, Some(count))?.finish()?;
     check_answered(&done).context(arm)?;
     server
         .wait_for(first + count, ACCEPT_TIMEOUT)
@@ -225,13 +233,19 @@ fn measure(pair: &NetnsPair, server: &AcceptServer, count: usize, arm: Arm) -> T
 
 /// Measures `server` under back-to-back load with the module and stock, alternating,
 /// prints the figures and asserts the bound with the module.
-fn compare(ctx: &Ctx, variant: &str, pair: &NetnsPair, server: &AcceptServer) -> TestResult {
+fn compare(
+    ctx: &Ctx,
+    variant: &str,
+    pair: &NetnsPair,
+    server: &AcceptServer,
+    clients: usize,
+) -> TestResult {
     let mut module = Samples::default();
     let mut stock = Samples::default();
     for round in 0..ROUNDS {
         for arm in arms(round) {
             set_arm(ctx, arm)?;
-            let samples = measure(pair, server, REQUESTS, arm)?;
+            let samples = measure(pair, server, REQUESTS, clients, arm)?;
             match arm {
                 Arm::Module => module.add(samples),
                 Arm::Stock => stock.add(samples),
@@ -241,8 +255,8 @@ fn compare(ctx: &Ctx, variant: &str, pair: &NetnsPair, server: &AcceptServer) ->
     set_arm(ctx, Arm::Module)?;
     let total = REQUESTS * ROUNDS;
     let (m_accept, s_accept) = (Spread::of(module.accept), Spread::of(stock.accept));
-    info!("accept latency {variant}, module: {m_accept}");
-    info!("accept latency {variant}, stock:  {s_accept}");
+    info!("accept latency {variant}, {clients} clients back to back, module: {m_accept}");
+    info!("accept latency {variant}, {clients} clients back to back, stock:  {s_accept}");
     info!(
         "round trip {variant}, module: {}",
         Spread::of(module.round_trip)
@@ -276,7 +290,8 @@ pub fn accept_latency_pinned(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let pair = ctx.netns_pair(ServerSide::Current)?;
     let server = AcceptServer::start_with(&ServerOpts::pinned(pair.server_ip(false), &ctx.cpus))?;
-    let result = compare(ctx, "pinned", &pair, &server);
+    let clients = ctx.cpus.len().max(CLIENTS);
+    let result = compare(ctx, "pinned", &pair, &server, clients);
     let stopped = server.stop();
     result?;
     stopped.map(|_| ())
@@ -291,12 +306,9 @@ pub fn accept_latency_skewed_rps(ctx: &mut Ctx) -> TestResult {
     let rx_cpu = ctx.cpus[0];
     pair.set_rps(&[rx_cpu]).context("setting the RPS mask")?;
     let server = AcceptServer::start_with(&ServerOpts::pinned(pair.server_ip(false), &ctx.cpus))?;
-    let result = compare(
-        ctx,
-        &format!("skewed-rps (handshakes on cpu {rx_cpu})"),
-        &pair,
-        &server,
-    );
+    let clients = SKEWED_CLIENTS_PER_CPU * ctx.cpus.len();
+    let variant = format!("skewed-rps (handshakes on cpu {rx_cpu})");
+    let result = compare(ctx, &variant, &pair, &server, clients);
     let stopped = server.stop();
     result?;
     stopped.map(|_| ())
@@ -312,6 +324,8 @@ struct Killed {
     /// Round trips of the requests that connected after A stalled.
     after_stall: Vec<Duration>,
     requests: usize,
+    /// Wake-ups held after A stalled (module arms only).
+    held_after_stall: u64,
 }
 
 /// Forked workers A (pinned to the handshakes' CPU) and B (another CPU) serve back-to-back
@@ -345,6 +359,9 @@ fn killed_arm(pair: &NetnsPair, cpus: &[usize], arm: Arm) -> TestResult<Killed> 
     a.stall_after.store(a.served.load(SeqCst) + 1, SeqCst);
     wait("worker A did not stall", &|| a.stalled.load(SeqCst) != 0)?;
     let stalled_at = Instant::now();
+    let counters = (arm == Arm::Module)
+        .then(procfs::read_counters)
+        .transpose()?;
     thread::sleep(STALLED_BEFORE_KILL);
     victim.signal(libc::SIGKILL).context("killing worker A")?;
     victim
@@ -354,6 +371,10 @@ fn killed_arm(pair: &NetnsPair, cpus: &[usize], arm: Arm) -> TestResult<Killed> 
     thread::sleep(AFTER_KILL);
     let done = clients.stop()?;
 
+    let held_after_stall = match counters {
+        Some(before) => procfs::read_counters()?.since(&before)?.total().wake_held,
+        None => 0,
+    };
     check_answered(&done).context(arm)?;
     let served = (a.served.load(SeqCst), b.served.load(SeqCst));
     ensure!(
@@ -378,6 +399,7 @@ fn killed_arm(pair: &NetnsPair, cpus: &[usize], arm: Arm) -> TestResult<Killed> 
             .map(Timed::round_trip)
             .collect(),
         requests: done.len(),
+        held_after_stall,
     })
 }
 
@@ -388,6 +410,7 @@ pub fn accept_latency_worker_killed(ctx: &mut Ctx) -> TestResult {
     let pair = ctx.netns_pair(ServerSide::Current)?;
     let mut module = (Vec::new(), 0);
     let mut stock = (Vec::new(), 0);
+    let mut held = 0;
     for round in 0..ROUNDS {
         for arm in arms(round) {
             set_arm(ctx, arm)?;
@@ -398,6 +421,7 @@ pub fn accept_latency_worker_killed(ctx: &mut Ctx) -> TestResult {
             };
             into.0.extend(killed.after_stall);
             into.1 += killed.requests;
+            held += killed.held_after_stall;
         }
     }
     set_arm(ctx, Arm::Module)?;
@@ -410,12 +434,17 @@ pub fn accept_latency_worker_killed(ctx: &mut Ctx) -> TestResult {
         "round trip after worker A stalled (killed {STALLED_BEFORE_KILL:?} later), stock:  {s} of {} requests",
         stock.1
     );
+    info!("wake-ups held after worker A stalled (module): {held}");
     ensure!(
         m.max < BOUND,
         "with the module a request waited {:?} after worker A stalled (bound {BOUND:?} with \
          listen_hold_ms={HOLD_MS}; stock max {:?})",
         m.max,
         s.max
+    );
+    ensure!(
+        held > 0,
+        "no wake-up was held after worker A stalled: the scenario did not exercise the hold"
     );
     Ok(())
 }
@@ -446,7 +475,7 @@ mod tests {
         let pair = NetnsPair::create(n, ServerSide::Current, &cpus).unwrap();
         let server =
             AcceptServer::start_with(&ServerOpts::pinned(pair.server_ip(false), &cpus)).unwrap();
-        let samples = measure(&pair, &server, 200, Arm::Stock).unwrap();
+        let samples = measure(&pair, &server, 200, 2, Arm::Stock).unwrap();
         assert_eq!(samples.accept.len(), 200);
         eprintln!("accept {}", Spread::of(samples.accept));
         eprintln!("round trip {}", Spread::of(samples.round_trip));
