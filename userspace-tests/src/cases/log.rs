@@ -151,3 +151,28 @@ pub fn fault_detection(_ctx: &mut Ctx) -> TestResult {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_leak_report_is_a_problem_and_is_shown() {
+        assert!(problems(&[], &[]).is_ok());
+        let leak = "unreferenced object 0xffff888004f1e000 (size 64):\n  backtrace (crc 1):\n    [<ffffffff8132a4b5>] sk_prot_alloc+0x2c5/0x390";
+        let err = problems(&[], &[leak]).unwrap_err();
+        assert!(
+            err.starts_with("0 kernel splat line(s), 1 kmemleak report(s)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("kmemleak:     [<ffffffff8132a4b5>] sk_prot_alloc"),
+            "{err}"
+        );
+        let err = problems(&["[ 1.0] WARNING: x"], &[]).unwrap_err();
+        assert_eq!(
+            err,
+            "1 kernel splat line(s), 0 kmemleak report(s)\n[ 1.0] WARNING: x"
+        );
+    }
+}

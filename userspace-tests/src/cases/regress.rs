@@ -166,15 +166,14 @@ fn long_writes(userns: bool, knob: &CString, big: &[u8], long: &[u8], slots: &[A
     0
 }
 
-/// Runs [`long_writes`] in a forked child and returns its report.
-fn run_long_writes(userns: bool, big: &[u8], long: &[u8]) -> TestResult<Vec<u64>> {
-    let knob = procfs::knob_path_c(procfs::LISTEN_PORTS);
+/// Runs [`long_writes`] to `knob` in a forked child and returns its report.
+fn run_long_writes(userns: bool, knob: &CString, big: &[u8], long: &[u8]) -> TestResult<Vec<u64>> {
     let slots = sys::SharedSlots::new(SLOTS).context("shared memory")?;
     let report = slots.get();
     // SAFETY: the child only makes async-signal-safe calls (setgroups, setresgid,
     // setresuid, prctl, unshare, open, write, read, close, clock_gettime) and atomic stores
     // to shared memory; every buffer was allocated before the fork.
-    let mut child = unsafe { sys::fork_child(|| long_writes(userns, &knob, big, long, report)) }
+    let mut child = unsafe { sys::fork_child(|| long_writes(userns, knob, big, long, report)) }
         .context("fork")?;
     match child.wait_timeout(WRITES_TIMEOUT).context("waitpid")? {
         Some(_) => {}
@@ -240,7 +239,8 @@ pub fn listen_ports_long_write(ctx: &mut Ctx) -> TestResult {
     } else {
         None
     };
-    let report = run_long_writes(userns, &big, &long)?;
+    let knob = procfs::knob_path_c(procfs::LISTEN_PORTS);
+    let report = run_long_writes(userns, &knob, &big, &long)?;
     let who = if userns {
         "nobody with CAP_NET_ADMIN over its own user+net namespace"
     } else {
@@ -622,6 +622,25 @@ mod tests {
             assert!(ports.iter().all(|&p| (1..=65535).contains(&p)));
         }
         assert!(port_list(16).starts_with(b"1,2,3,4,5,6,7,8"));
+    }
+
+    /// Needs root and user namespaces: `sudo cargo test -- --ignored`. The child's set-up
+    /// (nobody, its own user+net namespace, uid 0 mapped) against a per-netns sysctl of
+    /// the core, which refuses these values too.
+    #[test]
+    #[ignore = "needs root and user namespaces"]
+    fn the_unprivileged_child_sets_itself_up() {
+        let knob = CString::new("/proc/sys/net/ipv4/tcp_fin_timeout").unwrap();
+        let _clone = UnprivilegedUserns::allow().unwrap();
+        let report =
+            run_long_writes(true, &knob, &port_list(1 << 20), &port_list(8 << 10)).unwrap();
+        assert_eq!(
+            report[STAGE], 0,
+            "stage {} errno {}",
+            report[STAGE], report[STAGE_ERRNO]
+        );
+        assert_eq!(report[BIG], EINVAL_OUTCOME);
+        assert_eq!(report[LONG], EINVAL_OUTCOME);
     }
 
     /// Needs root and iproute2: `sudo cargo test -- --ignored`.
