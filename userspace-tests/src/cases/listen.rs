@@ -130,8 +130,14 @@ pub fn listen_locality_pinned(ctx: &mut Ctx) -> TestResult {
     locality_test(ctx, "pinned", false, |opts| opts, 99)
 }
 
+/// Locality required of unpinned workers. A task is pulled onto the handshake's CPU only when
+/// that CPU is idle (issue 8 item 9: never move a task onto a busy CPU); the test's own client
+/// shares the guest's CPUs, so a few handshakes complete on a CPU busy with it, and those go to
+/// a waiter elsewhere by design. Seen: 93-100% (stock about 50%).
+const UNPINNED_MIN_PERCENT: usize = 90;
+
 /// Threads that may run anywhere: the wake-up pulls a blocked accept() onto the handshake's
-/// CPU when none waits there. Also prints the figure without the pull (`listen_pull=0`).
+/// CPU when none waits there and that CPU is idle. Also prints the figure without the pull (`listen_pull=0`).
 pub fn listen_locality_unpinned(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let pair = ctx.netns_pair(ServerSide::Current)?;
@@ -139,7 +145,7 @@ pub fn listen_locality_unpinned(ctx: &mut Ctx) -> TestResult {
     let server = AcceptServer::start_with(
         &ServerOpts::pinned(pair.server_ip(false), &ctx.cpus).unpinned(threads),
     )?;
-    compare_locality("unpinned", &pair, &server, 99)?;
+    compare_locality("unpinned", &pair, &server, UNPINNED_MIN_PERCENT)?;
     let no_pull = {
         let _enabled = KnobGuard::enabled("1")?;
         let _ports = KnobGuard::listen_ports("all")?;
@@ -163,7 +169,7 @@ pub fn listen_locality_unpinned_epoll_exclusive(ctx: &mut Ctx) -> TestResult {
             opts.unpinned(threads)
                 .waiter(Waiter::Epoll(EpollMode::Exclusive))
         },
-        99,
+        UNPINNED_MIN_PERCENT,
     )
 }
 
