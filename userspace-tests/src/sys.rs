@@ -563,6 +563,15 @@ impl Epoll {
     /// Waits without a timeout for events; returns the data (the fd, see [`Epoll::add`]) of
     /// each ready entry, none if a signal interrupted the wait.
     pub fn wait_forever(&self) -> io::Result<Vec<u64>> {
+        self.wait_ms(-1)
+    }
+
+    /// [`Epoll::wait_forever`], but returns no events after `timeout` (zero: do not wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> io::Result<Vec<u64>> {
+        self.wait_ms(timeout_ms(timeout))
+    }
+
+    fn wait_ms(&self, timeout: libc::c_int) -> io::Result<Vec<u64>> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
         // SAFETY: `events` is valid for writes of the number of entries passed.
         let n = unsafe {
@@ -570,7 +579,7 @@ impl Epoll {
                 self.0.as_raw_fd(),
                 events.as_mut_ptr(),
                 events.len() as libc::c_int,
-                -1,
+                timeout,
             )
         };
         match check(n) {

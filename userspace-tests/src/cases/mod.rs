@@ -8,6 +8,7 @@ mod latency;
 mod lifecycle;
 mod listen;
 mod log;
+mod pick;
 mod queue;
 mod regress;
 mod scope;
@@ -94,6 +95,13 @@ const TESTS: &[Test] = &[
     Test::new("listen_epoll_modes", listen::listen_epoll_modes),
     Test::new("accept4_flags", listen::accept4_flags),
     Test::new("reuseport_group", listen::reuseport_group),
+    Test::new("pick_overtaking_bounded", pick::pick_overtaking_bounded).limit(120),
+    Test::new(
+        "pick_kept_window_hides_none",
+        pick::pick_kept_window_hides_none,
+    )
+    .limit(120),
+    Test::new("hold_busy_epoll_exclusive", pick::hold_busy_epoll_exclusive).limit(120),
     Test::new("accept_latency_pinned", latency::accept_latency_pinned).limit(300),
     Test::new(
         "accept_latency_skewed_rps",
