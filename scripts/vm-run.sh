@@ -32,6 +32,12 @@ done
 vng_args=(--run "$KDIR" --cpus "$cpus" --memory "$memory" --append "tsc=unstable"
 	--rodir "$FASTSOCKET_CACHE" --rodir "$top" "${rwdirs[@]}")
 
+# The guest kernel's console is always captured (--verbose), so that an oops or a panic that
+# kills the guest is seen: its lines are kept out of the terminal unless the VM fails (then the
+# last of them are printed) or VM_VERBOSE=1.
+vng_args+=(--verbose)
+console='^\[ *[0-9]+\.[0-9]+\] '
+
 accel=tcg
 if [ "${FASTSOCKET_KVM:-}" = probe ] && [ -w /dev/kvm ] && [ "$icount" = 0 ]; then
 	if timeout 90 vng "${vng_args[@]}" --exec true >/dev/null 2>&1; then accel=kvm; fi
@@ -47,7 +53,8 @@ cmd=$(printf '%q ' "$@")
 run_once() {
 	log "booting $KDIR ($accel, $cpus vCPUs, $memory$([ "$icount" = 1 ] && echo ", icount"))"
 	timeout --foreground -k 30 "$timeout" vng "${vng_args[@]}" \
-		--exec "echo '$marker'; $cmd" 2>&1 | tee "$1"
+		--exec "echo '$marker'; $cmd" 2>&1 | tee "$1" |
+		if [ "${VM_VERBOSE:-0}" = 1 ]; then cat; else grep -Ev --line-buffered "$console"; fi
 	return "${PIPESTATUS[0]}"
 }
 
@@ -59,6 +66,10 @@ rc=0 && run_once "$out" || rc=$?
 if [ "$rc" != 0 ] && ! grep -q "$marker" "$out" && grep -qE 'Oops|Kernel panic|BUG:' "$out"; then
 	log "kernel oopsed before userspace started; retrying the boot once"
 	rc=0 && run_once "$out" || rc=$?
+fi
+if [ "$rc" != 0 ] && [ "${VM_VERBOSE:-0}" != 1 ]; then
+	log "the VM failed (exit $rc); the last lines of its kernel console:"
+	grep -E "$console" "$out" | tail -60
 fi
 if ! grep -q "$marker" "$out"; then
 	log "the VM never reached userspace (exit $rc)"
