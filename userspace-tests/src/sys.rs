@@ -749,26 +749,43 @@ pub struct WorkerShared {
     pub stalled: AtomicU64,
 }
 
-/// `len` zeroed [`WorkerShared`] in anonymous shared memory, so that forked children
-/// and the runner see the same values.
-pub struct SharedWorkers {
-    ptr: NonNull<WorkerShared>,
+/// A type whose all-zero bytes are a valid value and that may be shared between processes:
+/// atomics only.
+///
+/// # Safety
+///
+/// All-zero memory must be a valid `Self`, and `Self` must hold no pointers.
+pub unsafe trait ZeroedShareable: Sync {}
+
+// SAFETY: an atomic integer; zero is valid.
+unsafe impl ZeroedShareable for AtomicU64 {}
+// SAFETY: atomics only; zero is valid for each.
+unsafe impl ZeroedShareable for WorkerShared {}
+
+/// `len` zeroed `T`s in anonymous shared memory, so that forked children and the runner see
+/// the same values.
+pub struct Shared<T: ZeroedShareable> {
+    ptr: NonNull<T>,
     len: usize,
 }
 
-// SAFETY: the memory only holds atomics, and the mapping lives as long as the value.
-unsafe impl Send for SharedWorkers {}
-// SAFETY: as above.
-unsafe impl Sync for SharedWorkers {}
+/// The per-worker state of forked workers.
+pub type SharedWorkers = Shared<WorkerShared>;
+/// Counters that forked children and the runner share.
+pub type SharedSlots = Shared<AtomicU64>;
 
-impl SharedWorkers {
-    pub fn new(len: usize) -> io::Result<SharedWorkers> {
-        let bytes = mem::size_of::<WorkerShared>() * len.max(1);
+// SAFETY: `T` is `Sync` and holds only atomics; the mapping lives as long as the value.
+unsafe impl<T: ZeroedShareable> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T: ZeroedShareable> Sync for Shared<T> {}
+
+impl<T: ZeroedShareable> Shared<T> {
+    pub fn new(len: usize) -> io::Result<Self> {
         // SAFETY: a fresh anonymous mapping; no existing memory is affected.
         let ptr = unsafe {
             libc::mmap(
                 ptr::null_mut(),
-                bytes,
+                Self::bytes(len),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_ANONYMOUS,
                 -1,
@@ -779,21 +796,24 @@ impl SharedWorkers {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(SharedWorkers { ptr, len })
+        Ok(Shared { ptr, len })
     }
 
-    pub fn get(&self) -> &[WorkerShared] {
-        // SAFETY: the mapping is page-aligned, zero-filled (a valid WorkerShared: atomics
-        // only), `len` entries long and unmapped only on drop.
+    fn bytes(len: usize) -> usize {
+        mem::size_of::<T>() * len.max(1)
+    }
+
+    pub fn get(&self) -> &[T] {
+        // SAFETY: the mapping is page-aligned, zero-filled (a valid `T`, see
+        // `ZeroedShareable`), `len` entries long and unmapped only on drop.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
-impl Drop for SharedWorkers {
+impl<T: ZeroedShareable> Drop for Shared<T> {
     fn drop(&mut self) {
-        let bytes = mem::size_of::<WorkerShared>() * self.len.max(1);
         // SAFETY: unmaps exactly the mapping made in `new`; no reference outlives `self`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), bytes) };
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), Self::bytes(self.len)) };
     }
 }
 
@@ -811,53 +831,6 @@ fn interrupt_on_sigusr1() -> io::Result<()> {
     Ok(())
 }
 
-/// Counters that forked children and the runner share, in anonymous shared memory.
-pub struct SharedSlots {
-    ptr: NonNull<AtomicU64>,
-    len: usize,
-}
-
-// SAFETY: the memory only holds atomics, and the mapping lives as long as the value.
-unsafe impl Send for SharedSlots {}
-// SAFETY: as above.
-unsafe impl Sync for SharedSlots {}
-
-impl SharedSlots {
-    /// `len` zeroed `AtomicU64`s in anonymous shared memory.
-    pub fn new(len: usize) -> io::Result<SharedSlots> {
-        let bytes = mem::size_of::<AtomicU64>() * len.max(1);
-        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
-        let ptr = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(SharedSlots { ptr, len })
-    }
-
-    pub fn get(&self) -> &[AtomicU64] {
-        // SAFETY: the mapping is page-aligned, zero-filled (valid AtomicU64s), `len`
-        // entries long and unmapped only on drop.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for SharedSlots {
-    fn drop(&mut self) {
-        let bytes = mem::size_of::<AtomicU64>() * self.len.max(1);
-        // SAFETY: unmaps exactly the mapping made in `new`; no reference outlives `self`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), bytes) };
-    }
-}
 
 /// Forks a worker process that serves `listener` until killed: pinned to `cpu`, blocking
 /// accept() without a timeout, then answers each connection with `reply`. Counts into
