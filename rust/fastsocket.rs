@@ -22,12 +22,15 @@ mod logic {
     pub(crate) mod stats;
 }
 
+use listen::queues::{self, Queues};
 use netstate::NetState;
 use sys::pernet::PerNetRegistration;
 use sys::{
     cpu,
     hooks::{self, AcceptPick, Hooks, HooksVTable},
     net::{RcuReadSection, Sock},
+    rcu::{self, Published},
+    reqq::Req,
 };
 
 module! {
@@ -38,7 +41,8 @@ module! {
     license: "GPL",
 }
 
-struct FastSocketHooks;
+/// The module's hooks.
+pub(crate) struct FastSocketHooks;
 
 #[vtable]
 impl Hooks for FastSocketHooks {
@@ -68,14 +72,58 @@ impl Hooks for FastSocketHooks {
         NetState::of(listener.net(), rcu)
             .map_or(true, |state| listen::may_take(state, listener, child))
     }
+
+    type Queues = Queues;
+
+    fn listen(rcu: &RcuReadSection<'_>, listener: &Sock) -> Option<Queues> {
+        queues::listen(NetState::of(listener.net(), rcu)?, listener)
+    }
+
+    fn queue_add<'a>(
+        rcu: &RcuReadSection<'_>,
+        listener: &'a Sock,
+        queues: &Queues,
+        req: Req<'a>,
+    ) -> Result<(), Req<'a>> {
+        queues::add(NetState::of(listener.net(), rcu), listener, queues, req)
+    }
+
+    fn queue_remove<'a>(
+        rcu: &RcuReadSection<'_>,
+        listener: &'a Sock,
+        queues: &Queues,
+    ) -> Option<Req<'a>> {
+        queues::remove(NetState::of(listener.net(), rcu), listener, queues)
+    }
+
+    fn queue_ready(rcu: &RcuReadSection<'_>, listener: &Sock, queues: &Queues) -> bool {
+        queues::ready(NetState::of(listener.net(), rcu), listener, queues)
+    }
+
+    fn listen_stop(rcu: &RcuReadSection<'_>, listener: &Sock, queues: Published<Queues>) {
+        queues::stop(NetState::of(listener.net(), rcu), listener, queues);
+    }
 }
 
 static HOOKS: HooksVTable = hooks::vtable::<FastSocketHooks>();
 
 struct FastSocket {
-    // Fields drop in order: the hooks are gone before the state they use.
-    _hooks: hooks::Registration,
+    // Fields drop in order. The namespaces' state goes first: each gives its listeners'
+    // queued connections back to their own queues while the hooks still serve them (they
+    // find no state from then on). Then the hooks, then the queues freed after a grace
+    // period, whose code is the module's.
     _net: PerNetRegistration<NetState>,
+    _hooks: hooks::Registration,
+    _rcu: RcuBarrier,
+}
+
+/// Waits, when dropped, for the RCU callbacks the module queued.
+struct RcuBarrier;
+
+impl Drop for RcuBarrier {
+    fn drop(&mut self) {
+        rcu::barrier();
+    }
 }
 
 impl kernel::Module for FastSocket {
@@ -84,8 +132,9 @@ impl kernel::Module for FastSocket {
         let hooks = hooks::Registration::register(&HOOKS)?;
         pr_info!("loaded: accept locality on net.fastsocket.listen_ports, counters in /proc/net/fastsocket\n");
         Ok(Self {
-            _hooks: hooks,
             _net: net,
+            _hooks: hooks,
+            _rcu: RcuBarrier,
         })
     }
 }

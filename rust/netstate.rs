@@ -2,16 +2,18 @@
 
 //! What the module keeps in each network namespace: its knobs and counters.
 
-use crate::listen::{CpuListen, ListenPorts};
+use crate::listen::{queues::Listeners, CpuListen, ListenPorts};
 use crate::logic::stats::write_table;
 use crate::stats::Counters;
 use crate::sys::{
-    cpu,
+    cpu, hooks,
     net::{Net, RcuReadSection, Sock},
-    percpu::PerCpu,
+    percpu::{Alloc, PerCpu},
     pernet::{NetData, PerNet, PerNetRegistration},
+    rcu,
     sysctl::{IntKnob, Knobs, TextKnob},
 };
+use crate::FastSocketHooks;
 use core::fmt;
 use kernel::{c_str, prelude::*};
 
@@ -23,9 +25,11 @@ const LISTEN_SCAN: usize = 1;
 const LISTEN_HOLD_MS: usize = 2;
 /// Index of `net.fastsocket.listen_pull` in [`KNOBS`].
 const LISTEN_PULL: usize = 3;
+/// Index of `net.fastsocket.listen_queues` in [`KNOBS`].
+const LISTEN_QUEUES: usize = 4;
 
 /// The integer knobs under `/proc/sys/net/fastsocket/` of each namespace.
-static KNOBS: [IntKnob; 4] = [
+static KNOBS: [IntKnob; 5] = [
     // The module's master switch in this namespace.
     IntKnob {
         name: c_str!("enabled"),
@@ -57,6 +61,14 @@ static KNOBS: [IntKnob; 4] = [
         max: 1,
         default: 1,
     },
+    // Whether listeners in scope get per-CPU accept queues (the local listen table) when they
+    // start listening, and new connections join them (0: the listener's own queue only).
+    IntKnob {
+        name: c_str!("listen_queues"),
+        min: 0,
+        max: 1,
+        default: 1,
+    },
 ];
 
 /// The state of every namespace.
@@ -65,8 +77,11 @@ static PER_NET: PerNet<NetState> = PerNet::new();
 /// The module's state in one network namespace.
 pub(crate) struct NetState {
     // The knobs are dropped first: no write can race with the teardown of the rest.
-    knobs: Knobs<4>,
+    knobs: Knobs<5>,
     listen_ports: TextKnob<ListenPorts>,
+    /// The listeners of this namespace that have per-CPU queues; dropping it gives their
+    /// connections back to the listeners' own queues.
+    pub(crate) listeners: Listeners,
     // After the knobs: dropping it wakes every held listener.
     listen_cpus: PerCpu<CpuListen>,
     /// Per-CPU counters, shown in `/proc/net/fastsocket`.
@@ -97,6 +112,11 @@ impl NetState {
     /// `net.fastsocket.listen_pull`.
     pub(crate) fn listen_pull(&self) -> bool {
         self.knobs.get(LISTEN_PULL) != 0
+    }
+
+    /// `net.fastsocket.listen_queues`.
+    pub(crate) fn listen_queues(&self) -> bool {
+        self.knobs.get(LISTEN_QUEUES) != 0
     }
 
     /// Accept-locality state of `cpu`.
@@ -132,7 +152,8 @@ impl NetData for NetState {
                 c_str!("listen_ports"),
                 ListenPorts::default(),
             )?,
-            listen_cpus: PerCpu::pin_init_with(CpuListen::new)?,
+            listeners: Listeners::new()?,
+            listen_cpus: PerCpu::pin_init_with(Alloc::MaySleep, CpuListen::new)?,
             counters: Counters::new()?,
         })
     }
@@ -142,6 +163,13 @@ impl NetData for NetState {
         let mut queued =
             KVec::from_elem(0u32, cpu::nr_ids() as usize, GFP_KERNEL).map_err(|_| fmt::Error)?;
         net.count_queued(|listener| self.listen_applies(listener), &mut queued);
+        rcu::read_section(|rcu| {
+            self.listeners.for_each(|listener| {
+                if let Some(queues) = hooks::queues_of::<FastSocketHooks>(listener, rcu) {
+                    queues.count(&mut queued);
+                }
+            })
+        });
         let rows = self.counters.snapshot().map(|(c, mut stats)| {
             stats.queued = queued.get(c as usize).copied().unwrap_or(0).into();
             (c, stats)

@@ -17,6 +17,10 @@ pub(crate) struct CpuCounters {
     wake_pulled: AtomicU64,
     wake_fallback: AtomicU64,
     wake_held: AtomicU64,
+    queue_local: AtomicU64,
+    queue_steal: AtomicU64,
+    queue_stolen: AtomicU64,
+    queue_fallback: AtomicU64,
 }
 
 /// How a listener's waiters were woken for a connection that completed on some CPU.
@@ -64,6 +68,30 @@ impl Counters {
         });
     }
 
+    /// Counts a connection that completed on `cpu` and joined that CPU's queue of its
+    /// listener (`queued`), or went to the listener's own queue instead.
+    pub(crate) fn record_queue_add(&self, cpu: u32, queued: bool) {
+        if let (Some(c), false) = (self.0.get(cpu), queued) {
+            bump(&c.queue_fallback);
+        }
+    }
+
+    /// Counts an accept on `cpu` that took a connection from CPU `from`'s queue.
+    pub(crate) fn record_queue_take(&self, cpu: u32, from: u32) {
+        if cpu == from {
+            if let Some(c) = self.0.get(cpu) {
+                bump(&c.queue_local);
+            }
+            return;
+        }
+        if let Some(c) = self.0.get(cpu) {
+            bump(&c.queue_steal);
+        }
+        if let Some(c) = self.0.get(from) {
+            bump(&c.queue_stolen);
+        }
+    }
+
     /// A snapshot of every possible CPU's counters.
     pub(crate) fn snapshot(&self) -> impl Iterator<Item = (u32, CpuStats)> + '_ {
         self.0.iter().map(|(cpu, c)| {
@@ -79,6 +107,10 @@ impl Counters {
                     wake_pulled: get(&c.wake_pulled),
                     wake_fallback: get(&c.wake_fallback),
                     wake_held: get(&c.wake_held),
+                    queue_local: get(&c.queue_local),
+                    queue_steal: get(&c.queue_steal),
+                    queue_stolen: get(&c.queue_stolen),
+                    queue_fallback: get(&c.queue_fallback),
                 },
             )
         })

@@ -33,6 +33,15 @@ pub struct CpuStats {
     /// Handshakes completed on this CPU with no waiter here but a worker here lately: the
     /// other workers' wake-up was held back for a bound, for that worker to come back.
     pub wake_held: u64,
+    /// Accepts on this CPU that took a connection from this CPU's queue of its listener.
+    pub queue_local: u64,
+    /// Accepts on this CPU that took (stole) a connection from another CPU's queue.
+    pub queue_steal: u64,
+    /// Connections of this CPU's queues that another CPU's accept took (stole).
+    pub queue_stolen: u64,
+    /// Handshakes completed on this CPU, for a listener with per-CPU queues, whose connection
+    /// went to the listener's own queue instead (module off for it, TCP Fast Open, closing).
+    pub queue_fallback: u64,
 }
 
 impl CpuStats {
@@ -52,12 +61,13 @@ pub fn write_table(
 ) -> fmt::Result {
     writeln!(
         out,
-        "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held"
+        "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held \
+         queue_local queue_steal queue_stolen queue_fallback"
     )?;
     for (cpu, c) in rows {
         writeln!(
             out,
-            "{} {} {} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {} {} {} {} {} {}",
             cpu,
             c.accepts,
             c.local,
@@ -66,7 +76,11 @@ pub fn write_table(
             c.wake_local,
             c.wake_pulled,
             c.wake_fallback,
-            c.wake_held
+            c.wake_held,
+            c.queue_local,
+            c.queue_steal,
+            c.queue_stolen,
+            c.queue_fallback
         )?;
     }
     Ok(())

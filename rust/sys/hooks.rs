@@ -6,8 +6,13 @@
 //! A module implements [`Hooks`], builds a [`HooksVTable`] for it with [`vtable`] and keeps a
 //! [`Registration`] alive while the hooks may run.
 
-use super::net::{RcuReadSection, Sock};
-use core::ffi::{c_int, c_uint};
+use super::net::{RcuReadSection, Sock, SockGuard};
+use super::rcu::{Published, RcuBox};
+use super::reqq::Req;
+use core::{
+    ffi::{c_int, c_uint},
+    ptr,
+};
 use kernel::{bindings, build_error, error::to_result, prelude::*, types::Opaque};
 
 /// The hooks a fastsocket module implements.
@@ -46,6 +51,67 @@ pub(crate) trait Hooks {
     fn may_take(_rcu: &RcuReadSection<'_>, _listener: &Sock, _child: &Sock) -> bool {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
+
+    /// What the module keeps with each listener in its scope: its per-CPU queues.
+    type Queues: Send + Sync;
+
+    /// `listener` just started listening (`listen()`, process context, its socket lock held).
+    ///
+    /// Returns the queues to keep with it, or `None` to leave it stock: none of the hooks is
+    /// ever called for a listener without queues. The queues stay with the listener until it
+    /// stops listening ([`Hooks::listen_stop`]) or the module takes them back ([`detach`]); a
+    /// module detaches every listener before its [`Registration`] is dropped.
+    fn listen(_rcu: &RcuReadSection<'_>, _listener: &Sock) -> Option<Self::Queues> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Queues `req`, a connection that completed its handshake (on the running CPU, in
+    /// softirq; or on a closing listener, in process context, when connections migrate),
+    /// or gives it back for `listener`'s own accept queue. Never a TCP Fast Open child.
+    fn queue_add<'a>(
+        _rcu: &RcuReadSection<'_>,
+        _listener: &'a Sock,
+        _queues: &Self::Queues,
+        _req: Req<'a>,
+    ) -> Result<(), Req<'a>> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Takes a connection the calling task (in `accept()`) may take, if there is one.
+    fn queue_remove<'a>(
+        _rcu: &RcuReadSection<'_>,
+        _listener: &'a Sock,
+        _queues: &Self::Queues,
+    ) -> Option<Req<'a>> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Whether [`Hooks::queue_remove`] would find a connection for the calling task (poll,
+    /// blocking `accept()`).
+    fn queue_ready(_rcu: &RcuReadSection<'_>, _listener: &Sock, _queues: &Self::Queues) -> bool {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `listener` stopped listening (closed, shut down or disconnected; its socket lock held,
+    /// process context) and no hook reaches `queues` from it any more: give every connection
+    /// in them back to the listener's own queue, where the stack closes or migrates them.
+    /// Dropping `queues` frees them after a grace period.
+    fn listen_stop(_rcu: &RcuReadSection<'_>, _listener: &Sock, _queues: Published<Self::Queues>) {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// Takes back the queues of a listener locked by the caller, for a module that is going away:
+/// `None` if it has none (any more). Hooks already running may still use them: dropping the
+/// returned value frees them after a grace period.
+pub(crate) fn detach<T: Hooks>(listener: &SockGuard<'_>) -> Option<Published<T::Queues>> {
+    // SAFETY: The guard proves the socket is valid and locked, as the function requires.
+    let raw = unsafe { bindings::fastsocket_listen_detach(listener.sock().as_raw()) };
+    // SAFETY: A listener's queues pointer is set only by `listen_trampoline::<T>` of the one
+    // registered module, whose hooks are `T` (a module registers one `Hooks` type, and
+    // detaches every listener before it unregisters), and the call above unpublished it:
+    // the caller owns it.
+    (!raw.is_null()).then(|| unsafe { Published::from_raw(raw.cast()) })
 }
 
 /// Which queued connection `accept()` should take.
@@ -87,7 +153,165 @@ pub(crate) const fn vtable<T: Hooks>() -> HooksVTable {
         } else {
             None
         },
+        listen: if T::HAS_LISTEN {
+            Some(listen_trampoline::<T>)
+        } else {
+            None
+        },
+        queue_add: if T::HAS_QUEUE_ADD {
+            Some(queue_add_trampoline::<T>)
+        } else {
+            None
+        },
+        queue_remove: if T::HAS_QUEUE_REMOVE {
+            Some(queue_remove_trampoline::<T>)
+        } else {
+            None
+        },
+        queue_ready: if T::HAS_QUEUE_READY {
+            Some(queue_ready_trampoline::<T>)
+        } else {
+            None
+        },
+        listen_stop: if T::HAS_LISTEN_STOP {
+            Some(listen_stop_trampoline::<T>)
+        } else {
+            None
+        },
     }))
+}
+
+/// The queues `T` keeps with `listener`, if it has some, for an RCU read-side section.
+pub(crate) fn queues_of<'a, T: Hooks>(
+    listener: &Sock,
+    rcu: &'a RcuReadSection<'_>,
+) -> Option<&'a T::Queues> {
+    // SAFETY: The socket is valid for `&listener` and a TCP listener's accept queue holds the
+    // pointer (a listener of another protocol has it null); it is read once, as
+    // rcu_dereference() does.
+    let q = unsafe {
+        ptr::read_volatile(ptr::addr_of!(
+            (*listener.as_raw().cast::<bindings::inet_connection_sock>())
+                .icsk_accept_queue
+                .fastsocket_queues
+        ))
+    };
+    // SAFETY: Read inside the section `rcu` proves, from where `listen_trampoline::<T>`
+    // published it (see `detach`).
+    (!q.is_null()).then(|| unsafe { queues::<T>(q, rcu) })
+}
+
+/// # Safety
+///
+/// Called by the kernel from `fastsocket_listen()` in `inet_csk_listen_start()`: `sk` is a
+/// valid TCP listener, locked by the caller, and the call runs inside `rcu_read_lock()`. The
+/// kernel keeps the returned pointer in the listener until `listen_stop_trampoline::<T>` or
+/// [`detach`] takes it back, and passes it only to `T`'s hooks for that listener.
+unsafe extern "C" fn listen_trampoline<T: Hooks>(
+    sk: *mut bindings::sock,
+) -> *mut bindings::fastsocket_queues {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    // SAFETY: The socket is a valid `inet_connection_sock` for the duration of the call.
+    let listener = unsafe { Sock::from_raw(sk) };
+    let Some(queues) = T::listen(&rcu, listener) else {
+        return ptr::null_mut();
+    };
+    // No sleeping here: the hook runs inside an RCU read-side section.
+    match RcuBox::publish(queues, GFP_ATOMIC) {
+        Ok(published) => published.into_raw().cast(),
+        Err(_) => ptr::null_mut(),
+    }
+}
+
+/// # Safety
+///
+/// `q` is the queues pointer of listener `sk`, read by the kernel inside the RCU read-side
+/// section `rcu` proves: it came from `listen_trampoline::<T>` and is freed only after a grace
+/// period once taken back.
+unsafe fn queues<'a, T: Hooks>(
+    q: *mut bindings::fastsocket_queues,
+    rcu: &'a RcuReadSection<'_>,
+) -> &'a T::Queues {
+    // SAFETY: See the function's safety section.
+    unsafe { RcuBox::<T::Queues>::borrow(q.cast_const().cast(), rcu) }
+}
+
+/// # Safety
+///
+/// Called by the kernel from `inet_csk_reqsk_queue_add()` for listener `sk` (valid, TCP) with
+/// its queues `q` read under `rcu_read_lock()`, held around the call, and `req`, whose `sk` is
+/// a child that completed its handshake, unlinked and owned by the caller, not yet counted.
+/// If this returns true the queues own `req`; else the caller still does.
+unsafe extern "C" fn queue_add_trampoline<T: Hooks>(
+    sk: *mut bindings::sock,
+    q: *mut bindings::fastsocket_queues,
+    req: *mut bindings::request_sock,
+) -> bool {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    // SAFETY: See the safety section.
+    let (listener, queues) = unsafe { (Sock::from_raw(sk), queues::<T>(q, &rcu)) };
+    // SAFETY: `req` is owned by the caller and queued for `listener`; if it comes back, its
+    // ownership returns to the caller through `into_raw()`.
+    let req = unsafe { Req::from_raw(req, listener) };
+    match T::queue_add(&rcu, listener, queues, req) {
+        Ok(()) => true,
+        Err(req) => {
+            req.into_raw();
+            false
+        }
+    }
+}
+
+/// # Safety
+///
+/// Called by the kernel from `inet_csk_accept()` for listener `sk` (valid, TCP) with its
+/// queues `q` read under `rcu_read_lock()`, held around the call; a returned request passes to
+/// the caller, which accepts its child.
+unsafe extern "C" fn queue_remove_trampoline<T: Hooks>(
+    sk: *mut bindings::sock,
+    q: *mut bindings::fastsocket_queues,
+) -> *mut bindings::request_sock {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    // SAFETY: See the safety section.
+    let (listener, queues) = unsafe { (Sock::from_raw(sk), queues::<T>(q, &rcu)) };
+    T::queue_remove(&rcu, listener, queues).map_or(ptr::null_mut(), Req::into_raw)
+}
+
+/// # Safety
+///
+/// Called by the kernel from the readiness check of listener `sk` (valid, TCP) with its
+/// queues `q` read under `rcu_read_lock()`, held around the call.
+unsafe extern "C" fn queue_ready_trampoline<T: Hooks>(
+    sk: *mut bindings::sock,
+    q: *mut bindings::fastsocket_queues,
+) -> bool {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    // SAFETY: See the safety section.
+    let (listener, queues) = unsafe { (Sock::from_raw(sk), queues::<T>(q, &rcu)) };
+    T::queue_ready(&rcu, listener, queues)
+}
+
+/// # Safety
+///
+/// Called by the kernel from `inet_csk_listen_stop()` with listener `sk` (valid, locked) and
+/// the queues `q` it just took from it with `fastsocket_listen_detach()`, inside
+/// `rcu_read_lock()`: ownership of `q` passes to the callee.
+unsafe extern "C" fn listen_stop_trampoline<T: Hooks>(
+    sk: *mut bindings::sock,
+    q: *mut bindings::fastsocket_queues,
+) {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    // SAFETY: The socket is valid for the duration of the call.
+    let listener = unsafe { Sock::from_raw(sk) };
+    // SAFETY: `q` came from `listen_trampoline::<T>` (see `detach`) and was unpublished by the
+    // caller, which hands it over.
+    let queues = unsafe { Published::from_raw(q.cast()) };
+    T::listen_stop(&rcu, listener, queues);
 }
 
 /// # Safety

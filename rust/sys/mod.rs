@@ -8,9 +8,12 @@
 pub(crate) mod cpu;
 pub(crate) mod hold;
 pub(crate) mod hooks;
+pub(crate) mod lock;
 pub(crate) mod net;
 pub(crate) mod percpu;
 pub(crate) mod pernet;
+pub(crate) mod rcu;
+pub(crate) mod reqq;
 pub(crate) mod sysctl;
 pub(crate) mod text;
 pub(crate) mod time;

@@ -5,6 +5,8 @@
 use core::{
     ffi::{c_int, c_void},
     marker::PhantomData,
+    ptr::{self, NonNull},
+    sync::atomic::{AtomicU32, Ordering},
 };
 use kernel::{bindings, types::Opaque};
 
@@ -167,12 +169,101 @@ impl Sock {
         unsafe { bindings::inet_csk_lrcvtime(self.0.get()) }
     }
 
+    /// Whether the socket is in `TCP_LISTEN`, as its accept queue's users see it (a plain read:
+    /// the caller holds a lock that orders it with the state change it cares about).
+    pub(crate) fn is_listening(&self) -> bool {
+        // SAFETY: The socket is valid for `&self`; `skc_state` is one byte, read once.
+        let state =
+            unsafe { ptr::read_volatile(ptr::addr_of!((*self.0.get()).__sk_common.skc_state)) };
+        u32::from(state) == bindings::TCP_LISTEN
+    }
+
+    /// Adds `n` (negative: takes) to this listener's count of queued connections
+    /// (`sk_ack_backlog`), atomically, as `fastsocket_acceptq_add()` does while a module may
+    /// keep queues: the only way the module changes it.
+    pub(crate) fn acceptq_add(&self, n: i32) {
+        // SAFETY: The socket is valid for `&self`; `sk_ack_backlog` is an aligned `u32` that
+        // the kernel changes only atomically while the module's hooks are registered (see
+        // `fastsocket_acceptq_add()`) and otherwise reads with READ_ONCE().
+        let backlog =
+            unsafe { AtomicU32::from_ptr(ptr::addr_of_mut!((*self.0.get()).sk_ack_backlog)) };
+        backlog.fetch_add(n as u32, Ordering::Relaxed);
+    }
+
+    /// Locks the socket (`lock_sock()`), which may sleep: process context only.
+    pub(crate) fn lock(&self) -> SockGuard<'_> {
+        // SAFETY: The socket is valid for `&self`; subclass 0 is what `lock_sock()` uses.
+        unsafe { bindings::lock_sock_nested(self.0.get(), 0) };
+        // INVARIANT: Locked just above.
+        SockGuard(self)
+    }
+
     /// The CPU that last processed a packet for this socket (for a freshly accepted socket:
     /// the CPU that completed its handshake), or `None` if unknown.
     pub(crate) fn incoming_cpu(&self) -> Option<u32> {
         // SAFETY: The socket is valid for `&self`; the helper reads one field with READ_ONCE().
         let cpu = unsafe { bindings::sk_incoming_cpu(self.0.get()) };
         u32::try_from(cpu).ok()
+    }
+}
+
+/// A socket locked with `lock_sock()`, unlocked when dropped.
+///
+/// # Invariants
+///
+/// The running task owns the socket's lock.
+pub(crate) struct SockGuard<'a>(&'a Sock);
+
+impl SockGuard<'_> {
+    /// The locked socket.
+    pub(crate) fn sock(&self) -> &Sock {
+        self.0
+    }
+}
+
+impl Drop for SockGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the task owns the socket's lock.
+        unsafe { bindings::release_sock(self.0.as_raw()) };
+    }
+}
+
+/// A reference to a socket (`sock_hold()`), released when dropped (`sock_put()`).
+///
+/// # Invariants
+///
+/// `0` is a valid `inet_connection_sock` on which this value holds a reference.
+pub(crate) struct SockRef(NonNull<bindings::sock>);
+
+// SAFETY: A socket reference may be held and dropped on any CPU or thread.
+unsafe impl Send for SockRef {}
+// SAFETY: Shared access only hands out `&Sock`, which any thread may use.
+unsafe impl Sync for SockRef {}
+
+impl SockRef {
+    /// Takes a reference to `sk`.
+    pub(crate) fn new(sk: &Sock) -> Self {
+        // SAFETY: The socket is valid for `&sk`, so its refcount is not zero.
+        unsafe { bindings::sock_hold(sk.as_raw()) };
+        // INVARIANT: The reference was just taken; `Sock`s are `inet_connection_sock`s.
+        // SAFETY: A `&Sock` is never null.
+        Self(unsafe { NonNull::new_unchecked(sk.as_raw()) })
+    }
+}
+
+impl core::ops::Deref for SockRef {
+    type Target = Sock;
+
+    fn deref(&self) -> &Sock {
+        // SAFETY: By the type invariant the socket lives while the reference is held.
+        unsafe { Sock::from_raw(self.0.as_ptr()) }
+    }
+}
+
+impl Drop for SockRef {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant this value holds a reference, dropped once, here.
+        unsafe { bindings::sock_put(self.0.as_ptr()) };
     }
 }
 

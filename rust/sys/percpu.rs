@@ -6,6 +6,14 @@ use super::cpu;
 use core::{ffi::c_void, marker::PhantomData, mem, ptr::NonNull};
 use kernel::{bindings, prelude::*};
 
+/// How an allocation may wait for memory.
+pub(crate) enum Alloc {
+    /// It may sleep (`GFP_KERNEL`): process context, no lock held.
+    MaySleep,
+    /// It must not sleep (`GFP_ATOMIC`): under a spinlock or in an RCU read-side section.
+    Atomic,
+}
+
 /// One `T` for every possible CPU, in per-CPU memory.
 ///
 /// `T` is shared between CPUs (a reader sums all CPUs while writers update their own), so it
@@ -41,22 +49,28 @@ impl<T: Sync> PerCpu<T> {
     where
         T: Default,
     {
-        Self::pin_init_with(|_| T::default())
+        Self::pin_init_with(Alloc::MaySleep, |_| T::default())
     }
 
-    /// Allocates per-CPU storage and initialises the slot of every possible CPU in place with
-    /// the initialiser `init(cpu)` returns. If one fails, the slots initialised before it are
-    /// dropped, the storage is freed and its error returned.
-    pub(crate) fn pin_init_with<I, F>(mut init: F) -> Result<Self>
+    /// Allocates per-CPU storage (`how`: [`Alloc::Atomic`] where the caller may not sleep)
+    /// and initialises the slot of every possible CPU in place with the initialiser
+    /// `init(cpu)` returns. If one fails, the slots initialised before it are dropped, the
+    /// storage is freed and its error returned.
+    pub(crate) fn pin_init_with<I, F>(how: Alloc, mut init: F) -> Result<Self>
     where
         I: PinInit<T, Error>,
         F: FnMut(u32) -> I,
     {
         #[allow(clippy::let_unit_value)]
         let () = Self::SIZE_OK;
-        // SAFETY: A non-zero size and a power-of-two alignment (below a page for any type
-        // built here) are valid arguments; a null return means failure.
-        let raw = unsafe { bindings::__alloc_percpu(mem::size_of::<T>(), mem::align_of::<T>()) };
+        let gfp = match how {
+            Alloc::MaySleep => bindings::GFP_KERNEL,
+            Alloc::Atomic => bindings::GFP_ATOMIC,
+        };
+        // SAFETY: A non-zero size, a power-of-two alignment (below a page for any type built
+        // here) and these flags are valid arguments; a null return means failure.
+        let raw =
+            unsafe { bindings::__alloc_percpu_gfp(mem::size_of::<T>(), mem::align_of::<T>(), gfp) };
         let ptr = NonNull::new(raw).ok_or(ENOMEM)?;
         for cpu in cpu::possible() {
             // SAFETY: `cpu` is possible, so `per_cpu_ptr()` gives its slot of the fresh

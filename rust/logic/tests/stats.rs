@@ -37,6 +37,10 @@ fn table_has_named_columns_and_one_row_per_cpu() {
         wake_pulled: 6,
         wake_fallback: 1,
         wake_held: 2,
+        queue_local: 7,
+        queue_steal: 8,
+        queue_stolen: 10,
+        queue_fallback: 11,
     };
     let rows = [
         (0, cpu0),
@@ -51,6 +55,9 @@ fn table_has_named_columns_and_one_row_per_cpu() {
     write_table(&mut out, rows.into_iter()).unwrap();
     assert_eq!(
         out,
-        "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held\n0 5 4 1 9 3 6 1 2\n1 2 0 2 0 0 0 0 0\n"
+        "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held \
+         queue_local queue_steal queue_stolen queue_fallback\n\
+         0 5 4 1 9 3 6 1 2 7 8 10 11\n\
+         1 2 0 2 0 0 0 0 0 0 0 0 0\n"
     );
 }

@@ -29,6 +29,8 @@
 //! 64 jiffies (the default 5 ms), up to an eighth of the hold above. A segment reaching a
 //! queued connection makes it count as arriving anew.
 
+pub(crate) mod queues;
+
 use crate::logic::{
     ports::{PortSet, MAX_TEXT, WORDS},
     recent::RecentListeners,
@@ -182,16 +184,23 @@ pub(crate) fn accepted(state: &NetState, listener: &Sock) {
 /// released it the tasks it wakes may take the child (so no wake-up is lost to a child that
 /// got data late), and a slot claimed later for younger connections does not keep it.
 pub(crate) fn may_take(state: &NetState, listener: &Sock, child: &Sock) -> bool {
+    child.incoming_cpu().map_or(true, |cpu| {
+        may_take_from(state, listener, cpu, child.last_rcv_jiffies32())
+    })
+}
+
+/// [`may_take`] for a child whose handshake completed on `cpu` and whose last segment came
+/// at `last` (jiffies, 32 bits).
+pub(crate) fn may_take_from(state: &NetState, listener: &Sock, cpu: u32, last: u32) -> bool {
     let bound = time::ms_to_jiffies(state.listen_hold_ms());
-    let (Some(cpu), true) = (child.incoming_cpu(), bound > 0) else {
+    if bound == 0 {
         return true;
-    };
+    }
     let Some(there) = state.listen_cpu(cpu) else {
         return true;
     };
     let now = time::jiffies();
     // Jiffies wrap (at 32 bits in the socket): compare ages, not times.
-    let last = child.last_rcv_jiffies32();
     let age = (now as u32).wrapping_sub(last);
     let kept = (age as usize) < bound
         && there
