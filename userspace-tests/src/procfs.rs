@@ -24,6 +24,7 @@ pub const LISTEN_SCAN: &str = "listen_scan";
 pub const LISTEN_PORTS: &str = "listen_ports";
 pub const LISTEN_HOLD_MS: &str = "listen_hold_ms";
 pub const LISTEN_PULL: &str = "listen_pull";
+pub const LISTEN_QUEUES: &str = "listen_queues";
 const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
 
 /// Contents of /proc/net/fastsocket_hooks.
@@ -87,6 +88,16 @@ pub struct CpuStats {
     /// The same with the other waiters' wake-up held back for a busy worker on this CPU
     /// (an optional column: 0 where the module has none).
     pub wake_held: u64,
+    /// Accepts on this CPU that took a connection from this CPU's per-CPU queue of its
+    /// listener (optional, as the three below: 0 where the module has no per-CPU queues).
+    pub queue_local: u64,
+    /// Accepts on this CPU that took (stole) a connection from another CPU's queue.
+    pub queue_steal: u64,
+    /// Connections of this CPU's queues that another CPU's accept took.
+    pub queue_stolen: u64,
+    /// Handshakes completed here for a listener with per-CPU queues whose connection went to
+    /// the listener's own queue instead.
+    pub queue_fallback: u64,
 }
 
 impl CpuStats {
@@ -128,6 +139,10 @@ impl Counters {
         let wake_held = column("wake_held").ok();
         let wake_pulled = column("wake_pulled").ok();
         let queued = column("queued").ok();
+        let queue_local = column("queue_local").ok();
+        let queue_steal = column("queue_steal").ok();
+        let queue_stolen = column("queue_stolen").ok();
+        let queue_fallback = column("queue_fallback").ok();
         let mut per_cpu = BTreeMap::new();
         for line in lines {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -148,6 +163,10 @@ impl Counters {
                 wake_pulled: wake_pulled.map(number).transpose()?.unwrap_or(0),
                 wake_fallback: number(wake_fallback)?,
                 wake_held: wake_held.map(number).transpose()?.unwrap_or(0),
+                queue_local: queue_local.map(number).transpose()?.unwrap_or(0),
+                queue_steal: queue_steal.map(number).transpose()?.unwrap_or(0),
+                queue_stolen: queue_stolen.map(number).transpose()?.unwrap_or(0),
+                queue_fallback: queue_fallback.map(number).transpose()?.unwrap_or(0),
             };
             let cpu = fields[cpu]
                 .trim_start_matches("cpu")
@@ -177,6 +196,10 @@ impl Counters {
                 wake_pulled: sum.wake_pulled + s.wake_pulled,
                 wake_fallback: sum.wake_fallback + s.wake_fallback,
                 wake_held: sum.wake_held + s.wake_held,
+                queue_local: sum.queue_local + s.queue_local,
+                queue_steal: sum.queue_steal + s.queue_steal,
+                queue_stolen: sum.queue_stolen + s.queue_stolen,
+                queue_fallback: sum.queue_fallback + s.queue_fallback,
             })
     }
 
@@ -199,6 +222,10 @@ impl Counters {
                 wake_pulled: delta(now.wake_pulled, then.wake_pulled, "wake_pulled")?,
                 wake_fallback: delta(now.wake_fallback, then.wake_fallback, "wake_fallback")?,
                 wake_held: delta(now.wake_held, then.wake_held, "wake_held")?,
+                queue_local: delta(now.queue_local, then.queue_local, "queue_local")?,
+                queue_steal: delta(now.queue_steal, then.queue_steal, "queue_steal")?,
+                queue_stolen: delta(now.queue_stolen, then.queue_stolen, "queue_stolen")?,
+                queue_fallback: delta(now.queue_fallback, then.queue_fallback, "queue_fallback")?,
             };
             per_cpu.insert(cpu, stats);
         }
@@ -259,13 +286,13 @@ pub fn read_netstat(group: &str, names: &[&str]) -> Result<Vec<u64>, String> {
         .collect()
 }
 
-/// The accept queue length (`rx_queue`, which is `sk_ack_backlog` for listeners) of the one
-/// IPv4 listener on `port` in /proc/net/tcp format.
-pub fn parse_tcp_listen_queue(text: &str, port: u16) -> Result<u32, String> {
+/// The accept queue lengths (`rx_queue`, which is `sk_ack_backlog` for listeners) of every
+/// IPv4 listener on `port` (several share it with SO_REUSEPORT) in /proc/net/tcp format, in
+/// the order listed.
+pub fn parse_tcp_listen_queues(text: &str, port: u16) -> Result<Vec<u32>, String> {
     const LISTEN: &str = "0A";
     let port_hex = format!("{port:04X}");
-    let queues = text
-        .lines()
+    text.lines()
         .skip(1)
         .map(|line| line.split_whitespace().collect::<Vec<_>>())
         .filter(|f| {
@@ -277,7 +304,12 @@ pub fn parse_tcp_listen_queue(text: &str, port: u16) -> Result<u32, String> {
             let rx = f[4].split_once(':').map_or("", |(_, rx)| rx);
             u32::from_str_radix(rx, 16).map_err(|e| format!("bad queues {:?}: {e}", f[4]))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// The accept queue length of the one IPv4 listener on `port` in /proc/net/tcp format.
+pub fn parse_tcp_listen_queue(text: &str, port: u16) -> Result<u32, String> {
+    let queues = parse_tcp_listen_queues(text, port)?;
     match queues.as_slice() {
         [queue] => Ok(*queue),
         _ => Err(format!(
@@ -290,6 +322,11 @@ pub fn parse_tcp_listen_queue(text: &str, port: u16) -> Result<u32, String> {
 /// [`parse_tcp_listen_queue`] of the calling thread's netns.
 pub fn read_tcp_listen_queue(port: u16) -> Result<u32, String> {
     parse_tcp_listen_queue(&read(TCP4)?, port).map_err(|e| format!("{TCP4}: {e}"))
+}
+
+/// [`parse_tcp_listen_queues`] of the calling thread's netns.
+pub fn read_tcp_listen_queues(port: u16) -> Result<Vec<u32>, String> {
+    parse_tcp_listen_queues(&read(TCP4)?, port).map_err(|e| format!("{TCP4}: {e}"))
 }
 
 /// Parses a kernel CPU list such as `0-3,6,8-9`.
@@ -461,6 +498,51 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_optional_queue_columns() {
+        let header = "cpu accepts local remote queued wake_local wake_pulled wake_fallback \
+                      wake_held queue_local queue_steal queue_stolen queue_fallback";
+        let before = Counters::parse(&format!(
+            "{header}\n0 5 4 1 3 4 0 1 0 4 1 0 0\n1 0 0 0 2 0 0 0 0 0 0 1 2\n"
+        ))
+        .unwrap();
+        let after = Counters::parse(&format!(
+            "{header}\n0 9 6 3 0 6 0 3 0 6 3 0 0\n1 0 0 0 0 0 0 0 0 0 0 3 5\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (before.cpu(0).queue_local, before.cpu(0).queue_steal),
+            (4, 1)
+        );
+        assert_eq!(before.cpu(1).queue_stolen, 1);
+        assert_eq!(before.total().queue_fallback, 2);
+        let delta = after.since(&before).unwrap();
+        assert_eq!((delta.cpu(0).queue_local, delta.cpu(0).queue_steal), (2, 2));
+        assert_eq!(
+            (delta.cpu(1).queue_stolen, delta.cpu(1).queue_fallback),
+            (2, 3)
+        );
+        let total = delta.total();
+        assert_eq!(
+            (
+                total.queue_local,
+                total.queue_steal,
+                total.queue_stolen,
+                total.queue_fallback
+            ),
+            (2, 2, 2, 3)
+        );
+        // A counter that goes down is an error, whichever column.
+        let down = format!("{header}\n0 9 6 3 0 6 0 3 0 6 3 0 0\n1 0 0 0 0 0 0 0 0 0 0 3 1\n");
+        assert!(Counters::parse(&down).unwrap().since(&before).is_err());
+        // Older modules without the columns read 0; columns are found by name.
+        assert_eq!(Counters::parse(TABLE).unwrap().total().queue_steal, 0);
+        let shuffled =
+            "queue_steal cpu accepts local remote wake_local wake_fallback\n7 0 1 1 0 1 0\n";
+        assert_eq!(Counters::parse(shuffled).unwrap().cpu(0).queue_steal, 7);
+        assert!(Counters::parse(&shuffled.replace("\n7 ", "\nx ")).is_err());
+    }
+
+    #[test]
     fn computes_deltas() {
         let before = Counters::parse(TABLE).unwrap();
         let after = Counters::parse(&format!("{HEADER}\n0 12 8 4 9 3\n1 5 5 0 5 0\n")).unwrap();
@@ -515,6 +597,12 @@ mod tests {
         assert!(parse_tcp_listen_queue(&twice, 80).is_err());
         let bad = text.replace(":0000001F", ":0000001G");
         assert!(parse_tcp_listen_queue(&bad, 80).is_err());
+        assert_eq!(parse_tcp_listen_queues(&twice, 80).unwrap(), vec![31, 1]);
+        assert_eq!(
+            parse_tcp_listen_queues(text, 81).unwrap(),
+            Vec::<u32>::new()
+        );
+        assert!(parse_tcp_listen_queues(&bad, 80).is_err());
     }
 
     #[test]

@@ -193,6 +193,12 @@ impl AcceptServer {
             Some(ns) => netns::run_in(ns, listen).and_then(|r| r),
         }
         .map_err(|e| format!("listening on {bind}: {e}"))?;
+        AcceptServer::serve(listener, opts)
+    }
+
+    /// Starts the accept threads of `opts` (its waiter, threads and reply; not its address)
+    /// on `listener`, which already listens (and may have connections queued).
+    pub fn serve(listener: TcpListener, opts: &ServerOpts) -> Result<AcceptServer, String> {
         if opts.waiter != Waiter::Blocking {
             listener
                 .set_nonblocking(true)

@@ -484,6 +484,82 @@ pub fn tcp_listen(addr: SocketAddr, backlog: i32, reuseport: bool) -> io::Result
     Ok(TcpListener::from(fd))
 }
 
+/// A blocking TCP connect() to `addr` whose SYN is retransmitted at most `syn_retries` times
+/// (`TCP_SYNCNT`) before connect() fails with `ETIMEDOUT`: the stack's own retry bound, no
+/// timer of the caller's.
+pub fn tcp_connect_syn_retries(addr: SocketAddr, syn_retries: i32) -> io::Result<TcpStream> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain syscall.
+    let fd = check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just returned by socket and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_int_option(&fd, libc::IPPROTO_TCP, libc::TCP_SYNCNT, syn_retries)?;
+    let (storage, len) = sockaddr(&addr);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    match check(unsafe { libc::connect(fd.as_raw_fd(), ptr::from_ref(&storage).cast(), len) }) {
+        Ok(_) => Ok(TcpStream::from(fd)),
+        // A signal interrupted the wait; the handshake goes on: wait for its outcome.
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => wait_connected(fd),
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits without a timeout for the outcome of a connect() that a signal interrupted.
+fn wait_connected(fd: OwnedFd) -> io::Result<TcpStream> {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd.
+        match check(unsafe { libc::poll(&mut pfd, 1, -1) }) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let stream = TcpStream::from(fd);
+    match stream.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(stream),
+    }
+}
+
+/// Raises this process's limit of open files (soft and hard) to at least `want`, as far as
+/// the hard limit and the privileges allow; returns the soft limit now.
+pub fn raise_open_files_limit(want: u64) -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is valid for writes.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    if limit.rlim_cur >= want {
+        return Ok(limit.rlim_cur);
+    }
+    let wanted = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: limit.rlim_max.max(want),
+    };
+    // SAFETY: `wanted` is a valid rlimit.
+    if check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) }).is_ok() {
+        return Ok(want);
+    }
+    // Without the privilege to raise the hard limit: up to it.
+    let capped = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: as above.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) })?;
+    Ok(limit.rlim_max)
+}
+
 /// accept4() with `flags` (`SOCK_NONBLOCK`, `SOCK_CLOEXEC`). Async-signal-safe.
 pub fn accept4(listener: &impl AsRawFd, flags: libc::c_int) -> io::Result<TcpStream> {
     // SAFETY: null address pointers are allowed: the peer address is not wanted.
@@ -830,7 +906,6 @@ fn interrupt_on_sigusr1() -> io::Result<()> {
     check(unsafe { libc::sigaction(libc::SIGUSR1, &action, ptr::null_mut()) })?;
     Ok(())
 }
-
 
 /// Forks a worker process that serves `listener` until killed: pinned to `cpu`, blocking
 /// accept() without a timeout, then answers each connection with `reply`. Counts into

@@ -85,9 +85,17 @@ fn compare_locality(
         let before = procfs::read_counters()?;
         let share = measure(pair, server, LOCALITY_REQUESTS)?;
         let delta = procfs::read_counters()?.since(&before)?.total();
+        // The module counts where accept() ran, userspace where the thread runs just after
+        // it returned: an unpinned thread may move in between, so only pinned ones agree
+        // exactly; unpinned ones may differ by 1% of the accepts.
+        let slack = if variant.starts_with("unpinned") {
+            share.total.div_ceil(100) as u64
+        } else {
+            0
+        };
         ensure!(
-            delta.accepts == share.total as u64 && delta.local == share.local as u64,
-            "{}: accepts rose by {} and local by {}, userspace saw {share}",
+            delta.accepts == share.total as u64 && delta.local.abs_diff(share.local as u64) <= slack,
+            "{}: accepts rose by {} and local by {}, userspace saw {share} (allowed difference {slack})",
             procfs::COUNTERS,
             delta.accepts,
             delta.local

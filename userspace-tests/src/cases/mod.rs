@@ -8,6 +8,7 @@ mod latency;
 mod lifecycle;
 mod listen;
 mod log;
+mod percpu;
 mod pick;
 mod queue;
 mod regress;
@@ -78,6 +79,7 @@ const TESTS: &[Test] = &[
     Test::new("listen_scan_knob", scope::listen_scan_knob),
     Test::new("listen_hold_ms_knob", scope::listen_hold_ms_knob),
     Test::new("listen_pull_knob", scope::listen_pull_knob),
+    Test::new("listen_queues_knob", scope::listen_queues_knob),
     Test::new("netns_isolation", isolation::netns_isolation),
     Test::new("two_netns_same_port", scope::two_netns_same_port),
     Test::new("netns_churn", regress::netns_churn).limit(300),
@@ -125,6 +127,37 @@ const TESTS: &[Test] = &[
         "ss_queue_length_and_backlog",
         queue::ss_queue_length_and_backlog,
     ),
+    Test::new("percpu_backlog_overflow", percpu::percpu_backlog_overflow).limit(120),
+    Test::new(
+        "percpu_nothing_lost_unload",
+        percpu::percpu_nothing_lost_unload,
+    )
+    .limit(180),
+    Test::new(
+        "percpu_nothing_lost_knobs_off",
+        percpu::percpu_nothing_lost_knobs_off,
+    )
+    .limit(240),
+    Test::new(
+        "percpu_nothing_lost_sharer_close",
+        percpu::percpu_nothing_lost_sharer_close,
+    )
+    .limit(180),
+    Test::new(
+        "percpu_nothing_lost_worker_killed",
+        percpu::percpu_nothing_lost_worker_killed,
+    )
+    .limit(180),
+    Test::new(
+        "percpu_steal_single_worker",
+        percpu::percpu_steal_single_worker,
+    )
+    .limit(120),
+    Test::new(
+        "percpu_fallback_under_1pct",
+        percpu::percpu_fallback_under_1pct,
+    )
+    .limit(120),
     Test::new("toggles_under_load", toggles::toggles_under_load),
     Test::new("unload_reload", lifecycle::unload_reload),
     Test::new("unload_under_load", lifecycle::unload_under_load),
@@ -264,6 +297,11 @@ impl KnobGuard {
     /// Sets `listen_hold_ms`, restored to the default 5.
     pub fn listen_hold_ms(value: &str) -> TestResult<KnobGuard> {
         KnobGuard::set(procfs::LISTEN_HOLD_MS, value, "5")
+    }
+
+    /// Sets `listen_queues`, restored to the default 1.
+    pub fn listen_queues(value: &str) -> TestResult<KnobGuard> {
+        KnobGuard::set(procfs::LISTEN_QUEUES, value, "1")
     }
 }
 

@@ -178,7 +178,9 @@ const BEHIND: usize = 10;
 /// Item 7a: one connection whose handshake completed on CPU 1 at the head of the queue,
 /// [`BEHIND`] completed on CPU 0 behind it, everything accepted on CPU 0 with
 /// `listen_scan=4` and nothing kept (`listen_hold_ms=0`): the head must come out within
-/// `listen_scan + 1` accepts (stock: first; the unbounded pick: last).
+/// `listen_scan + 1` accepts (stock: first; the unbounded pick: last). This is the pick on the
+/// listener's own queue, so the per-CPU queues are off (`listen_queues=0`); with them, and
+/// nothing kept, accepts take the oldest head across CPUs (`percpu_*` tests).
 pub fn pick_overtaking_bounded(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let (here, there) = two_cpus(ctx)?;
@@ -186,6 +188,7 @@ pub fn pick_overtaking_bounded(ctx: &mut Ctx) -> TestResult {
     let _ports = KnobGuard::listen_ports("all")?;
     let _scan = KnobGuard::listen_scan(&SCAN.to_string())?;
     let _hold = KnobGuard::listen_hold_ms("0")?;
+    let _queues = KnobGuard::listen_queues("0")?;
     let pair = ctx.netns_pair(ServerSide::Current)?;
     let (listener, addr) = listen(&pair)?;
     let mut client = Connector::start(pair.client_ns())?;

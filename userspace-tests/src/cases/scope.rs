@@ -169,6 +169,16 @@ pub fn listen_pull_knob(ctx: &mut Ctx) -> TestResult {
     )
 }
 
+pub fn listen_queues_knob(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    let _queues = KnobGuard::listen_queues("1")?;
+    check_int_knob(
+        procfs::LISTEN_QUEUES,
+        ["1", "0"],
+        &["-1", "2", "abc", "99999999999999999999"],
+    )
+}
+
 /// Checks an integer knob: starting from either of `values` (the first is the default), every
 /// `bad` write fails with EINVAL and changes nothing; both values read back; a write without
 /// CAP_NET_ADMIN fails with EPERM. Leaves the default set.
