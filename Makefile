@@ -3,7 +3,7 @@
 #   make demo      build everything, boot, compare unchanged nginx with and without the module
 #   make test      host tests + booted-kernel tests on the debug kernel (what CI runs)
 #   make bench     workloads x arms, wall clock and icount -> Documentation/benchmarks.md
-#   make lockprof  lock profile per arm on the lockstat kernel -> Documentation/benchmarks.md
+#   make lockprof  lock profile per arm: perf lock (perf kernel), /proc/lock_stat (lockstat kernel)
 #   make bench-dry-run  the arm schedule of make bench (order, module state, knobs), no VM
 #
 # Kernel trees are cached in $(FASTSOCKET_CACHE) (default /var/cache/fastsocket-rs), keyed by
@@ -76,8 +76,10 @@ bench: module-perf
 bench-dry-run:
 	@FLAVOUR=perf bash $(S)/bench.sh --dry-run bench
 
-lockprof: module-lockstat
-	@FLAVOUR=lockstat bash $(S)/bench.sh lockprof
+# Two boots: the perf kernel under `perf lock record` (contention tracepoints), then the
+# lockstat kernel (/proc/lock_stat); W1, every arm, one round (about 5 minutes).
+lockprof: module-perf module-lockstat
+	@bash $(S)/bench.sh lockprof
 
 # The kernel patches follow the kernel's coding style.
 checkpatch: kernel

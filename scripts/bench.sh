@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# `make bench` and `make lockprof`: boot the perf (or lockstat) kernel, run the guest
+# `make bench` and `make lockprof`: boot the perf (and lockstat) kernel, run the guest
 # benchmark (scripts/guest/bench.sh) and write the report to Documentation/.
 #
-#   scripts/bench.sh bench     wall clock and icount, each at 1 and 2 vCPUs (~40 min)
-#   scripts/bench.sh lockprof  W1 per arm on the lockstat kernel, /proc/lock_stat (~10 min)
+#   scripts/bench.sh bench     wall clock and icount, each at 1 and 2 vCPUs (~45 min), on the
+#                              perf kernel (FLAVOUR=perf)
+#   scripts/bench.sh lockprof  W1 per arm, two boots (~5 min): the perf kernel under
+#                              `perf lock record` (contention tracepoints, no lockdep), then
+#                              the lockstat kernel with /proc/lock_stat; always these two
+#                              flavours and their modules, whatever FLAVOUR says
 #   scripts/bench.sh --dry-run bench|lockprof
 #                              print every boot's schedule (rounds, arm order, module state and
 #                              knobs per namespace) without booting or measuring anything
 #
-# Stock arms (B0, B1, B2) run with the module not loaded; the module's arms load it afresh
-# and set their knobs in every namespace; arms run in a rotated (Williams) order each round.
-# See scripts/guest/bench.sh.
+# Stock arms (B0, B1, B2) run with the module not loaded; the module's arms (C, T, T0, TQ0)
+# load it afresh and set their knobs in every namespace; arms run in a rotated (Williams)
+# order each round. See scripts/guest/bench.sh.
 #
 # BENCH_RUNS (5), BENCH_SECONDS (5), ICOUNT_RUNS (3), ICOUNT_SECONDS (3) tune the length;
 # BENCH_CPUS ("1 2"), BENCH_CLOCKS ("wall icount") and BENCH_WORKLOADS ("W1 W2 W3") what runs.
@@ -29,7 +33,10 @@ partial=0
 [ -n "${BENCH_CPUS:-}${BENCH_CLOCKS:-}${BENCH_WORKLOADS:-}" ] && partial=1
 guest="$top/scripts/guest/bench.sh"
 ko=$FASTSOCKET_CACHE/module/$FLAVOUR/fastsocket.ko
-harness="stock arms (B0, B1, B2) with the module not loaded (rmmod); C, T and T0 with a fresh insmod and their knobs written and read back in every namespace (initial, client, backend); servers restarted for every arm after the module state is set; arms in a Williams Latin-square order, shifted each round; one 2 s warm-up and one measured run per arm and round"
+# make lockprof: the perf kernel under perf lock, then the lockstat kernel.
+kdir_of() { echo "$FASTSOCKET_CACHE/build/$1-$KVER"; }
+ko_of() { echo "$FASTSOCKET_CACHE/module/$1/fastsocket.ko"; }
+harness="stock arms (B0, B1, B2) with the module not loaded (rmmod); C, T, T0 and TQ0 (W1 only: T with listen_queues=0, no per-CPU accept queues) with a fresh insmod and their knobs written and read back in every namespace (initial, client, backend); servers restarted for every arm after the module state is set; arms in a Williams Latin-square order, shifted each round (mirrored in rounds n+1 to 2n for an odd number of arms); one 2 s warm-up and one measured run per arm and round"
 
 if [ "$dry" = 1 ]; then
 	case "$what" in
@@ -43,8 +50,10 @@ if [ "$dry" = 1 ]; then
 			done
 		done ;;
 	lockprof)
-		log "boot: lockstat, 2 vCPUs: 1 round x ${seconds}s per arm"
-		BENCH_DRY_RUN=1 BENCH_DRY_CPUS=2 bash "$guest" "$ko" /dev/null lockstat 1 "$seconds" W1 /dev/null ;;
+		log "boot 1: perf kernel ($(kdir_of perf)), perf lock record, 2 vCPUs: 1 round x ${seconds}s per arm"
+		BENCH_DRY_RUN=1 BENCH_DRY_CPUS=2 bash "$guest" "$(ko_of perf)" /dev/null perflock 1 "$seconds" W1 "$FASTSOCKET_CACHE.results/lockprof-STAMP/perf_lock"
+		log "boot 2: lockstat kernel ($(kdir_of lockstat)), /proc/lock_stat, 2 vCPUs: 1 round x ${seconds}s per arm"
+		BENCH_DRY_RUN=1 BENCH_DRY_CPUS=2 bash "$guest" "$(ko_of lockstat)" /dev/null lockstat 1 "$seconds" W1 "$FASTSOCKET_CACHE.results/lockprof-STAMP/lock_stat" ;;
 	*) echo "usage: $0 [--dry-run] bench|lockprof" >&2; exit 2 ;;
 	esac
 	exit 0
@@ -57,7 +66,12 @@ mkdir -p "$out" "$top/results"
 {
 	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "host: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p')"
-	echo "kernel: $KERNEL_PKG_VERSION, flavour $FLAVOUR; rustc $(/usr/bin/rustc --version | cut -d' ' -f2)"
+	if [ "$what" = lockprof ]; then
+		echo "kernel: $KERNEL_PKG_VERSION, flavours perf (perf lock: contention tracepoints) and lockstat (/proc/lock_stat); rustc $(/usr/bin/rustc --version | cut -d' ' -f2)"
+		echo "perf: $(perf --version | cut -d' ' -f3)"
+	else
+		echo "kernel: $KERNEL_PKG_VERSION, flavour $FLAVOUR; rustc $(/usr/bin/rustc --version | cut -d' ' -f2)"
+	fi
 	echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2); haproxy: $(haproxy -v | head -1 | cut -d' ' -f3); wrk: $(dpkg-query -W -f '${Version}' wrk)"
 	echo "qemu: $(qemu-system-x86_64 --version | head -1 | cut -d' ' -f4)"
 	echo "repository: $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
@@ -77,10 +91,14 @@ bench)
 	done
 	;;
 lockprof)
-	mkdir -p "$out/lock_stat"
-	log "W1 on the lockstat kernel: 1 round x ${seconds}s per arm, then /proc/lock_stat"
-	bash "$top/scripts/vm-run.sh" --cpus 2 --rwdir "$out" -- \
-		bash "$guest" "$ko" "$out/bench.tsv" lockstat 1 "$seconds" W1 "$out/lock_stat"
+	mkdir -p "$out/perf_lock" "$out/lock_stat"
+	# vm-run.sh boots the kernel of FLAVOUR in KDIR: both set for each boot.
+	log "boot 1: W1 on the perf kernel, 1 round x ${seconds}s per arm under perf lock record"
+	FLAVOUR=perf KDIR=$(kdir_of perf) bash "$top/scripts/vm-run.sh" --cpus 2 --rwdir "$out" -- \
+		bash "$guest" "$(ko_of perf)" "$out/bench.tsv" perflock 1 "$seconds" W1 "$out/perf_lock"
+	log "boot 2: W1 on the lockstat kernel, 1 round x ${seconds}s per arm, then /proc/lock_stat"
+	FLAVOUR=lockstat KDIR=$(kdir_of lockstat) bash "$top/scripts/vm-run.sh" --cpus 2 --rwdir "$out" -- \
+		bash "$guest" "$(ko_of lockstat)" "$out/bench.tsv" lockstat 1 "$seconds" W1 "$out/lock_stat"
 	;;
 *) echo "usage: $0 [--dry-run] bench|lockprof" >&2; exit 2 ;;
 esac

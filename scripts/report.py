@@ -4,9 +4,10 @@
     report.py RESULTS_DIR DOC_DIR
 
 Reads RESULTS_DIR/bench-latest/{bench.tsv,machine.txt} (from `make bench`) and
-RESULTS_DIR/lockprof-latest/{lock_stat/*.lock_stat,machine.txt} (from `make lockprof`),
-whichever exist; writes DOC_DIR/benchmarks.md and DOC_DIR/plots/*.svg, and
-RESULTS_DIR/lockprof-latest/summary.tsv. Standard library only.
+RESULTS_DIR/lockprof-latest/{perf_lock/*.perf_lock[_stacks],lock_stat/*.lock_stat,machine.txt}
+(from `make lockprof`), whichever exist; writes DOC_DIR/benchmarks.md and DOC_DIR/plots/*.svg,
+and RESULTS_DIR/lockprof-latest/summary.tsv (lock_stat) and perf_lock.tsv (perf lock).
+Standard library only.
 """
 import collections
 import os
@@ -21,6 +22,9 @@ ARMS = {
     "C": "stock placement, module loaded counting only (listen_ports empty in every namespace)",
     "T": "fastsocket (defaults, in every namespace)",
     "T0": "fastsocket, listen_hold_ms=0 (in every namespace)",
+    "TQ0": "fastsocket, listen_queues=0: no per-CPU accept queues, the listener's own queue "
+           "only, the single-queue design before the local listen table (in every namespace; "
+           "W1 only)",
 }
 # What the arms meant in results of the harness before issue 8 (no "harness:" line).
 LEGACY_ARMS = {
@@ -64,6 +68,23 @@ NAMED_LOCKS = [
     ("epoll (&ep->lock)", r"&ep->lock"),
     ("socket wait queue", r"&wq->wait|sk_wq|&sk->sk_sleep|wait#"),
 ]
+
+# perf lock contention callers on the listener's path, by a pattern on the caller function
+# (perf's caller column without its offset; for a lock the module's Rust code takes through a
+# C shim, rust_helper_*, the Rust function that called the shim). First match wins.
+LISTENER_CALLERS = [
+    ("socket lock (lock_sock, release_sock)",
+     r"^(lock_sock_nested|__lock_sock|lock_sock_fast|__lock_sock_fast|release_sock|"
+     r"__release_sock)$"),
+    ("accept queue (inet_csk_accept, reqsk_queue_add/remove)",
+     r"^(inet_csk_accept|inet_csk_reqsk_queue_add|reqsk_queue_remove|reqsk_queue_unlink|"
+     r"inet_csk_complete_hashdance|inet_csk_listen_stop|inet_csk_reqsk_queue_drop\w*)$"),
+    ("fastsocket hooks in the kernel (fastsocket_*)", r"^fastsocket_"),
+    ("the module's Rust code (its per-CPU queues)", r"fastsocket|^rust_helper_|^_R"),
+    ("socket wait queue wake-ups (__wake_up*)", r"^__wake_up"),
+]
+# perf prints times with a unit; in microseconds.
+PERF_TIME_US = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
 
 
 def load_bench(path):
@@ -173,7 +194,7 @@ def svg_bars(title, groups, unit, path):
            f'height="{height}" font-family="sans-serif" font-size="12">',
            f'<text x="10" y="20" font-size="14" font-weight="bold">{title}</text>']
     y = 36
-    palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1"]
+    palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948"]
     for label, bars in groups:
         out.append(f'<text x="10" y="{y + 12}" font-weight="bold">{label}</text>')
         y += 18
@@ -221,6 +242,101 @@ def parse_lock_stat(path):
     return classes, conns, module
 
 
+def rust_demangle(sym):
+    """A readable path for a Rust v0 symbol (_R...) as kallsyms shows the module's symbols:
+    its identifiers joined by ::, crate hashes, back-references and generics dropped. Other
+    symbols unchanged. Tolerant of a name perf cut short."""
+    if not sym.startswith("_R"):
+        return sym
+    out, i, n = [], 2, len(sym)
+    while i < n:
+        c = sym[i]
+        if c.isdigit():
+            j = i
+            while j < n and sym[j].isdigit():
+                j += 1
+            length = int(sym[i:j])
+            if j < n and sym[j] == "_":
+                j += 1
+            ident = sym[j:j + length]
+            if len(ident) == length and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ident):
+                out.append(ident)
+                i = j + length
+            else:
+                i = j
+        elif c in "sBLG":
+            # disambiguator, back-reference, lifetime, binder: a base-62 number and "_"
+            j = sym.find("_", i + 1)
+            i = n if j < 0 else j + 1
+        else:
+            i += 1
+    return "::".join(out) if out else sym
+
+
+def perf_caller(frame):
+    """The function of a perf caller or stack frame ("sym+0x1e"), demangled."""
+    return rust_demangle(re.sub(r"\+0x[0-9a-f]+$", "", frame.strip()))
+
+
+def listener_group(func):
+    for label, pat in LISTENER_CALLERS:
+        if re.search(pat, func):
+            return label
+    return None
+
+
+def parse_perf_lock(path):
+    """perf lock contention output as the guest saved it: (entries, conns, module, bad), entries
+    [(contended, wait_us, type, caller function, [stack functions])] one per call stack, bad
+    perf's "bad: N, total: M" (events it could not pair) or None."""
+    conns, module, entries, bad = 0, None, [], None
+    unit = r"([\d.]+)\s+(ns|us|ms|s)"
+    row = re.compile(r"^\s*(\d+)\s+" + r"\s+".join([unit] * 3) + r"\s+(\S+)\s+(\S.*?)\s*$")
+    frame = re.compile(r"^\s+0x[0-9a-f]+(?:\s+(\S+))?\s*$")
+    with open(path) as f:
+        for line in f:
+            if line.startswith("# connections"):
+                conns = int(line.split()[2])
+                continue
+            if line.startswith("# module"):
+                module = line.split()[2]
+                continue
+            m = re.match(r"^bad: (\d+), total: (\d+)", line)
+            if m:
+                bad = (int(m.group(1)), int(m.group(2)))
+                continue
+            m = row.match(line)
+            if m:
+                g = m.groups()
+                entries.append([int(g[0]), float(g[1]) * PERF_TIME_US[g[2]], g[7],
+                                perf_caller(g[8]), []])
+                continue
+            m = frame.match(line)
+            if m and entries:
+                entries[-1][4].append(perf_caller(m.group(1) or "?"))
+    return entries, conns, module, bad
+
+
+def perf_by_caller(entries):
+    """{caller: [contended, wait_us]} summed over call stacks. A caller that is a Rust shim
+    (rust_helper_*) is replaced by the function below it in the stack, where there is one."""
+    by = collections.defaultdict(lambda: [0, 0.0])
+    for contended, wait, _, caller, stack in entries:
+        if caller.startswith("rust_helper_") and caller in stack:
+            i = stack.index(caller)
+            if i + 1 < len(stack):
+                caller = f"{stack[i + 1]} (via {caller})"
+        by[caller][0] += contended
+        by[caller][1] += wait
+    return by
+
+
+def arm_order(name):
+    """Sort key of a profile name (W1-ARM[.rRUN]): the arms in ARMS order."""
+    arm = name.split("-", 1)[-1].split(".")[0]
+    return (list(ARMS).index(arm) if arm in ARMS else len(ARMS), name)
+
+
 def bench_section(res, docs, lines):
     rows = load_bench(os.path.join(res, "bench.tsv"))
     g = group(rows)
@@ -239,7 +355,7 @@ def bench_section(res, docs, lines):
                   "|---|---|---|---|",
                   "| 1 | 7,814 | 7,755 | 0.992 |",
                   "| 2 | 7,565 | 7,476 | 0.988 |", ""]
-    lines += ["Regenerate: `make bench` (wall clock and icount, 1 and 2 vCPUs; about 40 minutes "
+    lines += ["Regenerate: `make bench` (wall clock and icount, 1 and 2 vCPUs; about 45 minutes "
               "on this 2-core machine).", ""]
     lines += ["```", text, "```", ""]
     lines += ["Arms: " + "; ".join(f"**{k}** {v}" for k, v in arms.items() if
@@ -350,29 +466,148 @@ def bench_section(res, docs, lines):
 
 
 def lockprof_section(res, docs, lines):
+    text, keys = machine(res)
+    lines += ["## Lock profile (W1)", ""]
+    lines += ["Regenerate: `make lockprof`: two boots, every W1 arm once (one round), the module "
+              "arms' knobs as in `make bench`: first the perf kernel with `perf lock` "
+              "(contention tracepoints, no lockdep), then the lockstat kernel with "
+              "`/proc/lock_stat`. Counts are per 1,000 connections as wrk counted them (client "
+              "side included); the profiled kernels' throughput is not meaningful.", ""]
+    lines += ["```", text, "```", ""]
+    if "harness" in keys:
+        lines += ["How the arms ran: " + keys["harness"] + ".", ""]
+    perf_lock_section(res, lines)
+    lock_stat_section(res, docs, lines, text, keys)
+
+
+def perf_lock_section(res, lines):
+    d = os.path.join(res, "perf_lock")
+    lines += ["### perf lock contention (perf kernel)", ""]
+    names = sorted({n.rsplit(".", 1)[0] for n in (os.listdir(d) if os.path.isdir(d) else [])
+                    if n.endswith((".perf_lock", ".perf_lock_stacks"))}, key=arm_order)
+    if not names:
+        lines += ["**Not run**: these results have no `perf lock` profile (`perf_lock/` is "
+                  "missing or empty in `results/lockprof-latest/`: they come from "
+                  "`make lockprof` before it profiled with `perf lock`, or its perf-kernel "
+                  "boot did not finish). Re-run `make lockprof`.", ""]
+        return
+    profiles, complete = {}, {}
+    for name in names:
+        stacks = os.path.join(d, name + ".perf_lock_stacks")
+        complete[name] = os.path.exists(stacks)
+        profiles[name] = parse_perf_lock(stacks if complete[name] else
+                                         os.path.join(d, name + ".perf_lock"))
+    by = {name: perf_by_caller(p[0]) for name, p in profiles.items()}
+    per_k = {name: (1000.0 / p[1] if p[1] else 0.0) for name, p in profiles.items()}
+    lines += ["Each arm's measured wrk run ran under `perf lock record -a` (the kernel's "
+              "`lock:contention_begin/end` tracepoints, with call stacks), reported by "
+              "`perf lock contention -k contended --stack-skip 0` (raw output in "
+              "`results/lockprof-latest/perf_lock/`: `*.perf_lock` the top 20 call stacks as "
+              "an operator would run it, `*.perf_lock_stacks` every call stack with its "
+              "frames, which the tables sum). A caller is perf's caller column, the function "
+              "that took the lock (`--stack-skip 0`: perf 6.1's default of 3 skips it on this "
+              "kernel's tracepoint stacks and names its caller instead), its call stacks "
+              "summed; a lock the module's Rust code takes through a C shim (`rust_helper_*`) "
+              "is shown under the Rust function that called the shim. Without BPF, perf gives "
+              "no lock names: a caller stands for the locks it takes.", "",
+              "What it cannot see: in this kernel's native queued spinlock "
+              "(`kernel/locking/qspinlock.c`; no paravirt spinlocks under TCG) "
+              "`lock:contention_begin` fires only when a waiter joins the MCS queue, that is "
+              "behind another waiter, not for a lone waiter spinning on the pending bit. With 2 "
+              "vCPUs nearly every spinlock contention has a single waiter, so spinlocks (the "
+              "socket, accept queue, wait queue and the module's queue locks) barely appear "
+              "here; rwsems and mutexes are traced on every contention. The `/proc/lock_stat` "
+              "profile below counts every contended acquisition, spinlocks included.", "",
+              "How to read: each cell is **contentions / total wait in microseconds, per 1,000 "
+              "connections**. Only contended acquisitions appear (an uncontended lock fires no "
+              "tracepoint), and wait is time spent spinning or sleeping under TCG: compare "
+              "arms, not absolute values. Stock arms (B0, B1, B2: module not loaded) stand "
+              "beside the module's arms (C: loaded, counting only; T, T0: per-CPU accept "
+              "queues; TQ0: T without them): a listener-related row that is lower in T than "
+              "in B0 and TQ0 is contention that the per-CPU accept queues removed; one that is "
+              "higher is contention the module added. Rows in **bold** are on the listener's "
+              "path.", ""]
+    lines += ["| arm | module | connections | call stacks | contentions by lock type | "
+              "events perf could not pair |", "|---|---|---|---|---|---|"]
+    for name, (entries, conns, module, bad) in profiles.items():
+        types = collections.Counter()
+        for e in entries:
+            types[e[2]] += e[0]
+        lines.append(f"| {name} | {module or 'n/a'} | {conns} | {len(entries)}"
+                     + ("" if complete[name] else " (top 20 only)") + " | "
+                     + (", ".join(f"{t} {c}" for t, c in types.most_common()) or "none")
+                     + " | " + (f"{bad[0]} of {bad[1]}" if bad else "n/a") + " |")
+    lines.append("")
+    if not all(complete.values()):
+        lines += ["Arms marked \"top 20 only\" have no `*.perf_lock_stacks`: their figures sum "
+                  "only the 20 most contended call stacks.", ""]
+
+    def cell(name, funcs):
+        c = sum(by[name][f][0] for f in funcs if f in by[name])
+        w = sum(by[name][f][1] for f in funcs if f in by[name])
+        return f"{c * per_k[name]:,.1f} / {w * per_k[name]:,.0f}"
+
+    head = " | ".join(profiles) + " |"
+    sep = "---|" * len(profiles)
+    lines += ["#### Listener-related callers: contentions / total wait (us) per 1k connections",
+              "", "| callers | " + head, "|---|" + sep]
+    every = sorted({f for b in by.values() for f in b})
+    listener = [f for f in every if listener_group(f)]
+    for label, _ in LISTENER_CALLERS:
+        funcs = [f for f in listener if listener_group(f) == label]
+        found = ", ".join(f"`{f}`" for f in sorted(funcs)[:6]) + (", ..." if len(funcs) > 6
+                                                                  else "")
+        lines.append(f"| {label}" + (f": {found}" if funcs else ": none contended") + " | "
+                     + " | ".join(cell(n, funcs) for n in profiles) + " |")
+    lines.append("| **all listener-related** | " + " | ".join(
+        f"**{cell(n, listener)}**" for n in profiles) + " |")
+    lines.append("| all callers | " + " | ".join(cell(n, every) for n in profiles) + " |")
+    lines.append("")
+    top = sorted(every, key=lambda f: -max(by[n][f][0] * per_k[n] if f in by[n] else 0
+                                            for n in profiles))
+    shown = top[:15] + [f for f in top[15:] if f in listener]
+    lines += ["#### Top callers: contentions / total wait (us) per 1k connections", "",
+              "The 15 callers with the most contentions in any arm, then every other "
+              "listener-related caller.", "",
+              "| caller | on the listener's path | " + head, "|---|---|" + sep]
+    summary = ["arm\tcaller\tlistener_group\tcontended_per_1k\twait_us_per_1k"]
+    for f in shown:
+        group = listener_group(f)
+        name_cell = f"**`{f}`**" if group else f"`{f}`"
+        lines.append(f"| {name_cell} | {group.split(' (')[0] if group else ''} | "
+                     + " | ".join(cell(n, [f]) for n in profiles) + " |")
+    for n in profiles:
+        for f, (c, w) in sorted(by[n].items(), key=lambda kv: -kv[1][0]):
+            summary.append(f"{n}\t{f}\t{listener_group(f) or ''}\t{c * per_k[n]:.2f}\t"
+                           f"{w * per_k[n]:.1f}")
+    lines.append("")
+    with open(os.path.join(res, "perf_lock.tsv"), "w") as f:
+        f.write("\n".join(summary) + "\n")
+
+
+def lock_stat_section(res, docs, lines, text, keys):
     d = os.path.join(res, "lock_stat")
     profiles = {}
-    for name in sorted(os.listdir(d)):
+    for name in sorted(os.listdir(d) if os.path.isdir(d) else []):
         if name.endswith(".lock_stat"):
             profiles[name[:-len(".lock_stat")]] = parse_lock_stat(os.path.join(d, name))
+    lines += ["### /proc/lock_stat (lockstat kernel)", ""]
     if not profiles:
+        lines += ["**Not run**: these results have no `/proc/lock_stat` profile "
+                  "(`lock_stat/` is missing or empty in `results/lockprof-latest/`).", ""]
         return
-    text, keys = machine(res)
     legacy = "harness" not in keys or any(p[2] is None for p in profiles.values())
-    lines += ["## Lock profile (W1, lockstat kernel)", ""]
     if legacy:
         lines += ["> " + LEGACY_LOCK_NOTE, ""]
-    lines += ["Regenerate: `make lockprof`. Counts from `/proc/lock_stat` over one run per "
+    lines += ["Counts from `/proc/lock_stat` over one run per "
               "arm, per 1,000 connections (client side included; connections as wrk counted "
               "them, or the module's accept counters in results from before issue 8); the "
               "lockstat kernel's throughput is not meaningful.", ""]
-    lines += ["```", text, "```", ""]
     if not legacy:
-        lines += ["How the arms ran: " + keys["harness"] + ".", "",
-                  "| arm | module |", "|---|---|"] + [
+        lines += ["| arm | module |", "|---|---|"] + [
                       f"| {arm} | {p[2]} |" for arm, p in profiles.items()] + [""]
     summary = ["arm\tclass\tcon_bounces_per_1k\tcontentions_per_1k\twait_us_per_1k\tacq_bounces_per_1k"]
-    lines += ["### Named locks: contentions / con-bounces / acq-bounces per 1k connections", "",
+    lines += ["#### Named locks: contentions / con-bounces / acq-bounces per 1k connections", "",
               "| lock | " + " | ".join(profiles) + " |", "|---|" + "---|" * len(profiles)]
     for label, pat in NAMED_LOCKS:
         cells = []
@@ -385,7 +620,7 @@ def lockprof_section(res, docs, lines):
             cells.append(f"{tot[1] * k:.1f} / {tot[0] * k:.1f} / {tot[3] * k:.0f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines += ["### Top 5 contended lock classes per arm (contentions per 1k connections)", ""]
+    lines += ["#### Top 5 contended lock classes per arm (contentions per 1k connections)", ""]
     groups = []
     for arm, (classes, conns, _) in profiles.items():
         k = 1000.0 / conns if conns else 0
@@ -415,7 +650,8 @@ def main():
     lock = os.path.join(results, "lockprof-latest")
     if os.path.exists(os.path.join(bench, "bench.tsv")):
         bench_section(bench, docs, lines)
-    if os.path.isdir(os.path.join(lock, "lock_stat")):
+    if os.path.isdir(os.path.join(lock, "lock_stat")) or \
+            os.path.isdir(os.path.join(lock, "perf_lock")):
         lockprof_section(lock, docs, lines)
     with open(os.path.join(docs, "benchmarks.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

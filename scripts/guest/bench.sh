@@ -4,7 +4,17 @@
 #   clock cpus workload arm run conn_per_s errors accepts local slot module
 # (slot: the arm's position in its round; module: "unloaded" or "loaded").
 #
-#   bench.sh KO OUT CLOCK RUNS SECONDS [WORKLOADS] [LOCKSTAT_DIR]
+#   bench.sh KO OUT CLOCK RUNS SECONDS [WORKLOADS] [PROFILE_DIR]
+#
+# CLOCK is wall or icount (the rate is per second of its clock), or a lock profile:
+#   lockstat  (lockstat kernel) /proc/lock_stat is cleared before each measured run and saved
+#             after it to PROFILE_DIR/W-ARM[.rRUN].lock_stat
+#   perflock  (perf kernel: contention tracepoints, no lockdep) the measured run is wrapped by
+#             `perf lock record -a`; `perf lock contention` of it is saved to
+#             PROFILE_DIR/W-ARM[.rRUN].perf_lock (top 20 call stacks by contentions, as an
+#             operator runs it) and .perf_lock_stacks (every call stack, with the stacks)
+# Each profile file starts with "# connections N" (as wrk counted them) and
+# "# module loaded|unloaded".
 #
 # BENCH_DRY_RUN=1 prints the schedule (round, arm order, module state and knobs per namespace)
 # without touching the system or running anything; it needs no VM (scripts/bench.sh --dry-run).
@@ -22,17 +32,20 @@
 #       namespace (W1 only; its counters give stock locality, its rate the idle hooks' cost)
 #   T   the module, defaults written explicitly in every namespace
 #   T0  T with listen_hold_ms=0 in every namespace
+#   TQ0 T with listen_queues=0 in every namespace: no per-CPU accept queues, the listener's
+#       own queue only (the single-queue design before the local listen table; W1 only)
 #
 # Every (round, arm) starts from the same state: servers stopped, module unloaded (rmmod);
-# for C, T and T0 the module is loaded again (insmod) and its knobs written and read back in
+# for C, T, T0 and TQ0 the module is loaded again (insmod) and its knobs written and read back in
 # every namespace the workloads use (initial, client, backend): the scope is the whole guest,
 # by design. Then the servers start (after the module, so every listener is born under the
 # arm's state), a 2 s warm-up, one measured run.
 # Round r runs the arms in row r of a Williams Latin square (a base order shifted by r-1), so
 # position, predecessor, drift and TIME_WAIT build-up are spread over the arms instead of
-# landing on the last ones.
+# landing on the last ones (for an odd number of arms the square and its mirror, 2n rounds:
+# see round_order in lib.sh).
 set -euo pipefail
-ko=$1 out=$2 clock=$3 runs=$4 seconds=$5 workloads=${6:-W1 W2 W3} lockstat=${7:-}
+ko=$1 out=$2 clock=$3 runs=$4 seconds=$5 workloads=${6:-W1 W2 W3} profdir=${7:-}
 dry=${BENCH_DRY_RUN:-0}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -41,6 +54,24 @@ dir=/tmp/fs-bench
 BACKEND_NS=fs-be BACKEND_IP=10.79.0.2 BACKEND_GW=10.79.0.1
 NAMESPACES=(- "$CLIENT_NS" "$BACKEND_NS")
 WARMUP=2
+# The lock profile of the measured runs, if any: lockstat, perflock or none.
+profile=none
+case "$clock" in
+lockstat | perflock)
+	profile=$clock
+	[ -n "$profdir" ] || { log "clock $clock needs a PROFILE_DIR"; exit 2; } ;;
+*) [ -n "$profdir" ] && profile=lockstat ;;
+esac
+PERF=/usr/bin/perf
+# perf lock contention: the top 20 call stacks by contentions. --stack-skip 0: perf 6.1 skips
+# 3 frames by default (right for its BPF-collected stacks), which on the tracepoint's stack
+# drops the function that took the lock and names its caller instead; with 0 it skips only
+# the lock functions themselves (the lock and sched text).
+# What perf lock cannot see here: the native queued spinlock fires lock:contention_begin only
+# for a waiter that joins the MCS queue behind another one (kernel/locking/qspinlock.c), not
+# for a lone waiter on the pending bit, so on 2 vCPUs spinlock contention barely shows (and no
+# more on 4); rwsems and mutexes are traced on every contention. /proc/lock_stat counts all.
+PERF_LOCK_REPORT=(lock contention -k contended --stack-skip 0)
 
 # Runs a command, or in a dry run only says so.
 act() { if [ "$dry" = 1 ]; then log "    [dry] $*"; else "$@"; fi; }
@@ -142,6 +173,27 @@ servers_stop() {
 	sysctl -qw net.ipv4.tcp_migrate_req=0
 }
 
+# The perf kernel's contention tracepoints, where perf finds them. virtme-ng mounts tracefs
+# and debugfs; mount them if they are missing. On a kernel with lockdep (the lockstat kernel)
+# perf lock record would record every acquisition (lock:lock_acquire) instead: refuse.
+perflock_check() {
+	local t=/sys/kernel/tracing
+	[ -e "$t/events" ] || mount -t tracefs tracefs "$t" || true
+	[ -e /sys/kernel/debug/tracing ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
+	if [ ! -e "$t/events/lock/contention_begin" ] || [ ! -e "$t/events/lock/contention_end" ]; then
+		log "perflock: no lock:contention_begin/end tracepoints in $t/events/lock" \
+			"(it has: $(find "$t/events/lock" -mindepth 1 -maxdepth 1 -printf '%f ' 2>&1));" \
+			"CONFIG_TRACEPOINTS and tracefs are needed"
+		return 1
+	fi
+	if [ -e "$t/events/lock/lock_acquire" ]; then
+		log "perflock: this kernel has lockdep's lock:lock_acquire; perflock is for the perf kernel"
+		return 1
+	fi
+	[ -x "$PERF" ] || { log "perflock: no $PERF"; return 1; }
+	log "perflock: $($PERF --version), tracepoints $t/events/lock/contention_{begin,end}"
+}
+
 module_loaded() { if [ "$dry" = 1 ]; then [ "$dry_loaded" = 1 ]; else [ -e /sys/module/fastsocket ]; fi; }
 dry_loaded=0
 
@@ -149,13 +201,14 @@ dry_loaded=0
 arm_knobs() {
 	case "$1" in
 	C) echo "enabled=1 listen_ports=" ;;
-	T) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1" ;;
-	T0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=0 listen_pull=1" ;;
+	T) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1" ;;
+	T0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=0 listen_pull=1 listen_queues=1" ;;
+	TQ0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=0" ;;
 	esac
 }
 
-# Puts the module in the arm's state and logs it: unloaded for the B arms; for C, T and T0
-# a fresh insmod with the arm's knobs written and read back in every namespace.
+# Puts the module in the arm's state and logs it: unloaded for the B arms; for C, T, T0 and
+# TQ0 a fresh insmod with the arm's knobs written and read back in every namespace.
 module_for() { # arm
 	local arm=$1 knobs ns kv got want
 	if module_loaded; then act rmmod fastsocket; dry_loaded=0; fi
@@ -203,39 +256,84 @@ counters_total() {
 }
 
 # One measured (round, arm): module state, servers, warm-up, one run of wrk against URL from
-# netns NS.
+# netns NS (under `perf lock record` for perflock), and the arm's lock profile.
 measure() { # workload arm round slot ns url
-	local w=$1 arm=$2 run=$3 slot=$4 ns=$5 url=$6 rps err reqs a0 l0 a1 l1 res state
+	local w=$1 arm=$2 run=$3 slot=$4 ns=$5 url=$6 rps err reqs a0 l0 a1 l1 res state name wrk
+	local data=$dir/perf-lock.data
 	servers_stop
 	log "$w round $run slot $slot: $arm"
 	module_for "$arm"
 	state=$(module_loaded && echo loaded || echo unloaded)
 	servers_start "$w" "$arm"
+	name="$w-$arm"
+	[ "$runs" -gt 1 ] && name="$name.r$run"
+	# ip netns exec, not in_ns: under perf the command is a program, not a shell function.
+	wrk=(wrk -t2 -c32 -d"${seconds}s" -H 'Connection: close' "$url")
+	[ "$ns" = - ] || wrk=(ip netns exec "$ns" "${wrk[@]}")
 	if [ "$dry" = 1 ]; then
 		log "    [dry] wrk ${WARMUP}s warm-up, ${seconds}s measured from $(ns_name "$ns") -> $url"
+		case "$profile" in
+		lockstat) log "    [dry] /proc/lock_stat cleared before the measured run, saved after it to $profdir/$name.lock_stat" ;;
+		perflock)
+			log "    [dry] measured run: $PERF lock record -a -N -o $data -- ${wrk[*]}"
+			log "    [dry] $PERF ${PERF_LOCK_REPORT[*]} -i $data -E 20 > $profdir/$name.perf_lock; every stack (-v) > $profdir/$name.perf_lock_stacks" ;;
+		esac
 		return 0
 	fi
 	log "  TIME_WAIT: initial $(tw_count -), client $(tw_count "$CLIENT_NS"), backend $(tw_count "$BACKEND_NS")"
 	in_ns "$ns" wrk -t2 -c32 -d"${WARMUP}s" -H 'Connection: close' "$url" >/dev/null
-	[ -n "$lockstat" ] && echo 0 >/proc/lock_stat
+	[ "$profile" = lockstat ] && echo 0 >/proc/lock_stat
 	read -r a0 l0 < <(counters_total)
-	res=$(in_ns "$ns" wrk -t2 -c32 -d"${seconds}s" -H 'Connection: close' "$url")
+	if [ "$profile" = perflock ]; then
+		rm -f "$data"
+		# -N: no build-id cache under a read-only $HOME. perf's own messages go to a log.
+		res=$("$PERF" lock record -a -N -o "$data" -- "${wrk[@]}" 2>"$dir/perf-record.log") || {
+			log "$w $arm: perf lock record failed:"; cat "$dir/perf-record.log" >&2; return 1; }
+		log "  $(grep 'perf record: Captured' "$dir/perf-record.log" || tail -1 "$dir/perf-record.log")"
+	else
+		res=$("${wrk[@]}")
+	fi
 	read -r a1 l1 < <(counters_total)
 	read -r rps err reqs < <(awk '/^Requests\/sec:/ { rps = $2 }
 		/ requests in / { reqs = $1 }
 		/Socket errors:/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
 		/Non-2xx/ { err += $NF } END { printf "%.1f %d %d\n", rps, err, reqs }' <<<"$res")
-	if [ -n "$lockstat" ]; then
-		local name="$w-$arm"
-		[ "$runs" -gt 1 ] && name="$name.r$run"
-		# Connections as wrk counted them (Connection: close: one per request), the same way
-		# in every arm: the module's counters do not exist where it is not loaded.
+	# Connections as wrk counted them (Connection: close: one per request), the same way in
+	# every arm: the module's counters do not exist where it is not loaded.
+	case "$profile" in
+	lockstat)
 		{ echo "# connections $reqs"; echo "# module $state"; cat /proc/lock_stat; } \
-			>"$lockstat/$name.lock_stat"
-	fi
+			>"$profdir/$name.lock_stat" ;;
+	perflock)
+		# perf lock contention prints everything, its table included, on stderr. It reads
+		# the symbols from /proc/kallsyms: the module's are there only while it is loaded,
+		# so the report is made now, before the next arm unloads it.
+		perf_lock_report "$data" "$state" "$reqs" "$profdir/$name.perf_lock" -E 20
+		perf_lock_report "$data" "$state" "$reqs" "$profdir/$name.perf_lock_stacks" -v
+		log "  perf lock contention, top 5 call stacks by contentions:"
+		grep -A6 '^ *contended  *total wait' "$profdir/$name.perf_lock" | sed 's/^/    /' >&2 || true
+		rm -f "$data" ;;
+	esac
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$clock" "$cpus" "$w" "$arm" "$run" \
 		"$rps" "$err" $((a1 - a0)) $((l1 - l0)) "$slot" "$state" >>"$out_file"
 	log "  $w $arm round $run: $rps conn/s, $err errors, module $state, $((l1 - l0)) of $((a1 - a0)) accepts local"
+}
+
+# `perf lock contention` of DATA into FILE with the profile header; fails loudly where perf
+# fails or prints no table.
+perf_lock_report() { # data module_state connections file perf-args...
+	local data=$1 state=$2 conns=$3 file=$4
+	shift 4
+	{
+		echo "# connections $conns"
+		echo "# module $state"
+		echo "# perf ${PERF_LOCK_REPORT[*]} $* (perf lock record -a, perf kernel)"
+	} >"$file"
+	if ! "$PERF" "${PERF_LOCK_REPORT[@]}" -i "$data" "$@" >>"$file" 2>&1; then
+		log "perf lock contention $* failed:"; tail -20 "$file" >&2; return 1
+	fi
+	grep -q '^ *contended  *total wait' "$file" || {
+		log "perf lock contention $* printed no table:"; tail -20 "$file" >&2; return 1; }
 }
 
 cleanup() {
@@ -253,15 +351,20 @@ if [ "$dry" != 1 ]; then
 	mkdir -p "$dir"
 	# Start from a guest without the module, whatever ran before.
 	rmmod fastsocket 2>/dev/null || true
+	[ "$profile" = perflock ] && perflock_check
 	net_up
 	backend_net_up
 	sysctl -qw net.ipv4.tcp_tw_reuse=1
 fi
 log "bench: $clock clock, $cpus vCPUs, $runs rounds x ${seconds}s per arm (+${WARMUP}s warm-up), workloads: $workloads$([ "$dry" = 1 ] && echo ', DRY RUN')"
-log "  every arm: servers stopped, module unloaded; C/T/T0: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS"
+log "  every arm: servers stopped, module unloaded; C/T/T0/TQ0: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS"
+case "$profile" in
+lockstat) log "  lock profile: /proc/lock_stat per measured run -> $profdir" ;;
+perflock) log "  lock profile: perf lock record -a around each measured run (contention tracepoints) -> $profdir" ;;
+esac
 for w in $workloads; do
 	case "$w" in
-	W1) arms=(B0 B1 B2 C T T0) ns=$CLIENT_NS url="http://$SERVER_IP:8080/" ;;
+	W1) arms=(B0 B1 B2 C T T0 TQ0) ns=$CLIENT_NS url="http://$SERVER_IP:8080/" ;;
 	W2) arms=(B0 T T0) ns=$CLIENT_NS url="http://$SERVER_IP:8081/" ;;
 	# wrk runs in the measured (initial) netns: its connect()s are what W3 measures.
 	W3) arms=(B0 T) ns=- url="http://$BACKEND_IP:8080/" ;;

@@ -79,14 +79,24 @@ fs_counters() {
 }
 
 # Arms of round r (1-based): a Williams Latin square. The base sequence 0, 1, n-1, 2, n-2, ...
-# is shifted by r-1 each round, so over n rounds every arm runs once in every position and
-# (for an even number of arms) after every other arm once.
+# is shifted by r-1 each round, so over n rounds every arm runs once in every position and,
+# for an even number of arms, after every other arm once. For an odd number of arms one square
+# cannot balance predecessors: rounds n+1 to 2n run the first n rounds' orders reversed, so
+# over 2n rounds every arm runs twice in every position and after every other arm twice.
+# Rounds past the full design start it again.
 round_order() { # r arm...
 	local r=$1; shift
-	local arms=("$@") n=$# j lo=1 hi=$(($# - 1)) base=(0) order=()
+	local arms=("$@") n=$# j lo=1 hi=$(($# - 1)) base=(0) order=() rev=0 k
 	for ((j = 1; j < n; j++)); do
 		if ((j % 2)); then base+=("$lo"); lo=$((lo + 1)); else base+=("$hi"); hi=$((hi - 1)); fi
 	done
-	for ((j = 0; j < n; j++)); do order+=("${arms[$(((base[j] + r - 1) % n))]}"); done
-	echo "${order[@]}"
+	k=$(((r - 1) % (n % 2 ? 2 * n : n)))
+	((k >= n)) && { k=$((k - n)); rev=1; }
+	for ((j = 0; j < n; j++)); do order+=("${arms[$(((base[j] + k) % n))]}"); done
+	if ((rev)); then
+		for ((j = n - 1; j >= 0; j--)); do echo -n "${order[j]}"; ((j)) && echo -n " "; done
+		echo
+	else
+		echo "${order[@]}"
+	fi
 }
