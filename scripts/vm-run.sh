@@ -68,8 +68,15 @@ if [ "$rc" != 0 ] && ! grep -q "$marker" "$out" && grep -qE 'Oops|Kernel panic|B
 	rc=0 && run_once "$out" || rc=$?
 fi
 if [ "$rc" != 0 ] && [ "${VM_VERBOSE:-0}" != 1 ]; then
-	log "the VM failed (exit $rc); the last lines of its kernel console:"
-	grep -E "$console" "$out" | tail -60
+	# From the first report on (an oops's first line says what it is), else the last lines.
+	report='Oops|BUG:|WARNING:|cut here|general protection|Kernel panic|invalid opcode'
+	if grep -E "$console" "$out" | grep -qE "$report"; then
+		log "the VM failed (exit $rc); its kernel console from the first report on:"
+		grep -E "$console" "$out" | sed -n -E "/$report/,\$p" | head -150
+	else
+		log "the VM failed (exit $rc); the last lines of its kernel console:"
+		grep -E "$console" "$out" | tail -60
+	fi
 fi
 if ! grep -q "$marker" "$out"; then
 	log "the VM never reached userspace (exit $rc)"
