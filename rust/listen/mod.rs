@@ -90,7 +90,7 @@ impl TextValue for ListenPorts {
 /// A worker on a CPU counts as present for a listener this long after its last accept there:
 /// long enough for a busy worker's next accept, short enough that a worker which moved to
 /// another CPU stops reserving this one soon.
-const PRESENT_MS: u32 = 100;
+pub(crate) const PRESENT_MS: u32 = 100;
 
 /// Per-CPU state of accept locality in one namespace.
 #[pin_data]
@@ -208,6 +208,17 @@ pub(crate) fn may_take_from(state: &NetState, listener: &Sock, cpu: u32, last: u
             .seen_within(listener.id(), now, time::ms_to_jiffies(PRESENT_MS))
         && there.held.is_held_for(listener, last, bound);
     !kept
+}
+
+/// Whether a worker on `cpu` accepted from `listener` in the last [`PRESENT_MS`].
+pub(crate) fn worker_present(state: &NetState, listener: &Sock, cpu: u32) -> bool {
+    state.listen_cpu(cpu).is_some_and(|there| {
+        there.recent.seen_within(
+            listener.id(),
+            time::jiffies(),
+            time::ms_to_jiffies(PRESENT_MS),
+        )
+    })
 }
 
 /// Which queued connection an `accept()` on `listener`, running on this CPU, should take.

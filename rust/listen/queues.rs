@@ -12,9 +12,10 @@
 //! - A handshake completes on CPU c (softirq): the child joins c's queue under c's queue lock
 //!   only, and is counted in the listener's `sk_ack_backlog` (atomically); the listener's
 //!   waiters are then woken as accept locality does (see [`super::child_ready`]). A child the
-//!   per-CPU queues do not take (`listen_queues`, `enabled` or `listen_ports` turned off for
-//!   it, the listener is closing) goes to the listener's own queue as
-//!   stock, counted as `queue_fallback`; accept locality still picks and holds there.
+//!   per-CPU queues do not take goes to the listener's own queue as stock: counted as
+//!   `queue_fallback` when `listen_queues` is off or the listener is closing (accept locality
+//!   still picks and holds there), not counted when the module is off for the listener
+//!   (`enabled`, `listen_ports`).
 //! - `accept()` on CPU c, before the listener's socket lock: the oldest child of c's queue;
 //!   else the oldest child of another CPU's queue that [`super::may_take`] lets c take
 //!   (steal), trying the CPUs after c first; else, under the socket lock as stock, the
@@ -28,7 +29,7 @@
 //!   listener's own queue, where the stack closes, migrates (`tcp_migrate_req`) or accepts
 //!   them as stock. Nothing is lost; the queues are freed after a grace period.
 
-use crate::listen::{may_take, may_take_from};
+use crate::listen::{may_take, may_take_from, worker_present, PRESENT_MS};
 use crate::netstate::NetState;
 use crate::sys::{
     cpu, hooks,
@@ -180,9 +181,12 @@ pub(crate) fn add<'a>(
     // The CPU the stack processed the handshake on; a closing listener's connections
     // migrating here keep theirs.
     let cpu = req.child().incoming_cpu().unwrap_or_else(cpu::current);
-    let q = queues.cpus.get(cpu);
-    let res = match q {
-        Some(q) if state.listen_applies(listener) && state.listen_queues() => q.push(listener, req),
+    // Off in this namespace, or the listener out of scope now: stock, and not counted.
+    if !state.listen_applies(listener) {
+        return Err(req);
+    }
+    let res = match queues.cpus.get(cpu) {
+        Some(q) if state.listen_queues() => q.push(listener, req),
         _ => Err(req),
     };
     state.counters.record_queue_add(cpu, res.is_ok());
@@ -190,8 +194,10 @@ pub(crate) fn add<'a>(
 }
 
 /// A connection for `accept()` on this CPU: the oldest of this CPU's queue, unless another
-/// CPU's oldest is older still and no longer kept for its own CPU (then that one: this bounds
-/// how long a connection waits while this CPU has work of its own); if this CPU's queue is
+/// CPU's oldest is older still, not kept for its CPU, and either no worker accepted there in
+/// the last [`PRESENT_MS`] or it has waited that long (then that one: this bounds how long a
+/// connection waits when its CPU's worker is gone while this CPU always has work of its own,
+/// and leaves a CPU whose worker is only slower its own connections); if this CPU's queue is
 /// empty, the oldest of another CPU's queue that is not kept.
 ///
 /// Other CPUs' queues are only locked to take a connection seen (without their lock) to be
@@ -209,9 +215,16 @@ pub(crate) fn remove<'a>(
     let local_age = local
         .and_then(ReqQueue::head_rcv)
         .map(|t| now.wrapping_sub(t));
+    let patience = time::ms_to_jiffies(PRESENT_MS);
     for (from, q) in others(queues, here) {
         let Some(rcv) = q.head_rcv() else { continue };
-        if local_age.is_some_and(|own| own >= now.wrapping_sub(rcv)) {
+        let age = now.wrapping_sub(rcv);
+        let leave_it = |own| {
+            own >= age
+                || ((age as usize) < patience
+                    && state.is_some_and(|s| worker_present(s, listener, from)))
+        };
+        if local_age.is_some_and(leave_it) {
             continue;
         }
         // Seen without the lock first, checked again with it.
