@@ -77,7 +77,8 @@ bench-dry-run:
 	@FLAVOUR=perf bash $(S)/bench.sh --dry-run bench
 
 # Two boots: the perf kernel under `perf lock record` (contention tracepoints), then the
-# lockstat kernel (/proc/lock_stat); W1, every arm, one round (about 5 minutes).
+# lockstat kernel (/proc/lock_stat); W1 every arm and W3 (B0, T, TR0: connect() path), one
+# round (about 8 minutes).
 lockprof: module-perf module-lockstat
 	@bash $(S)/bench.sh lockprof
 

@@ -4,7 +4,7 @@
 #
 #   scripts/bench.sh bench     wall clock and icount, each at 1 and 2 vCPUs (~45 min), on the
 #                              perf kernel (FLAVOUR=perf)
-#   scripts/bench.sh lockprof  W1 per arm, two boots (~5 min): the perf kernel under
+#   scripts/bench.sh lockprof  W1 and W3 per arm, two boots (~8 min): the perf kernel under
 #                              `perf lock record` (contention tracepoints, no lockdep), then
 #                              the lockstat kernel with /proc/lock_stat; always these two
 #                              flavours and their modules, whatever FLAVOUR says
@@ -12,14 +12,19 @@
 #                              print every boot's schedule (rounds, arm order, module state and
 #                              knobs per namespace) without booting or measuring anything
 #
-# Stock arms (B0, B1, B2) run with the module not loaded; the module's arms (C, T, T0, TQ0)
-# load it afresh and set their knobs in every namespace; arms run in a rotated (Williams)
-# order each round. See scripts/guest/bench.sh.
+# Stock arms (B0, B1, B2) run with the module not loaded; the module's arms (C, T, T0, TQ0,
+# TR0) load it afresh and set their knobs in every namespace; arms run in a rotated (Williams)
+# order each round. W2 and W3 also trace their warm-up runs for active-connection locality
+# (Receive Flow Deliver). See scripts/guest/bench.sh.
 #
 # BENCH_RUNS (5), BENCH_SECONDS (5), ICOUNT_RUNS (3), ICOUNT_SECONDS (3) tune the length;
-# BENCH_CPUS ("1 2"), BENCH_CLOCKS ("wall icount") and BENCH_WORKLOADS ("W1 W2 W3") what runs.
-# A run with BENCH_WORKLOADS, BENCH_CPUS or BENCH_CLOCKS set is a partial run: its results go
-# to results/ but do not replace results/bench-latest or the report.
+# BENCH_CPUS ("1 2"), BENCH_ICOUNT_CPUS (BENCH_CPUS: the vCPU counts of the icount boots),
+# BENCH_CLOCKS ("wall icount") and BENCH_WORKLOADS ("W1 W2 W3") what runs; LOCKPROF_WORKLOADS
+# ("W1 W3") what make lockprof profiles.
+# A run with BENCH_WORKLOADS, BENCH_CPUS, BENCH_ICOUNT_CPUS or BENCH_CLOCKS set is a partial
+# run: it does not replace results/bench-latest (the last full run); it is kept as
+# results/bench-partial-STAMP and the report shows it in a section of its own, beside the full
+# run's (never mixed into one table), while it is newer than the full run.
 set -euo pipefail
 # shellcheck source=scripts/env.sh
 . "$(dirname "$0")/env.sh"
@@ -29,20 +34,23 @@ what=${1:-bench}
 runs=${BENCH_RUNS:-5} seconds=${BENCH_SECONDS:-5}
 iruns=${ICOUNT_RUNS:-3} iseconds=${ICOUNT_SECONDS:-3}
 cpu_list=${BENCH_CPUS:-1 2} clocks=${BENCH_CLOCKS:-wall icount} workloads=${BENCH_WORKLOADS:-W1 W2 W3}
+icount_cpus=${BENCH_ICOUNT_CPUS:-$cpu_list} lock_workloads=${LOCKPROF_WORKLOADS:-W1 W3}
 partial=0
-[ -n "${BENCH_CPUS:-}${BENCH_CLOCKS:-}${BENCH_WORKLOADS:-}" ] && partial=1
+[ -n "${BENCH_CPUS:-}${BENCH_ICOUNT_CPUS:-}${BENCH_CLOCKS:-}${BENCH_WORKLOADS:-}" ] && partial=1
+# The vCPU counts of the boots of one clock.
+cpus_of() { if [ "$1" = icount ]; then echo "$icount_cpus"; else echo "$cpu_list"; fi; }
 guest="$top/scripts/guest/bench.sh"
 ko=$FASTSOCKET_CACHE/module/$FLAVOUR/fastsocket.ko
 # make lockprof: the perf kernel under perf lock, then the lockstat kernel.
 kdir_of() { echo "$FASTSOCKET_CACHE/build/$1-$KVER"; }
 ko_of() { echo "$FASTSOCKET_CACHE/module/$1/fastsocket.ko"; }
-harness="stock arms (B0, B1, B2) with the module not loaded (rmmod); C, T, T0 and TQ0 (W1 only: T with listen_queues=0, no per-CPU accept queues) with a fresh insmod and their knobs written and read back in every namespace (initial, client, backend); servers restarted for every arm after the module state is set; arms in a Williams Latin-square order, shifted each round (mirrored in rounds n+1 to 2n for an odd number of arms); one 2 s warm-up and one measured run per arm and round"
+harness="stock arms (B0, B1, B2) with the module not loaded (rmmod); C (rfd=0), T (defaults, rfd=1: Receive Flow Deliver on; for W1's passive side it changes nothing, nginx's port is outside the ephemeral range, it steers only the client's replies), T0 (W1), TQ0 (W1 only: T with listen_queues=0, no per-CPU accept queues) and TR0 (W2, W3: T with rfd=0, the module without RFD) with a fresh insmod and their knobs written and read back in every namespace (initial, client, backend); ip_local_port_range 10000-65000 in every namespace (no service port inside, as RFD needs) and RPS on every CPU on every veth end; servers restarted for every arm after the module state is set; arms in a Williams Latin-square order, shifted each round (mirrored in rounds n+1 to 2n for an odd number of arms); one 2 s warm-up and one measured run per arm and round; W2/W3 warm-ups traced (sock:inet_sock_set_state) for active-connection locality, measured runs untraced"
 
 if [ "$dry" = 1 ]; then
 	case "$what" in
 	bench)
 		for clock in $clocks; do
-			for cpus in $cpu_list; do
+			for cpus in $(cpus_of "$clock"); do
 				r=$runs s=$seconds
 				[ "$clock" = icount ] && r=$iruns s=$iseconds
 				log "boot: $clock, $cpus vCPU(s): $r rounds x ${s}s per arm"
@@ -50,10 +58,10 @@ if [ "$dry" = 1 ]; then
 			done
 		done ;;
 	lockprof)
-		log "boot 1: perf kernel ($(kdir_of perf)), perf lock record, 2 vCPUs: 1 round x ${seconds}s per arm"
-		BENCH_DRY_RUN=1 BENCH_DRY_CPUS=2 bash "$guest" "$(ko_of perf)" /dev/null perflock 1 "$seconds" W1 "$FASTSOCKET_CACHE.results/lockprof-STAMP/perf_lock"
-		log "boot 2: lockstat kernel ($(kdir_of lockstat)), /proc/lock_stat, 2 vCPUs: 1 round x ${seconds}s per arm"
-		BENCH_DRY_RUN=1 BENCH_DRY_CPUS=2 bash "$guest" "$(ko_of lockstat)" /dev/null lockstat 1 "$seconds" W1 "$FASTSOCKET_CACHE.results/lockprof-STAMP/lock_stat" ;;
+		log "boot 1: perf kernel ($(kdir_of perf)), perf lock record, 2 vCPUs: 1 round x ${seconds}s per arm, $lock_workloads"
+		BENCH_DRY_RUN=1 BENCH_DRY_CPUS=2 bash "$guest" "$(ko_of perf)" /dev/null perflock 1 "$seconds" "$lock_workloads" "$FASTSOCKET_CACHE.results/lockprof-STAMP/perf_lock"
+		log "boot 2: lockstat kernel ($(kdir_of lockstat)), /proc/lock_stat, 2 vCPUs: 1 round x ${seconds}s per arm, $lock_workloads"
+		BENCH_DRY_RUN=1 BENCH_DRY_CPUS=2 bash "$guest" "$(ko_of lockstat)" /dev/null lockstat 1 "$seconds" "$lock_workloads" "$FASTSOCKET_CACHE.results/lockprof-STAMP/lock_stat" ;;
 	*) echo "usage: $0 [--dry-run] bench|lockprof" >&2; exit 2 ;;
 	esac
 	exit 0
@@ -76,16 +84,28 @@ mkdir -p "$out" "$top/results"
 	echo "qemu: $(qemu-system-x86_64 --version | head -1 | cut -d' ' -f4)"
 	echo "repository: $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
 	echo "harness: $harness"
+	if [ "$what" = lockprof ]; then
+		echo "workloads: $lock_workloads"
+	elif [ "$partial" = 1 ]; then
+		echo "partial: workloads $workloads; clocks $clocks; wall at $cpu_list vCPU(s), icount at $icount_cpus vCPU(s); $runs wall rounds x ${seconds}s, $iruns icount rounds x ${iseconds}s"
+	fi
 } >"$out/machine.txt"
+# Appends one boot's duration to machine.txt.
+timed() { # label cmd...
+	local label=$1 t0=$SECONDS
+	shift
+	"$@"
+	echo "boot: $label: $((SECONDS - t0)) s" >>"$out/machine.txt"
+}
 
 case "$what" in
 bench)
 	for clock in $clocks; do
-		for cpus in $cpu_list; do
+		for cpus in $(cpus_of "$clock"); do
 			r=$runs s=$seconds icount=()
 			[ "$clock" = icount ] && r=$iruns s=$iseconds icount=(--icount)
 			log "$clock, $cpus vCPU(s): $r rounds x ${s}s per arm, workloads $workloads"
-			bash "$top/scripts/vm-run.sh" --cpus "$cpus" "${icount[@]}" --rwdir "$out" -- \
+			timed "$clock, $cpus vCPU(s), $r rounds x ${s}s, $workloads" bash "$top/scripts/vm-run.sh" --cpus "$cpus" "${icount[@]}" --rwdir "$out" -- \
 				bash "$guest" "$ko" "$out/bench.tsv" "$clock" "$r" "$s" "$workloads"
 		done
 	done
@@ -93,17 +113,19 @@ bench)
 lockprof)
 	mkdir -p "$out/perf_lock" "$out/lock_stat"
 	# vm-run.sh boots the kernel of FLAVOUR in KDIR: both set for each boot.
-	log "boot 1: W1 on the perf kernel, 1 round x ${seconds}s per arm under perf lock record"
-	FLAVOUR=perf KDIR=$(kdir_of perf) bash "$top/scripts/vm-run.sh" --cpus 2 --rwdir "$out" -- \
-		bash "$guest" "$(ko_of perf)" "$out/bench.tsv" perflock 1 "$seconds" W1 "$out/perf_lock"
-	log "boot 2: W1 on the lockstat kernel, 1 round x ${seconds}s per arm, then /proc/lock_stat"
-	FLAVOUR=lockstat KDIR=$(kdir_of lockstat) bash "$top/scripts/vm-run.sh" --cpus 2 --rwdir "$out" -- \
-		bash "$guest" "$(ko_of lockstat)" "$out/bench.tsv" lockstat 1 "$seconds" W1 "$out/lock_stat"
+	log "boot 1: $lock_workloads on the perf kernel, 1 round x ${seconds}s per arm under perf lock record"
+	FLAVOUR=perf KDIR=$(kdir_of perf) timed "perf lock, $lock_workloads" bash "$top/scripts/vm-run.sh" --cpus 2 --rwdir "$out" -- \
+		bash "$guest" "$(ko_of perf)" "$out/bench.tsv" perflock 1 "$seconds" "$lock_workloads" "$out/perf_lock"
+	log "boot 2: $lock_workloads on the lockstat kernel, 1 round x ${seconds}s per arm, then /proc/lock_stat"
+	FLAVOUR=lockstat KDIR=$(kdir_of lockstat) timed "lock_stat, $lock_workloads" bash "$top/scripts/vm-run.sh" --cpus 2 --rwdir "$out" -- \
+		bash "$guest" "$(ko_of lockstat)" "$out/bench.tsv" lockstat 1 "$seconds" "$lock_workloads" "$out/lock_stat"
 	;;
 *) echo "usage: $0 [--dry-run] bench|lockprof" >&2; exit 2 ;;
 esac
 if [ "$partial" = 1 ] && [ "$what" = bench ]; then
-	log "partial run (BENCH_CPUS/BENCH_CLOCKS/BENCH_WORKLOADS set): results in $out; results/bench-latest and the report are unchanged"
+	cp -r "$out" "$top/results/bench-partial-$stamp"
+	python3 "$top/scripts/report.py" "$top/results" "$top/Documentation"
+	log "partial run (BENCH_CPUS/BENCH_ICOUNT_CPUS/BENCH_CLOCKS/BENCH_WORKLOADS set): results in results/bench-partial-$stamp (results/bench-latest unchanged), its own section in Documentation/benchmarks.md"
 	exit 0
 fi
 rm -rf "$top/results/$what-latest" && cp -r "$out" "$top/results/$what-latest"

@@ -3,7 +3,9 @@
 
     report.py RESULTS_DIR DOC_DIR
 
-Reads RESULTS_DIR/bench-latest/{bench.tsv,machine.txt} (from `make bench`) and
+Reads RESULTS_DIR/bench-latest/{bench.tsv,active.tsv,machine.txt} (from `make bench`), every
+RESULTS_DIR/bench-partial-*/ (partial runs of `make bench`, shown in sections of their own
+while newer than bench-latest) and
 RESULTS_DIR/lockprof-latest/{perf_lock/*.perf_lock[_stacks],lock_stat/*.lock_stat,machine.txt}
 (from `make lockprof`), whichever exist; writes DOC_DIR/benchmarks.md and DOC_DIR/plots/*.svg,
 and RESULTS_DIR/lockprof-latest/summary.tsv (lock_stat) and perf_lock.tsv (perf lock).
@@ -19,13 +21,25 @@ ARMS = {
     "B0": "stock: module not loaded, one shared listener",
     "B1": "stock + nginx `reuseport` (module not loaded)",
     "B2": "stock + reuseport + CPU BPF + tcp_migrate_req, workers pinned (module not loaded)",
-    "C": "stock placement, module loaded counting only (listen_ports empty in every namespace)",
-    "T": "fastsocket (defaults, in every namespace)",
+    "C": "stock placement, module loaded counting only (listen_ports empty and rfd=0 in every "
+         "namespace)",
+    "T": "fastsocket (defaults, in every namespace), Receive Flow Deliver on (rfd=1; for W1's "
+         "passive side RFD changes nothing: nginx's port is outside the ephemeral range, only "
+         "the client namespace's replies are steered)",
     "T0": "fastsocket, listen_hold_ms=0 (in every namespace)",
     "TQ0": "fastsocket, listen_queues=0: no per-CPU accept queues, the listener's own queue "
            "only, the single-queue design before the local listen table (in every namespace; "
            "W1 only)",
+    "TR0": "fastsocket, rfd=0: the module without Receive Flow Deliver (in every namespace; "
+           "W2, W3)",
 }
+# What the arms meant in runs of the harness before Receive Flow Deliver (no "rfd" in its
+# "harness:" line): the module had no RFD, ip_local_port_range was 1024-65000.
+ARMS_BEFORE_RFD = dict(ARMS, C="stock placement, module loaded counting only (listen_ports "
+                       "empty in every namespace)",
+                       T="fastsocket (defaults, in every namespace; no Receive Flow Deliver "
+                       "yet)")
+del ARMS_BEFORE_RFD["TR0"]
 # What the arms meant in results of the harness before issue 8 (no "harness:" line).
 LEGACY_ARMS = {
     "B0": "\"stock\": module loaded, counting only in the initial namespace, fully on in the "
@@ -64,9 +78,18 @@ NAMED_LOCKS = [
     ("child socket during the handshake", r"^slock-AF_INET6?/1$"),
     ("accept queue (rskq_lock)", r"rskq_lock"),
     ("bind bucket (bhash/bhash2)", r"bhash|&tb->lock|ilb2|head->lock"),
-    ("established hash (ehash)", r"ehash"),
+    # inet_ehash_locks_alloc(): spin_lock_init(&ptr[i]) names the class "&ptr[i]"
+    ("established hash (ehash locks, `&ptr[i]`)", r"ehash|^&ptr\[i\]$"),
     ("epoll (&ep->lock)", r"&ep->lock"),
     ("socket wait queue", r"&wq->wait|sk_wq|&sk->sk_sleep|wait#"),
+]
+
+# The lock classes of the connect path (autobinding connect(): bind bucket search and
+# __inet_check_established()/inet_ehash_insert()), as /proc/lock_stat names them.
+CONNECT_LOCKS = [
+    ("bind bucket `&tcp_hashinfo.bhash[i].lock`", r"^&tcp_hashinfo\.bhash\[i\]\.lock$"),
+    ("bind bucket 2 `&tcp_hashinfo.bhash2[i].lock`", r"^&tcp_hashinfo\.bhash2\[i\]\.lock$"),
+    ("established hash `&ptr[i]` (inet_ehash_locks_alloc)", r"^&ptr\[i\]$"),
 ]
 
 # perf lock contention callers on the listener's path, by a pattern on the caller function
@@ -100,6 +123,38 @@ def load_bench(path):
                              slot=int(c[9]) if len(c) == 11 else None,
                              module=c[10] if len(c) == 11 else "legacy"))
     return rows
+
+
+def load_active(path):
+    """Rows of active.tsv (active-connection locality of the traced warm-up runs)."""
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        for line in f:
+            c = line.rstrip("\n").split("\t")
+            if len(c) != 16:
+                continue
+            num = [int(x) for x in c[5:12]]
+            rfd = [None if x == "-" else int(x) for x in c[12:16]]
+            rows.append(dict(clock=c[0], cpus=int(c[1]), w=c[2], arm=c[3], run=int(c[4]),
+                             traced=num[0], complete=num[1], local=num[2], connect=num[3],
+                             synack=num[4], close=num[5], lost=num[6], rfd=rfd))
+    return rows
+
+
+def active_stats(runs):
+    """Sums over runs: complete, local, connect/synack/close on cpu_of(sport), lost, rfd."""
+    t = {k: sum(r[k] for r in runs) for k in ("traced", "complete", "local", "connect",
+                                                "synack", "close", "lost")}
+    t["n"] = len(runs)
+    t["rfd"] = [None if any(r["rfd"][i] is None for r in runs) else
+                sum(r["rfd"][i] for r in runs) for i in range(4)]
+    return t
+
+
+def pct(a, b):
+    return f"{100.0 * a / b:.1f}%" if b else "n/a"
 
 
 def machine(res):
@@ -337,15 +392,31 @@ def arm_order(name):
     return (list(ARMS).index(arm) if arm in ARMS else len(ARMS), name)
 
 
-def bench_section(res, docs, lines):
+def run_name(keys):
+    """A run as tables name it: its date and repository commit."""
+    return f"run of {keys.get('date', 'unknown date')}, repository {keys.get('repository', '?')}"
+
+
+def bench_section(res, docs, lines, heading="## Throughput, locality, scaling", prefix="",
+                  later=None):
+    """One `make bench` run's section. prefix names its plots; later, for a full run, the
+    partial runs shown after it (their keys), which supersede its rows of their workloads."""
     rows = load_bench(os.path.join(res, "bench.tsv"))
     g = group(rows)
+    active = load_active(os.path.join(res, "active.tsv"))
+    ga = collections.defaultdict(list)
+    for r in active:
+        ga[(r["clock"], r["cpus"], r["w"], r["arm"])].append(r)
     text, keys = machine(res)
     legacy = "harness" not in keys or any(r["module"] == "legacy" for r in rows)
-    arms = LEGACY_ARMS if legacy else ARMS
+    before_rfd = not legacy and "rfd" not in keys["harness"]
+    arms = LEGACY_ARMS if legacy else ARMS_BEFORE_RFD if before_rfd else ARMS
+    run = run_name(keys)
+    run_arms = sorted({r["arm"] for r in rows}, key=lambda a: list(arms).index(a)
+                      if a in arms else len(arms))
     plots = os.path.join(docs, "plots")
     os.makedirs(plots, exist_ok=True)
-    lines += ["## Throughput, locality, scaling", ""]
+    lines += [heading, ""]
     if legacy:
         lines += ["> " + LEGACY_NOTE, ""]
         lines += ["### Current figures until the re-run: the re-measurement reported in issue 8",
@@ -355,12 +426,26 @@ def bench_section(res, docs, lines):
                   "|---|---|---|---|",
                   "| 1 | 7,814 | 7,755 | 0.992 |",
                   "| 2 | 7,565 | 7,476 | 0.988 |", ""]
-    lines += ["Regenerate: `make bench` (wall clock and icount, 1 and 2 vCPUs; about 45 minutes "
-              "on this 2-core machine).", ""]
+    if "partial" in keys and prefix:
+        lines += [f"A partial `make bench` ({run}; arms {', '.join(run_arms)}): {keys['partial']}. "
+                  "Its tables hold only this run's figures; it does not replace the full run "
+                  "above, whose tables hold only the full run's.", ""]
+    else:
+        lines += ["Regenerate: `make bench` (wall clock and icount, 1 and 2 vCPUs; about 45 "
+                  "minutes on this 2-core machine).", ""]
+    for k in later or []:
+        if before_rfd and "rfd" in k.get("harness", ""):
+            lines += [f"**Superseded rows.** This run predates Receive Flow Deliver: its arm T "
+                      "had no RFD, ip_local_port_range was 1024-65000 (nginx's 8080 inside it, "
+                      "so RFD could not have steered) and the backend veth's initial end had no "
+                      f"RPS. Its {k.get('partial', '').split(';')[0].replace('workloads ', '')} "
+                      f"rows are superseded by the partial {run_name(k)} below; its other rows "
+                      "are the current figures for their workloads.", ""]
     lines += ["```", text, "```", ""]
-    lines += ["Arms: " + "; ".join(f"**{k}** {v}" for k, v in arms.items() if
-                                   any(k == key[3] for key in g)) + ".", "",
-              "Workloads: " + "; ".join(f"**{k}** {v}" for k, v in WORKLOADS.items()) + ".", ""]
+    lines += ["Arms of this run: " + "; ".join(f"**{k}** {v}" for k, v in arms.items() if
+                                               any(k == key[3] for key in g)) + ".", "",
+              "Workloads: " + "; ".join(f"**{k}** {v}" for k, v in WORKLOADS.items()
+                                        if any(k == key[2] for key in g)) + ".", ""]
     if legacy:
         lines += ["Locality: share of accepted connections whose handshake completed on the "
                   "accepting CPU (module counters).", ""]
@@ -376,17 +461,23 @@ def bench_section(res, docs, lines):
                   "under 0.5% are not read as differences: identical runs differ by ~0.1%). "
                   "Locality: "
                   "share of accepted connections whose handshake completed on the accepting "
-                  "CPU, from the module's counters (n/a where the module is not loaded).", ""]
+                  "CPU, from the module's counters (n/a where the module is not loaded)."
+                  + (" Active locality (W2, W3): share of the traced warm-up's active "
+                     "connections whose connect, SYN-ACK and close ran on one CPU, the one "
+                     "cpu_of(sport) names (see below)." if active else ""), ""]
     notes, headline = [], []
     for cpus in (2, 1):
         if not any(k[1] == cpus and k[0] in ("wall", "icount") for k in g):
             continue
-        lines += [f"### {cpus} vCPU{'s' if cpus > 1 else ''}"
+        lines += [f"### {cpus} vCPU{'s' if cpus > 1 else ''} ({run})"
                   + (" (old harness, not current)" if legacy else ""), "",
                   "| workload | arm | module | wall conn/s: median (min-max) | runs | vs B0 | "
                   "icount conn per 1e9 instr.: median (min-max) | runs | vs B0 | "
-                  "guest instr. per conn | locality (wall / icount) | errors | reading |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "guest instr. per conn | locality (wall / icount) | "
+                  + ("active locality (wall / icount) | " if active else "")
+                  + "errors | reading |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if active else "")
+                  + "---|"]
         for w in WORKLOADS:
             base = {c: g.get((c, cpus, w, "B0")) for c in ("wall", "icount")}
             base = {c: stats(v) for c, v in base.items() if v}
@@ -415,20 +506,28 @@ def bench_section(res, docs, lines):
                 if note:
                     notes.append(f"- {w} {arm}, {cpus} vCPU{'s' if cpus > 1 else ''}: {note}.")
                 err = sum(st[c]["err"] for c in st)
+                act = ""
+                if active:
+                    act = " / ".join(
+                        (pct(a["local"], a["complete"]) if a else "n/a") for a in
+                        (active_stats(ga[(c, cpus, w, arm)]) if (c, cpus, w, arm) in ga else None
+                         for c in ("wall", "icount") if c in st)) + " | "
                 lines.append(f"| {w} | {arm} | {module} | " + " | ".join(cells) +
-                             f" | {ipc} | {loc} | {err} | {verdict} |")
+                             f" | {ipc} | {loc} | {act}{err} | {verdict} |")
                 if arm != "B0" and w in ("W1", "W2", "W3"):
                     headline.append(f"| {cpus} | {w} | {arm}/B0 | " + " | ".join(
                         f"{cmp[c][0]:.3f}" if cmp.get(c) else "" for c in ("wall", "icount"))
                         + f" | {verdict} |")
         lines.append("")
     if headline:
-        lines += ["### Against stock (B0), all arms"
+        lines += [f"### Against stock (B0), all arms ({run})"
                   + (" (old harness, not current)" if legacy else ""), "",
                   "| vCPUs | workload | ratio | wall | icount | reading |",
                   "|---|---|---|---|---|---|"] + headline + [""]
     if notes:
-        lines += ["### Where wall clock and icount disagree", ""] + notes + [""]
+        lines += [f"### Where wall clock and icount disagree ({run})", ""] + notes + [""]
+    if active:
+        active_table(ga, arms, run, lines)
     for clock, unit, title in (("wall", "conn/s", "conn/s per arm (wall-clock TCG, 2 vCPUs, "
                                 "median, min-max)"),
                                ("icount", "", "connections per 1e9 guest instructions per arm "
@@ -443,8 +542,9 @@ def bench_section(res, docs, lines):
             if bars:
                 groups.append((f"{w}: {WORKLOADS[w]}", bars))
         if groups:
-            name = "conn-per-arm.svg" if clock == "wall" else "icount-per-arm.svg"
+            name = prefix + ("conn-per-arm.svg" if clock == "wall" else "icount-per-arm.svg")
             title += " [old harness, not current]" if legacy else ""
+            title += f" [{run}]"
             svg_bars(title, groups, unit, os.path.join(plots, name))
             lines += [f"![{title}](plots/{name})", ""]
     for clock, label in (("wall", "wall clock"), ("icount", "icount")):
@@ -458,18 +558,60 @@ def bench_section(res, docs, lines):
             if bars:
                 groups.append((f"{w}: 2-vCPU / 1-vCPU", bars))
         if groups:
-            name = "scaling.svg" if clock == "wall" else "scaling-icount.svg"
+            name = prefix + ("scaling.svg" if clock == "wall" else "scaling-icount.svg")
             svg_bars(f"Scaling from 1 to 2 vCPUs ({label}, median)"
-                     + (" [old harness, not current]" if legacy else ""), groups, "x",
+                     + (" [old harness, not current]" if legacy else "") + f" [{run}]",
+                     groups, "x",
                      os.path.join(plots, name))
             lines += [f"![scaling, {label}](plots/{name})", ""]
 
 
+def active_table(ga, arms, run, lines):
+    """Active-connection locality per workload, arm, clock and vCPU count."""
+    lines += [f"### Active-connection locality, W2 and W3 ({run})", "",
+              "Traced in every warm-up run (2 s before each measured run; the measured runs "
+              "are not traced) with the tracepoint `sock:inet_sock_set_state`, filter "
+              "`dport == 8080`: W2 haproxy's connections to the backend nginx, W3 wrk's. Per "
+              "active socket (its address joins its events: `tcp_v4_connect()` enters "
+              "SYN_SENT before it picks the port, so sport comes from the SYN_SENT -> "
+              "ESTABLISHED event): the CPU of CLOSE -> SYN_SENT (connect), of SYN_SENT -> "
+              "ESTABLISHED (the SYN-ACK's softirq) and of the first transition out of "
+              "ESTABLISHED (close: here the server's FIN arriving). **Local**: the three CPUs "
+              "equal and equal to cpu_of(sport) = (sport >> 1) % nr_cpu_ids. On 1 vCPU every "
+              "connection is local by construction. rfd_* are the module's counters "
+              "(`/proc/net/fastsocket`) over the same warm-ups: port searches that got a port "
+              "of their CPU / fell back to the stock search; received segments steered to "
+              "another CPU / already on their port's CPU (all devices, both directions).", "",
+              "| workload | vCPUs | clock | arm | warm-ups | active conns traced (complete) | "
+              "**local** | connect on cpu_of | SYN-ACK on cpu_of | close on cpu_of | "
+              "events lost | rfd_ports / rfd_fallback | rfd_steered / rfd_local |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for w in WORKLOADS:
+        for cpus in (2, 1):
+            for clock in ("wall", "icount"):
+                for arm in arms:
+                    if (clock, cpus, w, arm) not in ga:
+                        continue
+                    a = active_stats(ga[(clock, cpus, w, arm)])
+                    r = a["rfd"]
+                    ports = f"{r[0]:,} / {r[1]:,}" if r[0] is not None else "n/a"
+                    steer = f"{r[2]:,} / {r[3]:,}" if r[2] is not None else "n/a"
+                    lines.append(f"| {w} | {cpus} | {clock} | {arm} | {a['n']} | "
+                                 f"{a['traced']:,} ({a['complete']:,}) | "
+                                 f"**{pct(a['local'], a['complete'])}** | "
+                                 f"{pct(a['connect'], a['complete'])} | "
+                                 f"{pct(a['synack'], a['complete'])} | "
+                                 f"{pct(a['close'], a['complete'])} | {a['lost']:,} | "
+                                 f"{ports} | {steer} |")
+    lines.append("")
+
+
 def lockprof_section(res, docs, lines):
     text, keys = machine(res)
-    lines += ["## Lock profile (W1)", ""]
-    lines += ["Regenerate: `make lockprof`: two boots, every W1 arm once (one round), the module "
-              "arms' knobs as in `make bench`: first the perf kernel with `perf lock` "
+    wl = keys.get("workloads", "W1")
+    lines += [f"## Lock profile ({', '.join(wl.split())}; {run_name(keys)})", ""]
+    lines += [f"Regenerate: `make lockprof`: two boots, every arm of {', '.join(wl.split())} once "
+              f"(one round{'; W3: B0, T, TR0' if 'W3' in wl.split() else ''}), the module arms' knobs as in `make bench`: first the perf kernel with `perf lock` "
               "(contention tracepoints, no lockdep), then the lockstat kernel with "
               "`/proc/lock_stat`. Counts are per 1,000 connections as wrk counted them (client "
               "side included); the profiled kernels' throughput is not meaningful.", ""]
@@ -523,7 +665,7 @@ def perf_lock_section(res, lines):
               "tracepoint), and wait is time spent spinning or sleeping under TCG: compare "
               "arms, not absolute values. Stock arms (B0, B1, B2: module not loaded) stand "
               "beside the module's arms (C: loaded, counting only; T, T0: per-CPU accept "
-              "queues; TQ0: T without them): a listener-related row that is lower in T than "
+              "queues; TQ0: T without them; TR0: T without Receive Flow Deliver): a listener-related row that is lower in T than "
               "in B0 and TQ0 is contention that the per-CPU accept queues removed; one that is "
               "higher is contention the module added. Rows in **bold** are on the listener's "
               "path.", ""]
@@ -620,6 +762,29 @@ def lock_stat_section(res, docs, lines, text, keys):
             cells.append(f"{tot[1] * k:.1f} / {tot[0] * k:.1f} / {tot[3] * k:.0f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
+    lines += ["#### Connect path: contentions / con-bounces / acq-bounces / acquisitions per 1k "
+              "connections", "",
+              "The lock classes an autobinding `connect()` takes: the bind buckets while it "
+              "searches a port (`__inet_hash_connect()`), the established-hash lock while it "
+              "checks and inserts its 4-tuple (`__inet_check_established()`, "
+              "`inet_ehash_insert()`); the ehash locks are one class named `&ptr[i]` (from "
+              "`spin_lock_init(&ptr[i])` in `inet_ehash_locks_alloc()`). W3's connect()s "
+              "are wrk's (stock B0 beside the module's T, with RFD, and TR0, without); W1's "
+              "columns count the same classes for the client's connect()s and the server's "
+              "accepts. Both sides of every connection run in this guest.", "",
+              "| lock class | " + " | ".join(profiles) + " |", "|---|" + "---|" * len(profiles)]
+    for label, pat in CONNECT_LOCKS:
+        cells = []
+        for arm, (classes, conns, _) in profiles.items():
+            k = 1000.0 / conns if conns else 0
+            tot = [0.0] * 5
+            for cname, v in classes.items():
+                if re.search(pat, cname):
+                    tot = [a + b for a, b in zip(tot, v)]
+            cells.append(f"{tot[1] * k:.1f} / {tot[0] * k:.1f} / {tot[3] * k:.0f} / "
+                         f"{tot[4] * k:,.0f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
     lines += ["#### Top 5 contended lock classes per arm (contentions per 1k connections)", ""]
     groups = []
     for arm, (classes, conns, _) in profiles.items():
@@ -633,7 +798,7 @@ def lock_stat_section(res, docs, lines, text, keys):
     lines.append("")
     with open(os.path.join(res, "summary.tsv"), "w") as f:
         f.write("\n".join(summary) + "\n")
-    svg_bars("Top contended lock classes, W1 (contentions per 1k connections)"
+    svg_bars("Top contended lock classes (contentions per 1k connections)"
              + (" [old harness, not current]" if legacy else ""), groups,
              "", os.path.join(docs, "plots", "top-locks.svg"))
     lines += ["![top locks](plots/top-locks.svg)", ""]
@@ -648,8 +813,24 @@ def main():
              "of one run, not absolute rates.", ""]
     bench = os.path.join(results, "bench-latest")
     lock = os.path.join(results, "lockprof-latest")
+    full = machine(bench)[1] if os.path.exists(os.path.join(bench, "machine.txt")) else {}
+    # Partial runs newer than the full run, oldest first; older ones are superseded by it.
+    partial = []
+    for name in sorted(os.listdir(results)):
+        d = os.path.join(results, name)
+        if name.startswith("bench-partial-") and os.path.exists(os.path.join(d, "bench.tsv")):
+            k = machine(d)[1]
+            if k.get("date", "") > full.get("date", ""):
+                partial.append((d, k))
     if os.path.exists(os.path.join(bench, "bench.tsv")):
-        bench_section(bench, docs, lines)
+        bench_section(bench, docs, lines,
+                      heading="## Throughput, locality, scaling: full run"
+                      + (f" of {full['date']}" if "date" in full else ""),
+                      later=[k for _, k in partial])
+    for d, k in partial:
+        bench_section(d, docs, lines, heading=f"## Partial run of {k.get('date', '?')}: "
+                      + k.get("partial", "").split(";")[0],
+                      prefix=os.path.basename(d) + "-")
     if os.path.isdir(os.path.join(lock, "lock_stat")) or \
             os.path.isdir(os.path.join(lock, "perf_lock")):
         lockprof_section(lock, docs, lines)

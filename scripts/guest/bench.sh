@@ -2,7 +2,10 @@
 # Inside the guest (scripts/bench.sh boots it): every workload x arm, RUNS rounds, appending
 # one TSV row per measured run to OUT:
 #   clock cpus workload arm run conn_per_s errors accepts local slot module
-# (slot: the arm's position in its round; module: "unloaded" or "loaded").
+# (slot: the arm's position in its round; module: "unloaded" or "loaded"), and for W2 and W3
+# one row per warm-up run to OUT's directory/active.tsv (active-connection locality, below):
+#   clock cpus workload arm run traced complete local connect_ok synack_ok close_ok lost \
+#   rfd_ports rfd_fallback rfd_steered rfd_local
 #
 #   bench.sh KO OUT CLOCK RUNS SECONDS [WORKLOADS] [PROFILE_DIR]
 #
@@ -23,20 +26,29 @@
 #   W1  nginx (Debian config, 64-byte response), wrk with Connection: close
 #   W2  haproxy (nbthread = vCPUs, httpclose) in front of nginx in another netns
 #   W3  connect()-heavy client: wrk in the measured netns against nginx in another netns
+# Every namespace's ip_local_port_range is PORT_RANGE (lib.sh, 10000-65000): no service port
+# (8080, 8081) inside it, as Receive Flow Deliver needs (it steers a reply only when its source
+# port is outside the receiving namespace's range); every veth end has RPS on every CPU (RFD
+# works in get_rps_cpu(): fs-be0 receives the backend's replies to W2's haproxy and W3's wrk).
 # Arms:
 #   B0  stock: the module NOT loaded; one shared listener
 #   B1  stock + nginx `listen ... reuseport` (module not loaded)
 #   B2  B1 + CPU-steering reuseport BPF attached from outside + tcp_migrate_req=1, workers
 #       pinned from outside (taskset) (module not loaded)
-#   C   stock placement with the module loaded, counting only: listen_ports empty in every
-#       namespace (W1 only; its counters give stock locality, its rate the idle hooks' cost)
-#   T   the module, defaults written explicitly in every namespace
-#   T0  T with listen_hold_ms=0 in every namespace
+#   C   stock placement with the module loaded, counting only: listen_ports empty and rfd=0
+#       in every namespace (W1 only; its counters give stock locality, its rate the idle
+#       hooks' cost)
+#   T   the module, defaults written explicitly in every namespace, Receive Flow Deliver
+#       included (rfd=1; for W1's passive side RFD changes nothing: a segment to nginx's
+#       port 8080, outside the ephemeral range, is never steered; it steers only the client
+#       namespace's replies)
+#   T0  T with listen_hold_ms=0 in every namespace (W1)
+#   TR0 T with rfd=0 in every namespace: the module without Receive Flow Deliver (W2, W3)
 #   TQ0 T with listen_queues=0 in every namespace: no per-CPU accept queues, the listener's
 #       own queue only (the single-queue design before the local listen table; W1 only)
 #
 # Every (round, arm) starts from the same state: servers stopped, module unloaded (rmmod);
-# for C, T, T0 and TQ0 the module is loaded again (insmod) and its knobs written and read back in
+# for C, T, T0, TQ0 and TR0 the module is loaded again (insmod) and its knobs written and read back in
 # every namespace the workloads use (initial, client, backend): the scope is the whole guest,
 # by design. Then the servers start (after the module, so every listener is born under the
 # arm's state), a 2 s warm-up, one measured run.
@@ -44,6 +56,18 @@
 # position, predecessor, drift and TIME_WAIT build-up are spread over the arms instead of
 # landing on the last ones (for an odd number of arms the square and its mirror, 2n rounds:
 # see round_order in lib.sh).
+#
+# Active-connection locality (W2: haproxy's connections to the backend nginx; W3: wrk's), in
+# `bench` runs (not under a lock profile): the WARM-UP run of every (round, arm) is traced with
+# the tracepoint sock:inet_sock_set_state (tracefs, filter dport == 8080, global trace clock,
+# options/fields so the socket's address is printed); the measured run is not traced. Per
+# active socket (key: its address, sport from its SYN_SENT -> ESTABLISHED event, since
+# tcp_v4_connect() enters SYN_SENT before it picks the port): the CPU of CLOSE -> SYN_SENT
+# (connect), of SYN_SENT -> ESTABLISHED (the SYN-ACK's softirq) and of the first transition
+# out of ESTABLISHED (close; for W2/W3 the server's FIN arriving). Local: the three CPUs equal
+# and equal to cpu_of(sport) = (sport >> 1) % nr_cpu_ids. lost: events the ring buffer
+# overran (then the figures are a sample). The rfd_* columns: the module's counters
+# (/proc/net/fastsocket) over the warm-up, "-" where the module is not loaded.
 set -euo pipefail
 ko=$1 out=$2 clock=$3 runs=$4 seconds=$5 workloads=${6:-W1 W2 W3} profdir=${7:-}
 dry=${BENCH_DRY_RUN:-0}
@@ -87,9 +111,13 @@ backend_net_up() {
 	ip -n "$BACKEND_NS" addr add "$BACKEND_IP/24" dev fs-be1
 	ip -n "$BACKEND_NS" link set fs-be1 up && ip -n "$BACKEND_NS" link set lo up
 	ip -n "$BACKEND_NS" route add default via "$BACKEND_GW" 2>/dev/null || true
-	ip netns exec "$BACKEND_NS" sh -c "echo $(printf '%x' $(((1 << cpus) - 1))) > /sys/class/net/fs-be1/queues/rx-0/rps_cpus"
-	sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
-	ip netns exec "$BACKEND_NS" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
+	ip netns exec "$BACKEND_NS" sh -c "echo $(rps_mask) > /sys/class/net/fs-be1/queues/rx-0/rps_cpus"
+	# fs-be0 receives nginx's replies to the initial namespace's connect()s (W2, W3): RFD
+	# needs RPS there. Port ranges: see PORT_RANGE in lib.sh (no service port inside).
+	rps_mask >/sys/class/net/fs-be0/queues/rx-0/rps_cpus
+	sysctl -qw net.ipv4.ip_local_port_range="$PORT_RANGE" net.ipv4.tcp_tw_reuse=1
+	ip netns exec "$BACKEND_NS" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096 \
+		net.ipv4.ip_local_port_range="$PORT_RANGE"
 	mkdir -p /var/lib/nginx /var/log/nginx "$dir/be"
 	sed -e "s|include /etc/nginx/sites-enabled/\*;|include $dir/be/server.conf;|" \
 		-e "s|^pid .*|pid $dir/be/nginx.pid;|" /etc/nginx/nginx.conf >"$dir/be/nginx.conf"
@@ -194,21 +222,94 @@ perflock_check() {
 	log "perflock: $($PERF --version), tracepoints $t/events/lock/contention_{begin,end}"
 }
 
+# Active-connection locality: tracefs and the tracepoint, set up once per boot.
+TRACEFS=/sys/kernel/tracing
+TRACE_EVENT=$TRACEFS/events/sock/inet_sock_set_state
+RFD_COLUMNS=(rfd_ports rfd_fallback rfd_steered rfd_local)
+active_trace=0
+active_setup() {
+	[ -e "$TRACEFS/events" ] || mount -t tracefs tracefs "$TRACEFS" || true
+	if [ ! -e "$TRACE_EVENT/enable" ]; then
+		log "active locality: no tracepoint sock:inet_sock_set_state in $TRACEFS (CONFIG_EVENT_TRACING?): not measured"
+		return 0
+	fi
+	echo 0 >"$TRACEFS/tracing_on"
+	echo 0 >"$TRACE_EVENT/enable"
+	# The events of one socket come from several CPUs: order them by one clock.
+	echo global >"$TRACEFS/trace_clock"
+	echo 1 >"$TRACEFS/options/fields"
+	echo 4096 >"$TRACEFS/buffer_size_kb"
+	# The active sockets to the backend (W2's haproxy, W3's wrk): destination port 8080.
+	echo 'protocol == 6 && dport == 8080' >"$TRACE_EVENT/filter"
+	active_trace=1
+	log "active locality: $TRACE_EVENT, filter '$(cat "$TRACE_EVENT/filter")', clock global, 4 MiB per CPU"
+}
+
+active_start() {
+	echo 0 >"$TRACEFS/tracing_on"
+	: >"$TRACEFS/trace"
+	echo 1 >"$TRACE_EVENT/enable"
+	echo 1 >"$TRACEFS/tracing_on"
+}
+
+# Stops the trace and prints "traced complete local connect_ok synack_ok close_ok lost".
+active_stop() {
+	local ncpu lost
+	echo 0 >"$TRACE_EVENT/enable"
+	echo 0 >"$TRACEFS/tracing_on"
+	ncpu=$(($(sed 's/.*[-,]//' /sys/devices/system/cpu/possible) + 1))
+	lost=$(awk '/^overrun:/ { s += $2 } END { print s + 0 }' "$TRACEFS"/per_cpu/cpu*/stats)
+	active_parse "$TRACEFS/trace" "$ncpu" "$lost"
+	: >"$TRACEFS/trace"
+}
+
+active_parse() { # trace ncpu lost
+	# Lines: "comm-pid [CPU] flags ts: inet_sock_set_state: skaddr=0x... (N) oldstate=0x7 (7)
+	# newstate=0x2 (2) sport=0x... (N) ..." (options/fields: hex, then decimal in brackets).
+	# shellcheck disable=SC2016 # awk program
+	awk -v ncpu="$2" -v lost="$3" '
+	function done(k) { if (k in c1) { n++; if ((k in c3) && (k in sp)) { full++
+		own = int(sp[k] / 2) % ncpu
+		ok1 = (c1[k] == own); ok2 = (c2[k] == own); ok3 = (c3[k] == own)
+		a += ok1; b += ok2; c += ok3; if (ok1 && ok2 && ok3) loc++ } }
+		delete c1[k]; delete c2[k]; delete c3[k]; delete sp[k] }
+	/inet_sock_set_state:/ {
+		cpu = -1; sk = ""; os = -1; ns = -1; port = -1
+		for (i = 1; i <= NF; i++) {
+			if ($i ~ /^\[[0-9]+\]$/ && cpu < 0) { cpu = substr($i, 2, length($i) - 2) + 0 }
+			else if ($i ~ /^skaddr=/) sk = substr($i, 8)
+			else if ($i ~ /^(oldstate|newstate|sport)=/) {
+				v = $(i + 1); gsub(/[()]/, "", v)
+				if ($i ~ /^oldstate/) os = v + 0; else if ($i ~ /^newstate/) ns = v + 0; else port = v + 0
+			}
+		}
+		if (cpu < 0 || sk == "") next
+		# TCP states: 1 ESTABLISHED, 2 SYN_SENT, 7 CLOSE
+		if (os == 7 && ns == 2) { done(sk); c1[sk] = cpu; next }
+		if (!(sk in c1)) next
+		if (os == 2 && ns == 1) { c2[sk] = cpu; sp[sk] = port; next }
+		if (os == 1 && (sk in c2) && !(sk in c3)) { c3[sk] = cpu; done(sk) }
+	}
+	END { for (k in c1) done(k); printf "%d %d %d %d %d %d %d\n", n, full, loc, a, b, c, lost }
+	' "$1"
+}
+
 module_loaded() { if [ "$dry" = 1 ]; then [ "$dry_loaded" = 1 ]; else [ -e /sys/module/fastsocket ]; fi; }
 dry_loaded=0
 
 # The knobs each arm writes in every namespace (knob=value, space separated).
 arm_knobs() {
 	case "$1" in
-	C) echo "enabled=1 listen_ports=" ;;
-	T) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1" ;;
-	T0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=0 listen_pull=1 listen_queues=1" ;;
-	TQ0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=0" ;;
+	C) echo "enabled=1 listen_ports= rfd=0" ;;
+	T) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1" ;;
+	T0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=0 listen_pull=1 listen_queues=1 rfd=1" ;;
+	TQ0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=0 rfd=1" ;;
+	TR0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=0" ;;
 	esac
 }
 
-# Puts the module in the arm's state and logs it: unloaded for the B arms; for C, T, T0 and
-# TQ0 a fresh insmod with the arm's knobs written and read back in every namespace.
+# Puts the module in the arm's state and logs it: unloaded for the B arms; for C, T, T0, TQ0
+# and TR0 a fresh insmod with the arm's knobs written and read back in every namespace.
 module_for() { # arm
 	local arm=$1 knobs ns kv got want
 	if module_loaded; then act rmmod fastsocket; dry_loaded=0; fi
@@ -259,7 +360,10 @@ counters_total() {
 # netns NS (under `perf lock record` for perflock), and the arm's lock profile.
 measure() { # workload arm round slot ns url
 	local w=$1 arm=$2 run=$3 slot=$4 ns=$5 url=$6 rps err reqs a0 l0 a1 l1 res state name wrk
-	local data=$dir/perf-lock.data
+	local data=$dir/perf-lock.data active=0
+	# Active locality: W2 and W3 in bench runs, warm-up only.
+	[ "$profile" = none ] && [ "$w" != W1 ] && [ "$active_trace" = 1 ] && active=1
+	[ "$profile" = none ] && [ "$w" != W1 ] && [ "$dry" = 1 ] && active=1
 	servers_stop
 	log "$w round $run slot $slot: $arm"
 	module_for "$arm"
@@ -271,7 +375,7 @@ measure() { # workload arm round slot ns url
 	wrk=(wrk -t2 -c32 -d"${seconds}s" -H 'Connection: close' "$url")
 	[ "$ns" = - ] || wrk=(ip netns exec "$ns" "${wrk[@]}")
 	if [ "$dry" = 1 ]; then
-		log "    [dry] wrk ${WARMUP}s warm-up, ${seconds}s measured from $(ns_name "$ns") -> $url"
+		log "    [dry] wrk ${WARMUP}s warm-up$([ "$active" = 1 ] && echo ' (traced: sock:inet_sock_set_state dport 8080, active locality)'), ${seconds}s measured from $(ns_name "$ns") -> $url"
 		case "$profile" in
 		lockstat) log "    [dry] /proc/lock_stat cleared before the measured run, saved after it to $profdir/$name.lock_stat" ;;
 		perflock)
@@ -281,7 +385,24 @@ measure() { # workload arm round slot ns url
 		return 0
 	fi
 	log "  TIME_WAIT: initial $(tw_count -), client $(tw_count "$CLIENT_NS"), backend $(tw_count "$BACKEND_NS")"
-	in_ns "$ns" wrk -t2 -c32 -d"${WARMUP}s" -H 'Connection: close' "$url" >/dev/null
+	if [ "$active" = 1 ]; then
+		local r0 r1 act
+		read -r -a r0 < <(fs_column_sums "${RFD_COLUMNS[@]}")
+		active_start
+		in_ns "$ns" wrk -t2 -c32 -d"${WARMUP}s" -H 'Connection: close' "$url" >/dev/null
+		act=$(active_stop)
+		read -r -a r1 < <(fs_column_sums "${RFD_COLUMNS[@]}")
+		local rfd="" i
+		for i in 0 1 2 3; do
+			if [ "${r0[i]}" = - ] || [ "${r1[i]}" = - ]; then rfd+=" -"; else rfd+=" $((r1[i] - r0[i]))"; fi
+		done
+		# shellcheck disable=SC2086 # word lists
+		printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$clock" "$cpus" "$w" "$arm" "$run" \
+			"$(echo $act $rfd | tr ' ' '\t')" >>"$active_file"
+		log "  warm-up traced: traced complete local connect_ok synack_ok close_ok lost: $act; ${RFD_COLUMNS[*]}:$rfd"
+	else
+		in_ns "$ns" wrk -t2 -c32 -d"${WARMUP}s" -H 'Connection: close' "$url" >/dev/null
+	fi
 	[ "$profile" = lockstat ] && echo 0 >/proc/lock_stat
 	read -r a0 l0 < <(counters_total)
 	if [ "$profile" = perflock ]; then
@@ -347,17 +468,20 @@ cleanup() {
 trap cleanup EXIT
 
 out_file=$out
+active_file=$(dirname "$out")/active.tsv
 if [ "$dry" != 1 ]; then
 	mkdir -p "$dir"
 	# Start from a guest without the module, whatever ran before.
 	rmmod fastsocket 2>/dev/null || true
 	[ "$profile" = perflock ] && perflock_check
+	[ "$profile" = none ] && active_setup
 	net_up
 	backend_net_up
 	sysctl -qw net.ipv4.tcp_tw_reuse=1
 fi
 log "bench: $clock clock, $cpus vCPUs, $runs rounds x ${seconds}s per arm (+${WARMUP}s warm-up), workloads: $workloads$([ "$dry" = 1 ] && echo ', DRY RUN')"
-log "  every arm: servers stopped, module unloaded; C/T/T0/TQ0: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS"
+log "  every arm: servers stopped, module unloaded; C/T/T0/TQ0/TR0: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS"
+log "  ip_local_port_range $PORT_RANGE in every namespace (no service port inside: RFD); RPS on every CPU on fs-srv, fs-cli, fs-be0, fs-be1"
 case "$profile" in
 lockstat) log "  lock profile: /proc/lock_stat per measured run -> $profdir" ;;
 perflock) log "  lock profile: perf lock record -a around each measured run (contention tracepoints) -> $profdir" ;;
@@ -365,9 +489,9 @@ esac
 for w in $workloads; do
 	case "$w" in
 	W1) arms=(B0 B1 B2 C T T0 TQ0) ns=$CLIENT_NS url="http://$SERVER_IP:8080/" ;;
-	W2) arms=(B0 T T0) ns=$CLIENT_NS url="http://$SERVER_IP:8081/" ;;
+	W2) arms=(B0 T TR0) ns=$CLIENT_NS url="http://$SERVER_IP:8081/" ;;
 	# wrk runs in the measured (initial) netns: its connect()s are what W3 measures.
-	W3) arms=(B0 T) ns=- url="http://$BACKEND_IP:8080/" ;;
+	W3) arms=(B0 T TR0) ns=- url="http://$BACKEND_IP:8080/" ;;
 	*) log "unknown workload $w"; exit 2 ;;
 	esac
 	for run in $(seq "$runs"); do

@@ -7,6 +7,16 @@
 SERVER_IP=10.78.0.1
 CLIENT_IP=10.78.0.2
 CLIENT_NS=fs-cli
+# Ephemeral ports of every namespace that connects (initial and client; the backend's too, for
+# one rule): 10000-65000, so no service port (8080 nginx, 8081 haproxy) lies inside it.
+# Receive Flow Deliver (net.fastsocket.rfd) steers a segment to cpu_of(dport) only when its
+# destination port is inside the receiving namespace's range and its SOURCE port is not: with
+# the stock Debian-like 1024-65000, the replies of nginx:8080 would never be steered.
+PORT_RANGE="10000 65000"
+
+# Every possible CPU as an rps_cpus mask. RFD works in get_rps_cpu(): every device that
+# receives replies of active connections needs RPS, or RFD never sees their segments.
+rps_mask() { printf '%x' $(((1 << $(nproc)) - 1)); }
 
 log() { printf '[%s guest] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -19,11 +29,13 @@ net_up() {
 	ip -n "$CLIENT_NS" addr add "$CLIENT_IP/24" dev fs-cli
 	ip -n "$CLIENT_NS" link set fs-cli up
 	ip -n "$CLIENT_NS" link set lo up
-	local mask
-	mask=$(printf '%x' $(((1 << $(nproc)) - 1)))
-	echo "$mask" >/sys/class/net/fs-srv/queues/rx-0/rps_cpus
+	# RPS on both ends: fs-srv receives the clients' requests, fs-cli the servers' replies to
+	# the client's active connections (RFD steers those in the client namespace).
+	rps_mask >/sys/class/net/fs-srv/queues/rx-0/rps_cpus
+	ip netns exec "$CLIENT_NS" sh -c "echo $(rps_mask) >/sys/class/net/fs-cli/queues/rx-0/rps_cpus"
 	# Short connections from one client address: let it reuse ports in TIME_WAIT.
-	ip netns exec "$CLIENT_NS" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65000"
+	ip netns exec "$CLIENT_NS" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="$PORT_RANGE"
+	sysctl -qw net.ipv4.ip_local_port_range="$PORT_RANGE"
 	sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
 }
 
@@ -71,6 +83,17 @@ wrk_close() {
 
 # Median of numbers on stdin.
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Sums over CPUs of the named columns of /proc/net/fastsocket (found by header name), one line,
+# space separated; "-" for a column the file lacks, every column "-" without the file.
+fs_column_sums() { # column...
+	if [ ! -r /proc/net/fastsocket ]; then
+		local out=""; for _ in "$@"; do out+="- "; done; echo "${out% }"; return
+	fi
+	awk -v want="$*" 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+	     { n = split(want, w, " "); for (j = 1; j <= n; j++) if (w[j] in col) s[j] += $col[w[j]] }
+	     END { n = split(want, w, " "); for (j = 1; j <= n; j++) printf "%s%s", (w[j] in col) ? s[j] + 0 : "-", (j < n) ? " " : "\n" }' /proc/net/fastsocket
+}
 
 # Sums of the columns of /proc/net/fastsocket per CPU: "cpu accepts local".
 fs_counters() {
