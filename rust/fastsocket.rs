@@ -10,6 +10,7 @@ use kernel::{c_str, prelude::*};
 
 mod listen;
 mod netstate;
+mod rfd;
 mod stats;
 mod sys;
 
@@ -19,16 +20,18 @@ mod sys;
 mod logic {
     pub(crate) mod ports;
     pub(crate) mod recent;
+    pub(crate) mod rfd;
     pub(crate) mod stats;
 }
 
 use listen::queues::{self, Queues};
+use logic::rfd::Walk;
 use netstate::NetState;
 use sys::pernet::PerNetRegistration;
 use sys::{
     cpu,
-    hooks::{self, AcceptPick, Hooks, HooksVTable},
-    net::{RcuReadSection, Sock},
+    hooks::{self, AcceptPick, Hooks, HooksVTable, PortSearch},
+    net::{Net, RcuReadSection, Sock},
     rcu::{self, Published},
     reqq::Req,
 };
@@ -103,6 +106,19 @@ impl Hooks for FastSocketHooks {
     fn listen_stop(rcu: &RcuReadSection<'_>, listener: &Sock, queues: Published<Queues>) {
         queues::stop(NetState::of(listener.net(), rcu), listener, queues);
     }
+
+    fn port_walk(
+        rcu: &RcuReadSection<'_>,
+        sk: &Sock,
+        pass: u32,
+        search: PortSearch,
+    ) -> Option<Walk> {
+        rfd::port_walk(NetState::of(sk.net(), rcu)?, pass, search)
+    }
+
+    fn rps_cpu(rcu: &RcuReadSection<'_>, net: &Net, sport: u16, dport: u16) -> Option<u32> {
+        rfd::rps_cpu(NetState::of(net, rcu)?, net, sport, dport)
+    }
 }
 
 static HOOKS: HooksVTable = hooks::vtable::<FastSocketHooks>();
@@ -130,7 +146,7 @@ impl kernel::Module for FastSocket {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let net = NetState::register()?;
         let hooks = hooks::Registration::register(&HOOKS)?;
-        pr_info!("loaded: accept locality on net.fastsocket.listen_ports, counters in /proc/net/fastsocket\n");
+        pr_info!("loaded: accept locality on net.fastsocket.listen_ports, Receive Flow Deliver on net.fastsocket.rfd, counters in /proc/net/fastsocket\n");
         Ok(Self {
             _net: net,
             _hooks: hooks,

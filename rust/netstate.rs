@@ -27,9 +27,11 @@ const LISTEN_HOLD_MS: usize = 2;
 const LISTEN_PULL: usize = 3;
 /// Index of `net.fastsocket.listen_queues` in [`KNOBS`].
 const LISTEN_QUEUES: usize = 4;
+/// Index of `net.fastsocket.rfd` in [`KNOBS`].
+const RFD: usize = 5;
 
 /// The integer knobs under `/proc/sys/net/fastsocket/` of each namespace.
-static KNOBS: [IntKnob; 5] = [
+static KNOBS: [IntKnob; 6] = [
     // The module's master switch in this namespace.
     IntKnob {
         name: c_str!("enabled"),
@@ -69,6 +71,15 @@ static KNOBS: [IntKnob; 5] = [
         max: 1,
         default: 1,
     },
+    // Receive Flow Deliver: whether connect() and bind() to port 0 prefer the ports the
+    // running CPU owns, and segments to those ports are processed on their owner (see
+    // Documentation/rfd.md).
+    IntKnob {
+        name: c_str!("rfd"),
+        min: 0,
+        max: 1,
+        default: 1,
+    },
 ];
 
 /// The state of every namespace.
@@ -77,7 +88,7 @@ static PER_NET: PerNet<NetState> = PerNet::new();
 /// The module's state in one network namespace.
 pub(crate) struct NetState {
     // The knobs are dropped first: no write can race with the teardown of the rest.
-    knobs: Knobs<5>,
+    knobs: Knobs<6>,
     listen_ports: TextKnob<ListenPorts>,
     /// The listeners of this namespace that have per-CPU queues; dropping it gives their
     /// connections back to the listeners' own queues.
@@ -117,6 +128,11 @@ impl NetState {
     /// `net.fastsocket.listen_queues`.
     pub(crate) fn listen_queues(&self) -> bool {
         self.knobs.get(LISTEN_QUEUES) != 0
+    }
+
+    /// Whether Receive Flow Deliver is on (`net.fastsocket.rfd` and `enabled`).
+    pub(crate) fn rfd(&self) -> bool {
+        self.enabled() && self.knobs.get(RFD) != 0
     }
 
     /// Accept-locality state of `cpu`.

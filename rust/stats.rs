@@ -21,6 +21,10 @@ pub(crate) struct CpuCounters {
     queue_steal: AtomicU64,
     queue_stolen: AtomicU64,
     queue_fallback: AtomicU64,
+    rfd_searches: AtomicU64,
+    rfd_fallback: AtomicU64,
+    rfd_steered: AtomicU64,
+    rfd_local: AtomicU64,
 }
 
 /// How a listener's waiters were woken for a connection that completed on some CPU.
@@ -92,6 +96,33 @@ impl Counters {
         }
     }
 
+    /// Counts a local port search (`connect()`, `bind()` to port 0) that started on `cpu`
+    /// with the ports `cpu` owns.
+    pub(crate) fn record_rfd_search(&self, cpu: u32) {
+        if let Some(c) = self.0.get(cpu) {
+            bump(&c.rfd_searches);
+        }
+    }
+
+    /// Counts a local port search on `cpu` that found no free port of `cpu`'s and went on
+    /// with the stock search.
+    pub(crate) fn record_rfd_fallback(&self, cpu: u32) {
+        if let Some(c) = self.0.get(cpu) {
+            bump(&c.rfd_fallback);
+        }
+    }
+
+    /// Counts a segment whose RPS decision on `cpu` chose `target`, its port's owner.
+    pub(crate) fn record_rfd_steer(&self, cpu: u32, target: u32) {
+        if let Some(c) = self.0.get(cpu) {
+            bump(if cpu == target {
+                &c.rfd_local
+            } else {
+                &c.rfd_steered
+            });
+        }
+    }
+
     /// A snapshot of every possible CPU's counters.
     pub(crate) fn snapshot(&self) -> impl Iterator<Item = (u32, CpuStats)> + '_ {
         self.0.iter().map(|(cpu, c)| {
@@ -111,6 +142,10 @@ impl Counters {
                     queue_steal: get(&c.queue_steal),
                     queue_stolen: get(&c.queue_stolen),
                     queue_fallback: get(&c.queue_fallback),
+                    rfd_ports: get(&c.rfd_searches).saturating_sub(get(&c.rfd_fallback)),
+                    rfd_fallback: get(&c.rfd_fallback),
+                    rfd_steered: get(&c.rfd_steered),
+                    rfd_local: get(&c.rfd_local),
                 },
             )
         })

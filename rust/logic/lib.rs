@@ -9,4 +9,5 @@
 
 pub mod ports;
 pub mod recent;
+pub mod rfd;
 pub mod stats;

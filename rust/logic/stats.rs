@@ -42,6 +42,17 @@ pub struct CpuStats {
     /// Handshakes completed on this CPU, for a listener with per-CPU queues, whose connection
     /// went to the listener's own queue instead (module off for it, TCP Fast Open, closing).
     pub queue_fallback: u64,
+    /// Local port searches (autobinding `connect()`, `bind()` to port 0) on this CPU that got
+    /// a port this CPU owns (Receive Flow Deliver).
+    pub rfd_ports: u64,
+    /// Local port searches on this CPU that found no free port this CPU owns and went on with
+    /// the stock search.
+    pub rfd_fallback: u64,
+    /// Segments whose RPS decision on this CPU steered them to the CPU owning their
+    /// destination port, another one.
+    pub rfd_steered: u64,
+    /// Segments whose RPS decision on this CPU found this CPU owning their destination port.
+    pub rfd_local: u64,
 }
 
 impl CpuStats {
@@ -62,12 +73,13 @@ pub fn write_table(
     writeln!(
         out,
         "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held \
-         queue_local queue_steal queue_stolen queue_fallback"
+         queue_local queue_steal queue_stolen queue_fallback rfd_ports rfd_fallback \
+         rfd_steered rfd_local"
     )?;
     for (cpu, c) in rows {
         writeln!(
             out,
-            "{} {} {} {} {} {} {} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
             cpu,
             c.accepts,
             c.local,
@@ -80,7 +92,11 @@ pub fn write_table(
             c.queue_local,
             c.queue_steal,
             c.queue_stolen,
-            c.queue_fallback
+            c.queue_fallback,
+            c.rfd_ports,
+            c.rfd_fallback,
+            c.rfd_steered,
+            c.rfd_local
         )?;
     }
     Ok(())

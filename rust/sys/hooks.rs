@@ -6,9 +6,10 @@
 //! A module implements [`Hooks`], builds a [`HooksVTable`] for it with [`vtable`] and keeps a
 //! [`Registration`] alive while the hooks may run.
 
-use super::net::{RcuReadSection, Sock, SockGuard};
+use super::net::{Net, RcuReadSection, Sock, SockGuard};
 use super::rcu::{Published, RcuBox};
 use super::reqq::Req;
+use crate::logic::rfd::Walk;
 use core::{
     ffi::{c_int, c_uint},
     ptr,
@@ -99,6 +100,38 @@ pub(crate) trait Hooks {
     fn listen_stop(_rcu: &RcuReadSection<'_>, _listener: &Sock, _queues: Published<Self::Queues>) {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
+
+    /// `sk`, a TCP socket, needs a local port of `search.low..search.high` (`connect()` or
+    /// `bind()` to port 0, process context, on the CPU running it). Returns the ports to try in
+    /// pass `pass` (0, 1, ...) before the stock search, each then checked as stock checks
+    /// them, or `None` to leave `sk` to the stock search. A walk must keep to the range: the
+    /// kernel falls back to the stock search, with a warning, if it does not.
+    fn port_walk(
+        _rcu: &RcuReadSection<'_>,
+        _sk: &Sock,
+        _pass: u32,
+        _search: PortSearch,
+    ) -> Option<Walk> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// A device of `net` with RPS or RFS configured received a TCP segment from port `sport` to
+    /// port `dport`: the CPU to process it on, or `None` for the stock choice. Softirq or BHs
+    /// off; offline CPUs are ignored.
+    fn rps_cpu(_rcu: &RcuReadSection<'_>, _net: &Net, _sport: u16, _dport: u16) -> Option<u32> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// A local port search of the kernel (see [`Hooks::port_walk`]).
+#[derive(Clone, Copy)]
+pub(crate) struct PortSearch {
+    /// The lowest port of the range.
+    pub(crate) low: u32,
+    /// One past the highest port of the range.
+    pub(crate) high: u32,
+    /// Where the stock search would start, relative to `low` (its randomness and parity).
+    pub(crate) offset: u32,
 }
 
 /// Takes back the queues of a listener locked by the caller, for a module that is going away:
@@ -175,6 +208,16 @@ pub(crate) const fn vtable<T: Hooks>() -> HooksVTable {
         },
         listen_stop: if T::HAS_LISTEN_STOP {
             Some(listen_stop_trampoline::<T>)
+        } else {
+            None
+        },
+        port_walk: if T::HAS_PORT_WALK {
+            Some(port_walk_trampoline::<T>)
+        } else {
+            None
+        },
+        rps_cpu: if T::HAS_RPS_CPU {
+            Some(rps_cpu_trampoline::<T>)
         } else {
             None
         },
@@ -386,6 +429,62 @@ unsafe extern "C" fn may_take_trampoline<T: Hooks>(
     // child is queued and the queue is locked).
     let (listener, child) = unsafe { (Sock::from_raw(sk), Sock::from_raw(child)) };
     T::may_take(&rcu, listener, child)
+}
+
+/// # Safety
+///
+/// Called by the kernel from a local port search (`__inet_hash_connect()`,
+/// `inet_csk_find_open_port()`) through `fastsocket_port_walk()`: `sk` is a valid TCP socket,
+/// `walk` valid for writes, and the call runs inside `rcu_read_lock()`.
+unsafe extern "C" fn port_walk_trampoline<T: Hooks>(
+    sk: *const bindings::sock,
+    pass: c_uint,
+    low: c_int,
+    high: c_int,
+    offset: u32,
+    walk: *mut bindings::fastsocket_port_walk,
+) -> bool {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    // SAFETY: The socket is a valid TCP socket, an `inet_connection_sock`, for the call.
+    let sk = unsafe { Sock::from_raw(sk.cast_mut()) };
+    // The kernel's ranges lie within 1..=65536.
+    let (Ok(low), Ok(high)) = (u32::try_from(low), u32::try_from(high)) else {
+        return false;
+    };
+    let search = PortSearch { low, high, offset };
+    let Some(w) = T::port_walk(&rcu, sk, pass, search) else {
+        return false;
+    };
+    // Ports and steps below 65537: they fit. A walk out of the range is refused by the kernel.
+    let out = bindings::fastsocket_port_walk {
+        port: w.port as c_int,
+        end: w.end as c_int,
+        span: w.span,
+        step: w.step as c_int,
+    };
+    // SAFETY: `walk` is valid for writes (see the safety section).
+    unsafe { walk.write(out) };
+    true
+}
+
+/// # Safety
+///
+/// Called by the kernel from `get_rps_cpu()` through `fastsocket_rps_cpu()`: `net` is the
+/// namespace of the receiving device, valid for the call, which runs inside
+/// `rcu_read_lock()`.
+unsafe extern "C" fn rps_cpu_trampoline<T: Hooks>(
+    net: *const bindings::net,
+    sport: u16,
+    dport: u16,
+) -> c_int {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    // SAFETY: The namespace of a device that is receiving is alive for the call.
+    let net = unsafe { Net::from_raw(net.cast_mut()) };
+    T::rps_cpu(&rcu, net, sport, dport)
+        .and_then(|cpu| c_int::try_from(cpu).ok())
+        .unwrap_or(-1)
 }
 
 /// The hooks of one module, registered with the kernel for as long as this value lives.

@@ -37,6 +37,24 @@ impl Net {
         self.0.get()
     }
 
+    /// The namespace's ephemeral port range, `net.ipv4.ip_local_port_range` (both ends
+    /// included; IPv6 uses it too).
+    pub(crate) fn local_port_range(&self) -> (u16, u16) {
+        let (mut low, mut high): (c_int, c_int) = (0, 0);
+        // SAFETY: The namespace is valid for `&self`; the helper reads the range once, as
+        // READ_ONCE() does, and writes both pointers, valid for the call.
+        unsafe { bindings::inet_get_local_port_range(self.0.get(), &mut low, &mut high) };
+        // Ports, 16 bits wide, as the sysctl stores them.
+        (low as u16, high as u16)
+    }
+
+    /// Whether `port` is in `net.ipv4.ip_local_reserved_ports`.
+    pub(crate) fn is_reserved_port(&self, port: u16) -> bool {
+        // SAFETY: The namespace is valid for `&self`; the helper tests one bit of a bitmap of
+        // every port that lives as long as the namespace (or none).
+        unsafe { bindings::inet_is_local_reserved_port(self.0.get(), port) }
+    }
+
     /// Adds to `counts[c]`, for each TCP listener of this namespace that `want` accepts, how
     /// many connections wait in its accept queue whose handshake completed on CPU c.
     ///
@@ -76,7 +94,7 @@ unsafe extern "C" fn want_trampoline<F: Fn(&Sock) -> bool>(
 ///
 /// The socket is an `inet_connection_sock`: a listener or a connection of TCP, an MPTCP
 /// subflow or DCCP (the protocols whose listeners `inet_csk_accept()` and `tcp_child_process()`
-/// serve, the only places the hooks run).
+/// serve, and whose local port searches call the port hook, the only places the hooks run).
 #[repr(transparent)]
 pub(crate) struct Sock(Opaque<bindings::sock>);
 

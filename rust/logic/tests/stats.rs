@@ -41,6 +41,10 @@ fn table_has_named_columns_and_one_row_per_cpu() {
         queue_steal: 8,
         queue_stolen: 10,
         queue_fallback: 11,
+        rfd_ports: 12,
+        rfd_fallback: 13,
+        rfd_steered: 14,
+        rfd_local: 15,
     };
     let rows = [
         (0, cpu0),
@@ -56,8 +60,9 @@ fn table_has_named_columns_and_one_row_per_cpu() {
     assert_eq!(
         out,
         "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held \
-         queue_local queue_steal queue_stolen queue_fallback\n\
-         0 5 4 1 9 3 6 1 2 7 8 10 11\n\
-         1 2 0 2 0 0 0 0 0 0 0 0 0\n"
+         queue_local queue_steal queue_stolen queue_fallback rfd_ports rfd_fallback \
+         rfd_steered rfd_local\n\
+         0 5 4 1 9 3 6 1 2 7 8 10 11 12 13 14 15\n\
+         1 2 0 2 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
     );
 }

@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0
+
+use fastsocket_logic::rfd::{cpu_of, steer, walk, Ephemeral, Walk};
+use std::collections::BTreeSet;
+
+/// The ports of a walk in the order the kernel's loop (`__inet_hash_connect()`) tries them.
+fn ports(w: Walk) -> impl Iterator<Item = u32> {
+    let mut port = w.port;
+    (0..w.span / w.step).map(move |_| {
+        if port >= w.end {
+            port -= w.span;
+        }
+        let p = port;
+        port += w.step;
+        p
+    })
+}
+
+/// Every walk of a search, concatenated, as the kernel tries them.
+fn walked(cpu: u32, n: u32, low: u32, high: u32, offset: u32) -> Vec<Vec<u32>> {
+    (0..)
+        .map_while(|pass| walk(pass, cpu, n, low, high, offset))
+        .map(|w| ports(w).collect())
+        .collect()
+}
+
+/// What the patch's fastsocket_port_walk_valid() accepts: every port tried lies in
+/// [low, high).
+fn kernel_accepts(w: Walk, low: u32, high: u32) -> bool {
+    let n = w.span / w.step;
+    let wrap = (w.end - w.port).div_ceil(w.step);
+    w.step > 0
+        && w.span > 0
+        && w.span % w.step == 0
+        && w.port >= low
+        && w.port < w.end
+        && w.end <= high
+        && (wrap >= n || w.port + wrap * w.step - w.span >= low)
+}
+
+#[test]
+fn walks_cover_exactly_the_cpus_ports_once_parity_first() {
+    for n in 1..=5u32 {
+        for low in 1..=12u32 {
+            for len in 1..=3 * 2 * n + 3 {
+                let high = low + len;
+                for offset in 0..len {
+                    let mut all = BTreeSet::new();
+                    for cpu in 0..n {
+                        let passes = walked(cpu, n, low, high, offset);
+                        assert!(passes.len() <= 2);
+                        let mut seen = BTreeSet::new();
+                        for (i, ports) in passes.iter().enumerate() {
+                            let w = walk(i as u32, cpu, n, low, high, offset).unwrap();
+                            assert!(kernel_accepts(w, low, high), "{w:?} in [{low},{high})");
+                            // One parity per pass, the stock search's first parity first.
+                            let parity = (ports[0] - low) & 1;
+                            assert!(ports.iter().all(|p| (p - low) & 1 == parity));
+                            if passes.len() == 2 && i == 0 {
+                                assert_eq!(parity, offset & 1);
+                            }
+                            for &p in ports {
+                                assert!(seen.insert(p), "port {p} tried twice");
+                            }
+                        }
+                        let want: BTreeSet<u32> = (low..high)
+                            .filter(|&p| cpu_of(p as u16, n) == cpu)
+                            .collect();
+                        assert_eq!(seen, want, "cpu {cpu} of {n}, [{low},{high}) at {offset}");
+                        all.extend(seen);
+                    }
+                    assert_eq!(all, (low..high).collect(), "every port has an owner");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn walks_start_where_the_offset_points() {
+    // The stock search's randomness survives: different offsets start at different ports.
+    let starts: BTreeSet<u32> = (0..28232)
+        .step_by(97)
+        .map(|off| walk(0, 1, 2, 32768, 61000, off).unwrap().port)
+        .collect();
+    assert!(starts.len() > 200);
+    let w = walk(0, 1, 2, 32768, 61000, 0).unwrap();
+    assert_eq!(ports(w).count(), 28232 / 4);
+}
+
+#[test]
+fn no_walk_for_bad_input() {
+    assert_eq!(walk(0, 2, 2, 100, 200, 0), None);
+    assert_eq!(walk(0, 0, 1, 200, 200, 0), None);
+    assert_eq!(walk(0, 0, 1, 1, 65537, 0), None);
+    assert_eq!(walk(0, 0, 0, 1, 2, 0), None);
+    // The largest range and CPU count.
+    let w = walk(0, 8191, 8192, 1, 65536, 65534).unwrap();
+    assert!(kernel_accepts(w, 1, 65536));
+    assert!(ports(w).all(|p| cpu_of(p as u16, 8192) == 8191));
+}
+
+#[test]
+fn cpu_of_pairs_ports() {
+    assert_eq!(cpu_of(32768, 2), 0);
+    assert_eq!(cpu_of(32769, 2), 0);
+    assert_eq!(cpu_of(32770, 2), 1);
+    assert_eq!(cpu_of(65535, 3), 32767 % 3);
+    assert_eq!(cpu_of(7, 0), 0);
+    for n in 1..=64 {
+        for p in 0..=u16::MAX {
+            assert!(cpu_of(p, n) < n);
+        }
+    }
+}
+
+#[test]
+fn steers_replies_of_active_connections_only() {
+    let r = Ephemeral {
+        low: 32768,
+        high: 60999,
+    };
+    let never = |_| false;
+    // A reply from a service to a port this host picked.
+    assert_eq!(steer(80, 40001, r, 2, never), Some(cpu_of(40001, 2)));
+    assert_eq!(steer(8080, 60999, r, 3, never), Some(cpu_of(60999, 3)));
+    // Segments for a listener outside the range, and the range's edges.
+    assert_eq!(steer(40001, 80, r, 2, never), None);
+    assert_eq!(steer(80, 32767, r, 2, never), None);
+    assert_eq!(steer(80, 61000, r, 2, never), None);
+    // A peer port inside the range: a listener here on an ephemeral port.
+    assert_eq!(steer(40001, 40002, r, 2, never), None);
+    // A reserved port is never steered; the reservation is asked only when it matters.
+    assert_eq!(steer(80, 40001, r, 2, |p| p == 40001), None);
+    assert_eq!(
+        steer(80, 80, r, 2, |_| panic!("asked for a port out of range")),
+        None
+    );
+}
