@@ -84,6 +84,14 @@ mkdir -p "$out" "$top/results"
 	echo "qemu: $(qemu-system-x86_64 --version | head -1 | cut -d' ' -f4)"
 	echo "repository: $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
 	echo "harness: $harness"
+	# The active-locality trace needs the sock:inet_sock_set_state tracepoint.
+	for f in $([ "$what" = lockprof ] && echo perf lockstat || echo "$FLAVOUR"); do
+		if grep -q '^CONFIG_EVENT_TRACING=y' "$(kdir_of "$f")/.config" 2>/dev/null; then
+			echo "tracing: $f kernel: CONFIG_EVENT_TRACING=y"
+		else
+			echo "tracing: $f kernel: no CONFIG_EVENT_TRACING: no active-connection locality"
+		fi
+	done
 	if [ "$what" = lockprof ]; then
 		echo "workloads: $lock_workloads"
 	elif [ "$partial" = 1 ]; then
