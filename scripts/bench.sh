@@ -20,7 +20,8 @@
 # BENCH_RUNS (5), BENCH_SECONDS (5), ICOUNT_RUNS (3), ICOUNT_SECONDS (3) tune the length;
 # BENCH_CPUS ("1 2"), BENCH_ICOUNT_CPUS (BENCH_CPUS: the vCPU counts of the icount boots),
 # BENCH_CLOCKS ("wall icount") and BENCH_WORKLOADS ("W1 W2 W3") what runs; LOCKPROF_WORKLOADS
-# ("W1 W3") what make lockprof profiles.
+# ("W1 W3") what make lockprof profiles; BENCH_NOTE, a line of text, goes to machine.txt as
+# "note:" (say there why a run was reduced).
 # A run with BENCH_WORKLOADS, BENCH_CPUS, BENCH_ICOUNT_CPUS or BENCH_CLOCKS set is a partial
 # run: it does not replace results/bench-latest (the last full run); it is kept as
 # results/bench-partial-STAMP and the report shows it in a section of its own, beside the full
@@ -84,6 +85,7 @@ mkdir -p "$out" "$top/results"
 	echo "qemu: $(qemu-system-x86_64 --version | head -1 | cut -d' ' -f4)"
 	echo "repository: $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
 	echo "harness: $harness"
+	[ -z "${BENCH_NOTE:-}" ] || echo "note: $BENCH_NOTE"
 	# The active-locality trace needs the sock:inet_sock_set_state tracepoint.
 	for f in $([ "$what" = lockprof ] && echo perf lockstat || echo "$FLAVOUR"); do
 		if grep -q '^CONFIG_EVENT_TRACING=y' "$(kdir_of "$f")/.config" 2>/dev/null; then
