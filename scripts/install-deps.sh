@@ -20,6 +20,7 @@ pkgs=(
 	build-essential flex bison bc libelf-dev libssl-dev cpio kmod xz-utils rsync python3-pip
 	qemu-system-x86 udev busybox-static iproute2 ethtool procps
 	nginx-light haproxy wrk curl linux-perf
+	"trinity=$TRINITY_PKG_VERSION" "stress-ng=$STRESS_NG_PKG_VERSION"
 )
 echo "[deps] apt: ${pkgs[*]}"
 export DEBIAN_FRONTEND=noninteractive
@@ -30,7 +31,7 @@ if ! apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; then
 	echo "[deps] WARNING: pinned versions unavailable, installing the archive's current ones"
 	apt-get install -y -q --no-install-recommends "${pkgs[@]%%=*}" >/dev/null
 fi
-dpkg-query -W -f '[deps] ${Package} ${Version}\n' linux-source-6.12 rustc-web rust-web-src
+dpkg-query -W -f '[deps] ${Package} ${Version}\n' linux-source-6.12 rustc-web rust-web-src trinity stress-ng
 # The services must not run on the host; the tests start their own copies inside the guest.
 for s in nginx haproxy; do
 	systemctl disable --now "$s" >/dev/null 2>&1 || service "$s" stop >/dev/null 2>&1 || true
