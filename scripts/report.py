@@ -582,7 +582,10 @@ def active_table(ga, arms, run, lines, keys):
               "connection is local by construction. rfd_* are the module's counters "
               "(`/proc/net/fastsocket`) over the same warm-ups: port searches that got a port "
               "of their CPU / fell back to the stock search; received segments steered to "
-              "another CPU / already on their port's CPU (all devices, both directions)."
+              "another CPU / already on their port's CPU (all devices, both directions). "
+              "Events lost: overwritten in the ring buffer before the trace was read (the "
+              "oldest go first); where there are any, the traced connections are a sample of "
+              "the warm-up's, not all of them."
               + (f" Kernel: {tracing[0]}." if tracing else ""), "",
               "| workload | vCPUs | clock | arm | warm-ups | active conns traced (complete) | "
               "**local** | connect on cpu_of | SYN-ACK on cpu_of | close on cpu_of | "
