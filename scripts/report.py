@@ -387,9 +387,10 @@ def perf_by_caller(entries):
 
 
 def arm_order(name):
-    """Sort key of a profile name (W1-ARM[.rRUN]): the arms in ARMS order."""
-    arm = name.split("-", 1)[-1].split(".")[0]
-    return (list(ARMS).index(arm) if arm in ARMS else len(ARMS), name)
+    """Sort key of a profile name (W1-ARM[.rRUN]): by workload, then the arms in ARMS order."""
+    w, _, rest = name.partition("-")
+    arm = rest.split(".")[0]
+    return (w, list(ARMS).index(arm) if arm in ARMS else len(ARMS), name)
 
 
 def run_name(keys):
@@ -776,7 +777,9 @@ def lock_stat_section(res, docs, lines, text, keys):
               "`spin_lock_init(&ptr[i])` in `inet_ehash_locks_alloc()`). W3's connect()s "
               "are wrk's (stock B0 beside the module's T, with RFD, and TR0, without); W1's "
               "columns count the same classes for the client's connect()s and the server's "
-              "accepts. Both sides of every connection run in this guest.", "",
+              "accepts. Both sides of every connection run in this guest. One run per arm (no "
+              "spread to read a difference against): compare only large differences, and "
+              "re-run before quoting one.", "",
               "| lock class | " + " | ".join(profiles) + " |", "|---|" + "---|" * len(profiles)]
     for label, pat in CONNECT_LOCKS:
         cells = []
