@@ -30,26 +30,37 @@ pub struct Walk {
     pub step: u32,
 }
 
-/// The ports of `[low, high)` congruent to `class` modulo `m`, starting near `offset`.
+/// The most ports of its own a CPU tries per pass before the stock search: a bound on the work
+/// RFD adds to a port search (two passes), whatever the range and however full it is. Without
+/// it a CPU whose share is taken would walk all of it (1/n of the range) on every `connect()`
+/// before the stock search, quadratic work while ports run out.
+pub const WALK_MAX: u32 = 64;
+
+/// Up to [`WALK_MAX`] consecutive ports of `[low, high)` congruent to `class` modulo `m`, from
+/// where `offset` points, never wrapping around.
 fn class_walk(class: u32, m: u32, low: u32, high: u32, offset: u32) -> Option<Walk> {
     let first = low + (class + m - low % m) % m;
     if first >= high {
         return None;
     }
     let count = (high - 1 - first) / m + 1;
-    let last = first + (count - 1) * m;
+    let len = count.min(WALK_MAX);
+    // The window of `len` ports that starts at the offset's port, moved back to fit.
+    let start = (offset / m % count).min(count - len);
+    let port = first + start * m;
     Some(Walk {
-        port: first + (offset / m % count) * m,
-        end: last + 1,
-        span: count * m,
+        port,
+        end: port + (len - 1) * m + 1,
+        span: len * m,
         step: m,
     })
 }
 
 /// The walk of pass `pass` of a port search on `cpu` over `[low, high)` whose stock search
-/// would start at `low + offset`: `cpu`'s ports of the parity stock tries first, then those of
-/// the other parity, each from a start that `offset` (the stock search's randomness) picks.
-/// `None` once those are done, or if `cpu` owns no port of the range: the stock search then.
+/// would start at `low + offset`: up to [`WALK_MAX`] of `cpu`'s ports of the parity stock
+/// tries first, then of the other parity, each from where `offset` (the stock search's
+/// randomness) points. `None` once those are done, or if `cpu` owns no port of the range: the
+/// stock search then.
 pub fn walk(pass: u32, cpu: u32, nr_cpus: u32, low: u32, high: u32, offset: u32) -> Option<Walk> {
     if cpu >= nr_cpus || low >= high || high > 65536 {
         return None;

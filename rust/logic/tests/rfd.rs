@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-use fastsocket_logic::rfd::{cpu_of, steer, walk, Ephemeral, Walk};
+use fastsocket_logic::rfd::{cpu_of, steer, walk, Ephemeral, Walk, WALK_MAX};
 use std::collections::BTreeSet;
 
 /// The ports of a walk in the order the kernel's loop (`__inet_hash_connect()`) tries them.
@@ -77,15 +77,31 @@ fn walks_cover_exactly_the_cpus_ports_once_parity_first() {
 }
 
 #[test]
-fn walks_start_where_the_offset_points() {
-    // The stock search's randomness survives: different offsets start at different ports.
-    let starts: BTreeSet<u32> = (0..28232)
-        .step_by(97)
-        .map(|off| walk(0, 1, 2, 32768, 61000, off).unwrap().port)
-        .collect();
-    assert!(starts.len() > 200);
-    let w = walk(0, 1, 2, 32768, 61000, 0).unwrap();
-    assert_eq!(ports(w).count(), 28232 / 4);
+fn walks_are_bounded_and_start_where_the_offset_points() {
+    // Default range, 2 and 3 CPUs: each pass tries at most WALK_MAX distinct ports of its CPU
+    // and parity, inside the range, from a start the offset picks.
+    for n in [2u32, 3] {
+        for cpu in 0..n {
+            let mut starts = BTreeSet::new();
+            for offset in (0..28232).step_by(97) {
+                for pass in 0..2 {
+                    let w = walk(pass, cpu, n, 32768, 61000, offset).unwrap();
+                    assert!(kernel_accepts(w, 32768, 61000));
+                    let ports: Vec<u32> = ports(w).collect();
+                    assert_eq!(ports.len(), WALK_MAX as usize);
+                    assert!(ports.windows(2).all(|p| p[0] < p[1]), "no wrap-around");
+                    assert!(ports.iter().all(|&p| cpu_of(p as u16, n) == cpu));
+                    assert!(ports.iter().all(|&p| p & 1 == ports[0] & 1));
+                    starts.insert(w.port);
+                }
+                assert_eq!(walk(2, cpu, n, 32768, 61000, offset), None);
+            }
+            assert!(starts.len() > 400, "{} starts", starts.len());
+        }
+    }
+    // Offsets near the end of the range: the window moves back to fit.
+    let w = walk(0, 0, 2, 32768, 61000, 28231).unwrap();
+    assert_eq!(ports(w).last(), Some(60997));
 }
 
 #[test]
@@ -96,6 +112,7 @@ fn no_walk_for_bad_input() {
     assert_eq!(walk(0, 0, 0, 1, 2, 0), None);
     // The largest range and CPU count.
     let w = walk(0, 8191, 8192, 1, 65536, 65534).unwrap();
+    assert_eq!(ports(w).count(), 4);
     assert!(kernel_accepts(w, 1, 65536));
     assert!(ports(w).all(|p| cpu_of(p as u16, 8192) == 8191));
 }
