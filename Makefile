@@ -5,6 +5,7 @@
 #   make bench     workloads x arms, wall clock and icount -> Documentation/benchmarks.md
 #   make lockprof  lock profile per arm: perf lock (perf kernel), /proc/lock_stat (lockstat kernel)
 #   make bench-dry-run  the arm schedule of make bench (order, module state, knobs), no VM
+#   make soak      trinity, stress-ng and load/unload cycles under load, for longer (SOAK_MINUTES, SOAK_CYCLES)
 #
 # Kernel trees are cached in $(FASTSOCKET_CACHE) (default /var/cache/fastsocket-rs), keyed by
 # kernel package version, patch series, config and toolchain.
@@ -15,10 +16,10 @@ S := scripts
 TESTS_BIN := userspace-tests/target/release/fastsocket-tests
 
 .PHONY: all deps kernel kernel-perf kernel-lockstat module module-perf module-lockstat \
-	host-test userspace vm-test test demo bench bench-dry-run lockprof checkpatch clean help
+	host-test userspace vm-test test demo bench bench-dry-run lockprof soak checkpatch clean help
 
 help:
-	@sed -n '2,10p' Makefile
+	@sed -n '2,11p' Makefile
 
 all: test
 
@@ -81,6 +82,14 @@ bench-dry-run:
 # round (about 8 minutes).
 lockprof: module-perf module-lockstat
 	@bash $(S)/bench.sh lockprof
+
+# The hardening tests for longer (Documentation/reliability.md), one boot of the debug kernel:
+# SOAK_MINUTES of fuzzing (half trinity, half stress-ng) and SOAK_CYCLES load/unload cycles,
+# under nginx/wrk load; the log goes to results/soak-<UTC>.log.
+SOAK_MINUTES ?= 30
+SOAK_CYCLES ?= 100
+soak: module userspace
+	@SOAK_MINUTES=$(SOAK_MINUTES) SOAK_CYCLES=$(SOAK_CYCLES) bash $(S)/soak.sh
 
 # The kernel patches follow the kernel's coding style.
 checkpatch: kernel

@@ -2,6 +2,7 @@
 
 mod accept;
 mod apps;
+mod fuzz;
 mod isolation;
 mod knob;
 mod latency;
@@ -165,6 +166,9 @@ const TESTS: &[Test] = &[
     Test::new("nginx_20k", apps::nginx_20k),
     Test::new("nginx_accept_mutex_20k", apps::nginx_accept_mutex_20k),
     Test::new("haproxy_20k", apps::haproxy_20k),
+    Test::new("fuzz_trinity", fuzz::fuzz_trinity).limit(fuzz::LIMIT_SECS),
+    Test::new("fuzz_stress_ng", fuzz::fuzz_stress_ng).limit(fuzz::LIMIT_SECS),
+    Test::new("soak_load_unload", fuzz::soak_load_unload).limit(fuzz::LIMIT_SECS),
     Test::new("kernel_log_clean", log::kernel_log_clean),
 ];
 
