@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::netns;
 
 /// Generous: the guest is emulated and a lost SYN is retried after a second or more.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request waits for the server's reply.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause between two connections of a [`LoopClient`], to stay far from running out of
@@ -51,8 +51,14 @@ impl std::fmt::Display for RequestError {
 pub fn request(addr: SocketAddr) -> Result<u8, RequestError> {
     let mut stream =
         TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(RequestError::Connect)?;
+    exchange(&mut stream)
+}
+
+/// The request of a connected stream: send one byte, read the one-byte reply. Returns the
+/// reply byte.
+pub fn exchange(stream: &mut TcpStream) -> Result<u8, RequestError> {
     stream.write_all(&[1]).map_err(RequestError::Send)?;
-    read_reply(&mut stream).map_err(RequestError::Reply)
+    read_reply(stream).map_err(RequestError::Reply)
 }
 
 fn read_reply(stream: &mut TcpStream) -> io::Result<u8> {
@@ -236,8 +242,7 @@ fn request_loop(
             .and_then(|mut stream| {
                 stats.connected += 1;
                 connected.fetch_add(1, Ordering::SeqCst);
-                stream.write_all(&[1]).map_err(RequestError::Send)?;
-                read_reply(&mut stream).map_err(RequestError::Reply)
+                exchange(&mut stream)
             });
         match result {
             Ok(reply) => *stats.replies.entry(reply).or_default() += 1,

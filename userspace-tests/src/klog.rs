@@ -5,7 +5,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
@@ -116,16 +115,7 @@ fn kmemleak_unavailable() -> Result<Option<String>, String> {
     if !Path::new(KMEMLEAK).exists()
         && !debugfs_mounted().map_err(|e| format!("reading /proc/mounts: {e}"))?
     {
-        let out = Command::new("mount")
-            .args(["-t", "debugfs", "debugfs", DEBUGFS])
-            .output()
-            .map_err(|e| format!("mount debugfs: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount debugfs: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        crate::sys::mount("debugfs", DEBUGFS).map_err(|e| format!("mount debugfs: {e}"))?;
     }
     if !Path::new(KMEMLEAK).exists() {
         return Ok(Some(format!("{KMEMLEAK} does not exist")));

@@ -29,6 +29,7 @@ mod procfs;
 mod server;
 mod splat;
 mod sys;
+mod tracefs;
 mod watchdog;
 
 use std::any::Any;

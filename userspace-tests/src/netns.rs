@@ -17,6 +17,11 @@ use crate::sys;
 /// Where `ip netns add` puts its namespace files.
 pub const NETNS_DIR: &str = "/var/run/netns";
 
+/// Host number and MAC address of [`NetnsPair::silent_peer`] (a locally administered unicast
+/// address that no veth of the pairs gets: those are random).
+const SILENT_HOST: u8 = 99;
+const SILENT_MAC: &str = "02:fa:57:00:00:63";
+
 /// How long to wait for a fresh pair to pass traffic.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -63,6 +68,13 @@ fn address(n: u8, ipv6: bool, host: u8) -> String {
     } else {
         format!("10.77.{n}.{host}")
     }
+}
+
+/// [`address`] parsed.
+fn ip_address(n: u8, ipv6: bool, host: u8) -> IpAddr {
+    address(n, ipv6, host)
+        .parse()
+        .expect("netns pair addresses are valid")
 }
 
 /// Hex mask of `cpus` in the kernel's bitmap format (32-bit groups separated by commas).
@@ -141,9 +153,16 @@ impl NetnsPair {
     }
 
     pub fn server_ip(&self, ipv6: bool) -> IpAddr {
-        address(self.n, ipv6, 1)
-            .parse()
-            .expect("netns pair addresses are valid")
+        ip_address(self.n, ipv6, 1)
+    }
+
+    /// The client end of the veth pair.
+    pub fn client_dev(&self) -> String {
+        format!("fsv{}b", self.n)
+    }
+
+    pub fn client_ip(&self, ipv6: bool) -> IpAddr {
+        ip_address(self.n, ipv6, 2)
     }
 
     /// Steers the server end's receive processing (handshakes included) to `cpus` with RPS.
@@ -151,16 +170,43 @@ impl NetnsPair {
         self.enable_rps(&cpu_mask_hex(cpus))
     }
 
-    /// Enables RPS on the server end's receive queue. sysfs shows the devices of the
-    /// namespace it was mounted in, and `ip netns exec` mounts a fresh one.
+    /// Steers the client end's receive processing (the server's replies) to `cpus` with RPS.
+    pub fn set_client_rps(&self, cpus: &[usize]) -> io::Result<()> {
+        write_rps(
+            Some(&self.client_ns),
+            &self.client_dev(),
+            &cpu_mask_hex(cpus),
+        )
+    }
+
+    /// Enables RPS on the server end's receive queue.
     fn enable_rps(&self, mask: &str) -> io::Result<()> {
-        let path = format!("/sys/class/net/{}/queues/rx-0/rps_cpus", self.server_dev());
-        let Some(ns) = &self.server_ns else {
-            return std::fs::write(&path, mask)
-                .map_err(|e| io::Error::new(e.kind(), format!("writing {path}: {e}")));
-        };
-        let script = format!("echo {mask} > {path}");
-        ip(None, &["netns", "exec", ns, "sh", "-c", &script])
+        write_rps(self.server_ns.as_deref(), &self.server_dev(), mask)
+    }
+
+    /// An address on the pair's link that nobody answers, from the client's side: the
+    /// client end gets a permanent neighbour entry for it with a MAC address that no device
+    /// has, so the server end drops whatever the client sends there (not addressed to it).
+    /// A connect() to it keeps its port in SYN_SENT until the socket is closed (or the SYN
+    /// retries run out).
+    pub fn silent_peer(&self, ipv6: bool) -> io::Result<IpAddr> {
+        let addr = address(self.n, ipv6, SILENT_HOST);
+        let dev = self.client_dev();
+        ip(
+            Some(&self.client_ns),
+            &[
+                "neigh",
+                "replace",
+                &addr,
+                "lladdr",
+                SILENT_MAC,
+                "dev",
+                &dev,
+                "nud",
+                "permanent",
+            ],
+        )?;
+        Ok(ip_address(self.n, ipv6, SILENT_HOST))
     }
 
     /// Waits until a TCP connection attempt from the client to the server's closed
@@ -182,6 +228,19 @@ impl NetnsPair {
             }
         })?
     }
+}
+
+/// Writes `mask` to the RPS CPUs of receive queue 0 of device `dev` of namespace `ns` (the
+/// runner's if `None`). sysfs shows the devices of the namespace it was mounted in, and `ip
+/// netns exec` mounts a fresh one.
+fn write_rps(ns: Option<&str>, dev: &str, mask: &str) -> io::Result<()> {
+    let path = format!("/sys/class/net/{dev}/queues/rx-0/rps_cpus");
+    let Some(ns) = ns else {
+        return std::fs::write(&path, mask)
+            .map_err(|e| io::Error::new(e.kind(), format!("writing {path}: {e}")));
+    };
+    let script = format!("echo {mask} > {path}");
+    ip(None, &["netns", "exec", ns, "sh", "-c", &script])
 }
 
 impl Drop for NetnsPair {

@@ -25,7 +25,11 @@ pub const LISTEN_PORTS: &str = "listen_ports";
 pub const LISTEN_HOLD_MS: &str = "listen_hold_ms";
 pub const LISTEN_PULL: &str = "listen_pull";
 pub const LISTEN_QUEUES: &str = "listen_queues";
+pub const RFD: &str = "rfd";
+/// The TCP line of the socket summary (sockets in use, in TIME_WAIT), per netns.
+pub const SOCKSTAT: &str = "/proc/thread-self/net/sockstat";
 const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
 
 /// Contents of /proc/net/fastsocket_hooks.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,23 +38,34 @@ pub struct Hooks {
     pub enabled: bool,
 }
 
+/// The value of the `name: value` line of /proc/net/fastsocket_hooks.
+fn hooks_field<'a>(text: &'a str, name: &str) -> Result<&'a str, String> {
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(key, _)| key.trim() == name)
+        .map(|(_, value)| value.trim())
+        .ok_or_else(|| format!("no {name:?} line in {text:?}"))
+}
+
+/// The `name: 0|1` line of /proc/net/fastsocket_hooks (`enabled`, `rfd_key`, ...).
+pub fn parse_hooks_flag(text: &str, name: &str) -> Result<bool, String> {
+    match hooks_field(text, name)? {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        other => Err(format!("bad {name} value {other:?}")),
+    }
+}
+
+/// [`parse_hooks_flag`] of the kernel's file.
+pub fn read_hooks_flag(name: &str) -> Result<bool, String> {
+    parse_hooks_flag(&read(HOOKS)?, name).map_err(|e| format!("{HOOKS}: {e}"))
+}
+
 impl Hooks {
     pub fn parse(text: &str) -> Result<Hooks, String> {
-        let field = |name: &str| {
-            text.lines()
-                .filter_map(|line| line.split_once(':'))
-                .find(|(key, _)| key.trim() == name)
-                .map(|(_, value)| value.trim())
-                .ok_or_else(|| format!("no {name:?} line in {text:?}"))
-        };
-        let enabled = match field("enabled")? {
-            "0" => false,
-            "1" => true,
-            other => return Err(format!("bad enabled value {other:?}")),
-        };
         Ok(Hooks {
-            ops: field("ops")?.to_owned(),
-            enabled,
+            ops: hooks_field(text, "ops")?.to_owned(),
+            enabled: parse_hooks_flag(text, "enabled")?,
         })
     }
 
@@ -98,6 +113,16 @@ pub struct CpuStats {
     /// Handshakes completed here for a listener with per-CPU queues whose connection went to
     /// the listener's own queue instead.
     pub queue_fallback: u64,
+    /// Autobinding connects and binds on this CPU that got a port of this CPU (Receive Flow
+    /// Deliver; optional, as the three below: 0 where the module has no RFD).
+    pub rfd_ports: u64,
+    /// The same that found no free port of this CPU and fell back to the stock search.
+    pub rfd_fallback: u64,
+    /// Received packets that this CPU's RPS decision steered to another CPU, the owner of
+    /// their destination port.
+    pub rfd_steered: u64,
+    /// The same whose destination port this CPU owns: processed here.
+    pub rfd_local: u64,
 }
 
 impl CpuStats {
@@ -143,6 +168,10 @@ impl Counters {
         let queue_steal = column("queue_steal").ok();
         let queue_stolen = column("queue_stolen").ok();
         let queue_fallback = column("queue_fallback").ok();
+        let rfd_ports = column("rfd_ports").ok();
+        let rfd_fallback = column("rfd_fallback").ok();
+        let rfd_steered = column("rfd_steered").ok();
+        let rfd_local = column("rfd_local").ok();
         let mut per_cpu = BTreeMap::new();
         for line in lines {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -167,6 +196,10 @@ impl Counters {
                 queue_steal: queue_steal.map(number).transpose()?.unwrap_or(0),
                 queue_stolen: queue_stolen.map(number).transpose()?.unwrap_or(0),
                 queue_fallback: queue_fallback.map(number).transpose()?.unwrap_or(0),
+                rfd_ports: rfd_ports.map(number).transpose()?.unwrap_or(0),
+                rfd_fallback: rfd_fallback.map(number).transpose()?.unwrap_or(0),
+                rfd_steered: rfd_steered.map(number).transpose()?.unwrap_or(0),
+                rfd_local: rfd_local.map(number).transpose()?.unwrap_or(0),
             };
             let cpu = fields[cpu]
                 .trim_start_matches("cpu")
@@ -200,6 +233,10 @@ impl Counters {
                 queue_steal: sum.queue_steal + s.queue_steal,
                 queue_stolen: sum.queue_stolen + s.queue_stolen,
                 queue_fallback: sum.queue_fallback + s.queue_fallback,
+                rfd_ports: sum.rfd_ports + s.rfd_ports,
+                rfd_fallback: sum.rfd_fallback + s.rfd_fallback,
+                rfd_steered: sum.rfd_steered + s.rfd_steered,
+                rfd_local: sum.rfd_local + s.rfd_local,
             })
     }
 
@@ -226,6 +263,10 @@ impl Counters {
                 queue_steal: delta(now.queue_steal, then.queue_steal, "queue_steal")?,
                 queue_stolen: delta(now.queue_stolen, then.queue_stolen, "queue_stolen")?,
                 queue_fallback: delta(now.queue_fallback, then.queue_fallback, "queue_fallback")?,
+                rfd_ports: delta(now.rfd_ports, then.rfd_ports, "rfd_ports")?,
+                rfd_fallback: delta(now.rfd_fallback, then.rfd_fallback, "rfd_fallback")?,
+                rfd_steered: delta(now.rfd_steered, then.rfd_steered, "rfd_steered")?,
+                rfd_local: delta(now.rfd_local, then.rfd_local, "rfd_local")?,
             };
             per_cpu.insert(cpu, stats);
         }
@@ -356,6 +397,49 @@ pub fn online_cpus() -> Result<Vec<usize>, String> {
     parse_cpu_list(&read(ONLINE_CPUS)?)
 }
 
+/// The kernel's `nr_cpu_ids`: one more than the highest possible CPU.
+pub fn nr_cpu_ids() -> Result<usize, String> {
+    let possible = parse_cpu_list(&read(POSSIBLE_CPUS)?)?;
+    Ok(possible.iter().max().map_or(0, |max| max + 1))
+}
+
+/// TCP sockets of a netns in /proc/net/sockstat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSockets {
+    /// Hashed sockets: listening, connecting, connected (not TIME_WAIT).
+    pub inuse: u64,
+    /// Sockets in TIME_WAIT.
+    pub tw: u64,
+}
+
+/// Parses the `TCP:` line of /proc/net/sockstat (`TCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1`).
+pub fn parse_sockstat_tcp(text: &str) -> Result<TcpSockets, String> {
+    let line = text
+        .lines()
+        .find_map(|line| line.strip_prefix("TCP:"))
+        .ok_or("no TCP line")?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let value = |name: &str| {
+        let at = words
+            .iter()
+            .position(|w| *w == name)
+            .ok_or_else(|| format!("no {name} in TCP line {line:?}"))?;
+        words
+            .get(at + 1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| format!("bad {name} in TCP line {line:?}"))
+    };
+    Ok(TcpSockets {
+        inuse: value("inuse")?,
+        tw: value("tw")?,
+    })
+}
+
+/// [`parse_sockstat_tcp`] of the calling thread's netns.
+pub fn read_sockstat_tcp() -> Result<TcpSockets, String> {
+    parse_sockstat_tcp(&read(SOCKSTAT)?).map_err(|e| format!("{SOCKSTAT}: {e}"))
+}
+
 pub fn read_hooks() -> Result<Hooks, String> {
     Hooks::parse(&read(HOOKS)?).map_err(|e| format!("{HOOKS}: {e}"))
 }
@@ -429,6 +513,11 @@ mod tests {
         assert!(none.expect(Some("fastsocket")).is_err());
         assert!(Hooks::parse("ops: x\n").is_err());
         assert!(Hooks::parse("ops: x\nenabled: 2\n").is_err());
+        let keys = "ops: fastsocket\nenabled: 1\naccept_key: 1\nrfd_key: 0\n";
+        assert_eq!(parse_hooks_flag(keys, "rfd_key"), Ok(false));
+        assert_eq!(parse_hooks_flag(keys, "accept_key"), Ok(true));
+        assert!(parse_hooks_flag(keys, "locality_key").is_err());
+        assert!(parse_hooks_flag("rfd_key: x\n", "rfd_key").is_err());
     }
 
     const HEADER: &str = "cpu accepts local remote wake_local wake_fallback";
@@ -540,6 +629,76 @@ mod tests {
             "queue_steal cpu accepts local remote wake_local wake_fallback\n7 0 1 1 0 1 0\n";
         assert_eq!(Counters::parse(shuffled).unwrap().cpu(0).queue_steal, 7);
         assert!(Counters::parse(&shuffled.replace("\n7 ", "\nx ")).is_err());
+    }
+
+    #[test]
+    fn reads_the_optional_rfd_columns() {
+        let header = "cpu accepts local remote wake_local wake_fallback queue_local queue_steal \
+                      queue_stolen queue_fallback rfd_ports rfd_fallback rfd_steered rfd_local";
+        let before = Counters::parse(&format!(
+            "{header}\n0 0 0 0 0 0 0 0 0 0 10 1 7 3\n1 0 0 0 0 0 0 0 0 0 4 0 2 9\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                before.cpu(0).rfd_ports,
+                before.cpu(0).rfd_fallback,
+                before.cpu(0).rfd_steered,
+                before.cpu(0).rfd_local
+            ),
+            (10, 1, 7, 3)
+        );
+        let total = before.total();
+        assert_eq!(
+            (
+                total.rfd_ports,
+                total.rfd_fallback,
+                total.rfd_steered,
+                total.rfd_local
+            ),
+            (14, 1, 9, 12)
+        );
+        let after = Counters::parse(&format!(
+            "{header}\n0 0 0 0 0 0 0 0 0 0 15 1 9 3\n1 0 0 0 0 0 0 0 0 0 4 2 2 10\n"
+        ))
+        .unwrap();
+        let delta = after.since(&before).unwrap();
+        assert_eq!((delta.cpu(0).rfd_ports, delta.cpu(0).rfd_steered), (5, 2));
+        assert_eq!((delta.cpu(1).rfd_fallback, delta.cpu(1).rfd_local), (2, 1));
+        for (column, value) in [("rfd_ports", 9), ("rfd_fallback", 0), ("rfd_steered", 1)] {
+            let text = format!(
+                "cpu accepts local remote wake_local wake_fallback {column}\n0 0 0 0 0 0 10\n"
+            );
+            let down = format!(
+                "cpu accepts local remote wake_local wake_fallback {column}\n0 0 0 0 0 0 {value}\n"
+            );
+            let (text, down) = (
+                Counters::parse(&text).unwrap(),
+                Counters::parse(&down).unwrap(),
+            );
+            assert!(down.since(&text).is_err(), "{column} went down");
+        }
+        // Found by name, wherever they stand; absent: 0.
+        let shuffled = "rfd_local cpu accepts rfd_ports local remote wake_local wake_fallback\n\
+                        4 1 0 6 0 0 0 0\n";
+        let c = Counters::parse(shuffled).unwrap();
+        assert_eq!((c.cpu(1).rfd_local, c.cpu(1).rfd_ports), (4, 6));
+        assert_eq!(c.cpu(1).rfd_steered, 0);
+        assert_eq!(Counters::parse(TABLE).unwrap().total().rfd_ports, 0);
+        assert!(Counters::parse(&shuffled.replace("\n4 ", "\nx ")).is_err());
+    }
+
+    #[test]
+    fn parses_sockstat() {
+        let text =
+            "sockets: used 130\nTCP: inuse 5 orphan 1 tw 2 alloc 7 mem 1\nUDP: inuse 0 mem 0\n";
+        assert_eq!(
+            parse_sockstat_tcp(text).unwrap(),
+            TcpSockets { inuse: 5, tw: 2 }
+        );
+        assert!(parse_sockstat_tcp("UDP: inuse 0 mem 0\n").is_err());
+        assert!(parse_sockstat_tcp("TCP: inuse x tw 0\n").is_err());
+        assert!(parse_sockstat_tcp("TCP: inuse 1\n").is_err());
     }
 
     #[test]

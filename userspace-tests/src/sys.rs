@@ -167,6 +167,24 @@ pub fn setns_net(ns: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Mounts a filesystem of type `fstype` (debugfs, tracefs: no device) on `target`.
+pub fn mount(fstype: &str, target: &str) -> io::Result<()> {
+    let cstr =
+        |s: &str| std::ffi::CString::new(s).map_err(|_| io::Error::other(format!("NUL in {s:?}")));
+    let (fstype, target) = (cstr(fstype)?, cstr(target)?);
+    // SAFETY: the strings are valid and NUL-terminated; no mount data is passed.
+    check(unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            ptr::null(),
+        )
+    })?;
+    Ok(())
+}
+
 /// Opens `path` write-only. Async-signal-safe: no allocation.
 pub fn open_write_only(path: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: `path` is a valid NUL-terminated string.
@@ -401,8 +419,48 @@ pub fn write_without_capability(path: &CStr, value: &[u8], cap: u32) -> io::Resu
     })
 }
 
+/// `IP_LOCAL_PORT_RANGE` from linux/in.h (6.3 on; not in the libc crate): the range of
+/// ports an autobinding bind() or connect() of this socket picks from, an u32 with the
+/// highest port in its upper 16 bits and the lowest in its lower 16 bits (0: no bound).
+pub const IP_LOCAL_PORT_RANGE: libc::c_int = 51;
+
+/// A TCP socket of `addr`'s family (not bound, not connected), non-blocking if asked.
+pub fn tcp_socket(addr: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let flags = if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: plain syscall.
+    let fd =
+        check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags, 0) })?;
+    // SAFETY: `fd` was just returned by socket and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// bind() of a socket to `addr` (port 0: the kernel picks one).
+pub fn bind(fd: &impl AsRawFd, addr: SocketAddr) -> io::Result<()> {
+    let (storage, len) = sockaddr(&addr);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    check(unsafe { libc::bind(fd.as_raw_fd(), ptr::from_ref(&storage).cast(), len) })?;
+    Ok(())
+}
+
+/// connect() of a non-blocking socket to `addr`, without waiting for the handshake: done
+/// once the kernel has given the socket its port and sent the SYN (`EINPROGRESS`).
+pub fn connect_started(fd: OwnedFd, addr: SocketAddr) -> io::Result<TcpStream> {
+    let (storage, len) = sockaddr(&addr);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    match check(unsafe { libc::connect(fd.as_raw_fd(), ptr::from_ref(&storage).cast(), len) }) {
+        Ok(_) => Ok(TcpStream::from(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(TcpStream::from(fd)),
+        Err(e) => Err(e),
+    }
+}
+
 /// setsockopt() of an int option.
-fn set_int_option(
+pub fn set_int_option(
     fd: &impl AsRawFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -463,22 +521,12 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 /// A TCP socket listening on `addr` with `backlog`, with SO_REUSEADDR (as std sets it) and,
 /// if `reuseport`, SO_REUSEPORT.
 pub fn tcp_listen(addr: SocketAddr, backlog: i32, reuseport: bool) -> io::Result<TcpListener> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain syscall.
-    let fd = check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: `fd` was just returned by socket and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = tcp_socket(&addr, false)?;
     set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     if reuseport {
         set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     }
-    let (storage, len) = sockaddr(&addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-    check(unsafe { libc::bind(fd.as_raw_fd(), ptr::from_ref(&storage).cast(), len) })?;
+    bind(&fd, addr)?;
     // SAFETY: plain syscall on the socket fd.
     check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(TcpListener::from(fd))
@@ -488,15 +536,7 @@ pub fn tcp_listen(addr: SocketAddr, backlog: i32, reuseport: bool) -> io::Result
 /// (`TCP_SYNCNT`) before connect() fails with `ETIMEDOUT`: the stack's own retry bound, no
 /// timer of the caller's.
 pub fn tcp_connect_syn_retries(addr: SocketAddr, syn_retries: i32) -> io::Result<TcpStream> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain syscall.
-    let fd = check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: `fd` was just returned by socket and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = tcp_socket(&addr, false)?;
     set_int_option(&fd, libc::IPPROTO_TCP, libc::TCP_SYNCNT, syn_retries)?;
     let (storage, len) = sockaddr(&addr);
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes.

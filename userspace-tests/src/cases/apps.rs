@@ -23,7 +23,7 @@ const WRK: &str = "/usr/bin/wrk";
 /// Directories Debian's nginx needs and a fresh /var lacks.
 const NGINX_DIRS: [&str; 2] = ["/var/log/nginx", "/var/lib/nginx"];
 /// Requests to complete, in runs of `WRK_RUN`.
-const TARGET_REQUESTS: u64 = 20_000;
+pub(super) const TARGET_REQUESTS: u64 = 20_000;
 const WRK_RUN: &str = "5s";
 /// Give up after this many runs.
 const MAX_RUNS: usize = 80;
@@ -146,10 +146,10 @@ fn haproxy_conf(threads: usize, bind: SocketAddr, backend: SocketAddr) -> String
 }
 
 /// A scratch directory under /tmp, removed on drop.
-struct WorkDir(PathBuf);
+pub(super) struct WorkDir(PathBuf);
 
 impl WorkDir {
-    fn new(name: &str) -> TestResult<WorkDir> {
+    pub(super) fn new(name: &str) -> TestResult<WorkDir> {
         let path =
             std::env::temp_dir().join(format!("fastsocket-tests-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
@@ -157,7 +157,7 @@ impl WorkDir {
         Ok(WorkDir(path))
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    pub(super) fn file(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -176,7 +176,7 @@ fn log_tail(path: &Path) -> String {
 }
 
 /// A server process in the foreground, stopped with SIGTERM (then SIGKILL) on drop.
-struct Daemon {
+pub(super) struct Daemon {
     name: &'static str,
     child: Option<Child>,
     log: PathBuf,
@@ -225,7 +225,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then SIGKILL if it does not end within [`STOP_TIMEOUT`].
-    fn stop(&mut self) -> TestResult {
+    pub(super) fn stop(&mut self) -> TestResult {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -265,10 +265,13 @@ fn free_port(ip: IpAddr) -> TestResult<u16> {
     Ok(listener.local_addr().context("local_addr")?.port())
 }
 
-/// Starts nginx from Debian's configuration with one test server block per address.
-/// Starts nginx with Debian's configuration, `listen` as its server blocks and `events` added
-/// to its `events` block.
-fn start_nginx(dir: &WorkDir, listen: &[SocketAddr], events: &str) -> TestResult<Daemon> {
+/// Starts nginx with Debian's configuration, one test server block per address of `listen`
+/// and `events` added to its `events` block.
+pub(super) fn start_nginx(
+    dir: &WorkDir,
+    listen: &[SocketAddr],
+    events: &str,
+) -> TestResult<Daemon> {
     for path in NGINX_DIRS {
         fs::create_dir_all(path).context(format!("creating {path}"))?;
     }
@@ -291,8 +294,28 @@ fn start_nginx(dir: &WorkDir, listen: &[SocketAddr], events: &str) -> TestResult
     Ok(daemon)
 }
 
+/// Starts haproxy with [`haproxy_conf`] (`threads` threads, from `frontend` to `backend`)
+/// written to `dir`, and waits until it listens on `frontend` (from this namespace).
+pub(super) fn start_haproxy(
+    dir: &WorkDir,
+    threads: usize,
+    frontend: SocketAddr,
+    backend: SocketAddr,
+) -> TestResult<Daemon> {
+    let conf = dir.file("haproxy.cfg");
+    fs::write(&conf, haproxy_conf(threads, frontend, backend))
+        .context(format!("writing {}", conf.display()))?;
+    let mut haproxy = Daemon::spawn(
+        "haproxy",
+        Command::new(HAPROXY).arg("-f").arg(&conf).arg("-db"),
+        dir.file("haproxy.log"),
+    )?;
+    haproxy.wait_listening(frontend)?;
+    Ok(haproxy)
+}
+
 /// Fetches `/` with curl from the client namespace and checks the body.
-fn check_body(pair: &NetnsPair, url: &str) -> TestResult {
+pub(super) fn check_body(pair: &NetnsPair, url: &str) -> TestResult {
     let out = Command::new("ip")
         .args(["netns", "exec", pair.client_ns()])
         .args(["curl", "-sS", "--max-time", "30", url])
@@ -309,21 +332,21 @@ fn check_body(pair: &NetnsPair, url: &str) -> TestResult {
 }
 
 /// Totals over the wrk runs of a test.
-struct Load {
-    requests: u64,
-    seconds: f64,
-    runs: usize,
+pub(super) struct Load {
+    pub(super) requests: u64,
+    pub(super) seconds: f64,
+    pub(super) runs: usize,
 }
 
-/// Runs wrk from the client namespace in [`WRK_RUN`] runs until [`TARGET_REQUESTS`]
-/// requests completed; every run must be free of socket errors and non-2xx responses.
-fn wrk_until_target(pair: &NetnsPair, url: &str) -> TestResult<Load> {
+/// Runs wrk from the client namespace in [`WRK_RUN`] runs until `target` requests
+/// completed; every run must be free of socket errors and non-2xx responses.
+pub(super) fn wrk_until(pair: &NetnsPair, url: &str, target: u64) -> TestResult<Load> {
     let mut load = Load {
         requests: 0,
         seconds: 0.0,
         runs: 0,
     };
-    while load.requests < TARGET_REQUESTS {
+    while load.requests < target {
         ensure!(
             load.runs < MAX_RUNS,
             "only {} requests in {MAX_RUNS} runs of {WRK_RUN}",
@@ -373,7 +396,7 @@ fn wrk_until_target(pair: &NetnsPair, url: &str) -> TestResult<Load> {
 fn measure(name: &str, pair: &NetnsPair, url: &str, scope: &str) -> TestResult {
     check_body(pair, url)?;
     let before = procfs::read_counters()?;
-    let load = wrk_until_target(pair, url)?;
+    let load = wrk_until(pair, url, TARGET_REQUESTS)?;
     let delta = procfs::read_counters()?.since(&before)?.total();
     let share = Share {
         local: delta.local as usize,
@@ -432,22 +455,13 @@ pub fn haproxy_20k(ctx: &mut Ctx) -> TestResult {
     let backend = SocketAddr::new(loopback, free_port(loopback)?);
     let dir = WorkDir::new("haproxy")?;
     let mut nginx = start_nginx(&dir, &[backend], "")?;
-    let conf = dir.file("haproxy.cfg");
-    fs::write(&conf, haproxy_conf(ctx.cpus.len(), frontend, backend))
-        .context(format!("writing {}", conf.display()))?;
-    let mut haproxy = Daemon::spawn(
+    let mut haproxy = start_haproxy(&dir, ctx.cpus.len(), frontend, backend)?;
+    let result = measure(
         "haproxy",
-        Command::new(HAPROXY).arg("-f").arg(&conf).arg("-db"),
-        dir.file("haproxy.log"),
-    )?;
-    let result = haproxy.wait_listening(frontend).and_then(|()| {
-        measure(
-            "haproxy",
-            &pair,
-            &format!("http://{frontend}/"),
-            "haproxy and its nginx backend",
-        )
-    });
+        &pair,
+        &format!("http://{frontend}/"),
+        "haproxy and its nginx backend",
+    );
     let stopped = [haproxy.stop(), nginx.stop()];
     result?;
     stopped.into_iter().collect()

@@ -13,6 +13,7 @@ mod percpu;
 mod pick;
 mod queue;
 mod regress;
+mod rfd;
 mod scope;
 mod toggles;
 mod workers;
@@ -169,6 +170,22 @@ const TESTS: &[Test] = &[
     Test::new("fuzz_trinity", fuzz::fuzz_trinity).limit(fuzz::LIMIT_SECS),
     Test::new("fuzz_stress_ng", fuzz::fuzz_stress_ng).limit(fuzz::LIMIT_SECS),
     Test::new("soak_load_unload", fuzz::soak_load_unload).limit(fuzz::LIMIT_SECS),
+    Test::new("rfd_knob_bad_input", rfd::rfd_knob_bad_input).limit(60),
+    Test::new("rfd_locality_pinned", rfd::rfd_locality_pinned).limit(180),
+    Test::new("rfd_locality_pinned_ipv6", rfd::rfd_locality_pinned_ipv6).limit(180),
+    Test::new("rfd_locality_unpinned", rfd::rfd_locality_unpinned).limit(180),
+    Test::new("rfd_port_exhaustion", rfd::rfd_port_exhaustion).limit(420),
+    Test::new("rfd_socket_options", rfd::rfd_socket_options).limit(180),
+    Test::new(
+        "rfd_toggle_unload_under_load",
+        rfd::rfd_toggle_unload_under_load,
+    )
+    .limit(180),
+    Test::new(
+        "haproxy_rfd_backend_locality",
+        rfd::haproxy_rfd_backend_locality,
+    )
+    .limit(600),
     Test::new("kernel_log_clean", log::kernel_log_clean),
 ];
 
@@ -306,6 +323,11 @@ impl KnobGuard {
     /// Sets `listen_queues`, restored to the default 1.
     pub fn listen_queues(value: &str) -> TestResult<KnobGuard> {
         KnobGuard::set(procfs::LISTEN_QUEUES, value, "1")
+    }
+
+    /// Sets `rfd`, restored to the default 1.
+    pub fn rfd(value: &str) -> TestResult<KnobGuard> {
+        KnobGuard::set(procfs::RFD, value, "1")
     }
 }
 

@@ -37,7 +37,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 const SETTLE_PAUSE: Duration = Duration::from_millis(10);
 
 /// The CPUs the tests use, at least two.
-fn cpus(ctx: &Ctx) -> TestResult<Vec<usize>> {
+pub(super) fn cpus(ctx: &Ctx) -> TestResult<Vec<usize>> {
     ensure!(
         ctx.cpus.len() >= 2,
         "needs at least 2 online CPUs, the guest has {:?}",
@@ -55,36 +55,55 @@ fn steer_by_client_cpu(pair: &NetnsPair) -> TestResult {
 
 /// Runs `f(cpu)` at once on one thread per CPU of `cpus`, each in namespace `ns` and pinned to
 /// its CPU; returns the results in the order of `cpus` once every thread has ended.
-fn on_each_cpu<T, F>(ns: &str, cpus: &[usize], f: F) -> TestResult<Vec<T>>
+pub(super) fn on_each_cpu<T, F>(ns: &str, cpus: &[usize], f: F) -> TestResult<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> TestResult<T> + Clone + Send + 'static,
+{
+    let pins: Vec<Option<usize>> = cpus.iter().copied().map(Some).collect();
+    let cpus = cpus.to_vec();
+    on_threads(ns, &pins, move |i| f(cpus[i]))
+}
+
+/// Runs `f(i)` at once on one thread per entry `i` of `pins`, each in namespace `ns`, pinned to
+/// the entry's CPU if it names one; returns the results in the order of `pins` once every
+/// thread has ended.
+pub(super) fn on_threads<T, F>(ns: &str, pins: &[Option<usize>], f: F) -> TestResult<Vec<T>>
 where
     T: Send + 'static,
     F: Fn(usize) -> TestResult<T> + Clone + Send + 'static,
 {
     let mut handles = Vec::new();
-    for &cpu in cpus {
+    for (i, &pin) in pins.iter().enumerate() {
         let f = f.clone();
         let handle = netns::spawn_in(ns, move || {
-            sys::pin_current_thread(cpu)
-                .context(format!("pinning a client thread to cpu {cpu}"))?;
-            f(cpu)
+            if let Some(cpu) = pin {
+                sys::pin_current_thread(cpu)
+                    .context(format!("pinning a client thread to cpu {cpu}"))?;
+            }
+            f(i)
         })
         .context(format!("starting a client thread in {ns}"))?;
-        handles.push((cpu, handle));
+        let name = match pin {
+            Some(cpu) => format!("client thread on cpu {cpu}"),
+            None => format!("unpinned client thread {i}"),
+        };
+        handles.push((name, handle));
     }
     // Every thread is joined before the first error is returned.
     let results: Vec<TestResult<T>> = handles
         .into_iter()
-        .map(|(cpu, handle)| match handle.join() {
-            Ok(Ok(result)) => result.context(format!("client thread on cpu {cpu}")),
+        .map(|(name, handle)| match handle.join() {
+            Ok(Ok(result)) => result.context(&name),
             Ok(Err(e)) => Err(format!("entering {ns}: {e}")),
-            Err(_) => Err(format!("the client thread on cpu {cpu} panicked")),
+            Err(_) => Err(format!("the {name} panicked")),
         })
         .collect();
     results.into_iter().collect()
 }
 
 /// Runs `f` on a thread in namespace `ns` pinned to `cpu`.
-fn on_cpu_in<T, F>(ns: &str, cpu: usize, f: F) -> TestResult<T>
+pub(super) fn on_cpu_in<T, F>(ns: &str, cpu: usize, f: F) -> TestResult<T>
 where
     T: Send + 'static,
     F: Fn(usize) -> TestResult<T> + Clone + Send + 'static,
@@ -95,7 +114,7 @@ where
 }
 
 /// Runs `f` with the module unloaded (stock), loading it again afterwards even if `f` failed.
-fn stock<T>(ctx: &Ctx, f: impl FnOnce() -> TestResult<T>) -> TestResult<T> {
+pub(super) fn stock<T>(ctx: &Ctx, f: impl FnOnce() -> TestResult<T>) -> TestResult<T> {
     if module::is_loaded() {
         module::rmmod().context("unloading the module for the stock arm")?;
     }

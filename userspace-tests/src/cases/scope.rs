@@ -9,20 +9,25 @@ use crate::server::{AcceptServer, ServerOpts};
 
 /// Writes `value` to `knob`, expecting EINVAL, and checks that the value did not change.
 fn expect_einval(knob: &str, value: &str) -> TestResult {
+    expect_einval_bytes(knob, value.as_bytes(), &format!("{value:?}"))
+}
+
+/// [`expect_einval`] of any bytes, named `what` in messages.
+pub(super) fn expect_einval_bytes(knob: &str, value: &[u8], what: &str) -> TestResult {
     let before = procfs::read_knob(knob)?;
-    match procfs::write_knob(knob, value.as_bytes()) {
+    match procfs::write_knob(knob, value) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-        Err(e) => return Err(format!("writing {value:?} to {knob}: {e}, expected EINVAL")),
+        Err(e) => return Err(format!("writing {what} to {knob}: {e}, expected EINVAL")),
         Ok(()) => {
             return Err(format!(
-                "writing {value:?} to {knob} succeeded, expected EINVAL"
+                "writing {what} to {knob} succeeded, expected EINVAL"
             ))
         }
     }
     let after = procfs::read_knob(knob)?;
     ensure!(
         after == before,
-        "the refused write of {value:?} changed {knob} from {before:?} to {after:?}"
+        "the refused write of {what} changed {knob} from {before:?} to {after:?}"
     );
     Ok(())
 }
@@ -182,7 +187,7 @@ pub fn listen_queues_knob(ctx: &mut Ctx) -> TestResult {
 /// Checks an integer knob: starting from either of `values` (the first is the default), every
 /// `bad` write fails with EINVAL and changes nothing; both values read back; a write without
 /// CAP_NET_ADMIN fails with EPERM. Leaves the default set.
-fn check_int_knob(knob: &str, values: [&str; 2], bad: &[&str]) -> TestResult {
+pub(super) fn check_int_knob(knob: &str, values: [&str; 2], bad: &[&str]) -> TestResult {
     for start in values {
         expect_reads(knob, start, &format!("{start}\n"))?;
         for input in bad {
