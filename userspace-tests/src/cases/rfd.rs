@@ -785,11 +785,18 @@ pub fn rfd_port_exhaustion(ctx: &mut Ctx) -> TestResult {
     let (cpus, ncpu, pair) = rfd_setup(ctx)?;
     let ctx: &Ctx = ctx;
     let ranges = exhaustion_ranges(ncpu);
-    let largest = ranges.iter().map(PortRange::size).max().unwrap_or(0) as u64;
-    let limit = sys::raise_open_files_limit(largest + 1024).context("raising RLIMIT_NOFILE")?;
+    // The bound sockets stay open while every arm runs.
+    let bound: usize = ranges.iter().map(|r| r.size() - r.free_ports().len()).sum();
+    let most = ranges
+        .iter()
+        .map(|r| r.free_ports().len())
+        .max()
+        .unwrap_or(0);
+    let sockets = (bound + most) as u64;
+    let limit = sys::raise_open_files_limit(sockets + 1024).context("raising RLIMIT_NOFILE")?;
     ensure!(
-        limit > largest + 64,
-        "set-up: the runner may open only {limit} files, {largest} sockets need more"
+        limit > sockets + 64,
+        "set-up: the runner may open only {limit} files, {sockets} sockets need more"
     );
     let silent = silent_peer(&pair)?;
     let start = Instant::now();
