@@ -37,30 +37,37 @@ pub struct Walk {
 pub const WALK_MAX: u32 = 64;
 
 /// Up to [`WALK_MAX`] consecutive ports of `[low, high)` congruent to `class` modulo `m`, from
-/// where `offset` points, never wrapping around.
-fn class_walk(class: u32, m: u32, low: u32, high: u32, offset: u32) -> Option<Walk> {
+/// where `offset` points, wrapping around to the class's first port: one walk, or two when the
+/// window wraps (a walk of the kernel wraps by its own length, not by the class's).
+fn class_walks(class: u32, m: u32, low: u32, high: u32, offset: u32) -> [Option<Walk>; 2] {
     let first = low + (class + m - low % m) % m;
     if first >= high {
-        return None;
+        return [None, None];
     }
     let count = (high - 1 - first) / m + 1;
     let len = count.min(WALK_MAX);
-    // The window of `len` ports that starts at the offset's port, moved back to fit.
-    let start = (offset / m % count).min(count - len);
-    let port = first + start * m;
-    Some(Walk {
-        port,
-        end: port + (len - 1) * m + 1,
-        span: len * m,
-        step: m,
-    })
+    let start = offset / m % count;
+    // Ports `from..from + n` of the class, in class indices, as one walk.
+    let part = |from: u32, n: u32| {
+        (n > 0).then(|| {
+            let port = first + from * m;
+            Walk {
+                port,
+                end: port + (n - 1) * m + 1,
+                span: n * m,
+                step: m,
+            }
+        })
+    };
+    let head = len.min(count - start);
+    [part(start, head), part(0, len - head)]
 }
 
 /// The walk of pass `pass` of a port search on `cpu` over `[low, high)` whose stock search
 /// would start at `low + offset`: up to [`WALK_MAX`] of `cpu`'s ports of the parity stock
-/// tries first, then of the other parity, each from where `offset` (the stock search's
-/// randomness) points. `None` once those are done, or if `cpu` owns no port of the range: the
-/// stock search then.
+/// tries first, from where `offset` (the stock search's randomness) points, then as many of
+/// the other parity; each in one or two walks. `None` once those are done, or if `cpu` owns no
+/// port of the range: the stock search then.
 pub fn walk(pass: u32, cpu: u32, nr_cpus: u32, low: u32, high: u32, offset: u32) -> Option<Walk> {
     if cpu >= nr_cpus || low >= high || high > 65536 {
         return None;
@@ -69,7 +76,8 @@ pub fn walk(pass: u32, cpu: u32, nr_cpus: u32, low: u32, high: u32, offset: u32)
     let first_parity = (low + offset) & 1;
     [first_parity, first_parity ^ 1]
         .into_iter()
-        .filter_map(|parity| class_walk(2 * cpu + parity, m, low, high, offset))
+        .flat_map(|parity| class_walks(2 * cpu + parity, m, low, high, offset))
+        .flatten()
         .nth(pass as usize)
 }
 
