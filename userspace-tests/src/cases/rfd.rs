@@ -761,24 +761,44 @@ fn check_exhausted(
         module.ports.len(),
         stock.ports.len()
     );
-    check_own_ports_first(&module.ports, own, cpu, ncpu, &what)?;
-    // The connect that found no port at all may count as a fallback too.
+    // A search tries at most WALK_MAX ports of the CPU per parity (rust/logic/rfd.rs) before
+    // the stock search: where that window covers the CPU's whole share of the range, its free
+    // ports come first, strictly; in a larger share a free port of the CPU outside the window
+    // is not seen and the stock search takes another CPU's (Documentation/rfd.md).
+    let share = (range.low..=range.high)
+        .filter(|&p| cpu_of(p, ncpu) == cpu)
+        .count();
+    if share <= 2 * WALK_MAX {
+        check_own_ports_first(&module.ports, own, cpu, ncpu, &what)?;
+    }
+    let taken = module
+        .ports
+        .iter()
+        .filter(|&&p| cpu_of(p, ncpu) == cpu)
+        .count() as u64;
+    // Every connect either got a port of the CPU or fell back; the connect that found no port
+    // at all may count as a fallback too.
     let n = module.ports.len() as u64;
     let (ports, fallback) = (module.counters.rfd_ports, module.counters.rfd_fallback);
     ensure!(
-        ports == own as u64
-            && n.checked_sub(own as u64)
+        ports == taken
+            && n.checked_sub(taken)
                 .is_some_and(|rest| (rest..=rest + 1).contains(&fallback)),
-        "{what}: {n} connects of which {own} found a port of cpu {cpu}, but rfd_ports rose by \
-         {ports} and rfd_fallback by {fallback} on cpu {cpu}"
+        "{what}: {n} connects of which {taken} took a port of cpu {cpu} ({own} free), but \
+         rfd_ports rose by {ports} and rfd_fallback by {fallback} on cpu {cpu}"
     );
     Ok(())
 }
 
+/// `WALK_MAX` of rust/logic/rfd.rs: the most ports of its own a CPU tries per parity.
+const WALK_MAX: usize = 64;
+
 /// For port ranges of 1, 2, ncpu, 100 and 2,000 ports, and 28,000 ports with 64 free
 /// (`ip_local_port_range` of the client's namespace), as many connections to one destination
 /// succeed before EADDRNOTAVAIL from a thread pinned to each CPU with the module (`rfd=1`) as
-/// stock; with the module the free ports of the connecting CPU come first. The connections go
+/// stock; with the module the free ports of the connecting CPU come first where its share of
+/// the range fits the search window (see `check_exhausted`), and the counters account for
+/// every connect. The connections go
 /// to an address nobody answers and stay in SYN_SENT (no round trip); closing them frees their
 /// ports at once.
 pub fn rfd_port_exhaustion(ctx: &mut Ctx) -> TestResult {
@@ -1563,10 +1583,27 @@ pub fn haproxy_rfd_backend_locality(ctx: &mut Ctx) -> TestResult {
             backend.details(ncpu)
         );
     }
+    // What RFD controls, held to 99%: every backend connection gets a port of the CPU that
+    // runs its connect(), and its SYN-ACK is processed on that port's CPU. What it does not:
+    // haproxy's threads are not pinned (the configuration is Debian's), and the scheduler
+    // moves a thread between a connection's connect() and close() now and then. Seen in the
+    // emulated guest with 2 vCPUs: 96.6-97.5% local, every miss a close on the other CPU, all
+    // ports and SYN-ACKs on the connect CPU (stock 25.8-26.8%). The floor for the whole is 95%.
+    let count = |f: &dyn Fn(&Seen) -> bool| module.complete.iter().filter(|c| f(c)).count();
+    let total = module.complete.len();
+    let port_ok = count(&|&(c, _, _, p)| c == cpu_of(p, ncpu));
+    let synack_ok = count(&|&(_, e, _, p)| e == cpu_of(p, ncpu));
     ensure!(
-        module_share.local * 100 >= 99 * module_share.total,
+        total > 0 && port_ok * 100 >= 99 * total && synack_ok * 100 >= 99 * total,
+        "haproxy's backend connections with the module: of {total}, {port_ok} got a port of \
+         the connect CPU and {synack_ok} had their SYN-ACK processed on the port's CPU, \
+         expected at least 99% of each ({})",
+        module.details(ncpu)
+    );
+    ensure!(
+        module_share.local * 100 >= 95 * module_share.total,
         "haproxy's backend connections with the module: {module_share} local, expected at \
-         least 99% ({}); stock {stock_share}",
+         least 95% ({}); stock {stock_share}",
         module.details(ncpu)
     );
     Ok(())
