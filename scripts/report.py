@@ -733,6 +733,16 @@ def perf_lock_section(res, lines):
         f.write("\n".join(summary) + "\n")
 
 
+def per_1k(classes, conns, pat):
+    """The lock_stat columns summed over the classes matching pat, per 1,000 connections."""
+    k = 1000.0 / conns if conns else 0
+    tot = [0.0] * 5
+    for cname, v in classes.items():
+        if re.search(pat, cname):
+            tot = [a + b for a, b in zip(tot, v)]
+    return [t * k for t in tot]
+
+
 def lock_stat_section(res, docs, lines, text, keys):
     d = os.path.join(res, "lock_stat")
     profiles = {}
@@ -759,13 +769,9 @@ def lock_stat_section(res, docs, lines, text, keys):
               "| lock | " + " | ".join(profiles) + " |", "|---|" + "---|" * len(profiles)]
     for label, pat in NAMED_LOCKS:
         cells = []
-        for arm, (classes, conns, _) in profiles.items():
-            k = 1000.0 / conns if conns else 0
-            tot = [0.0] * 5
-            for cname, v in classes.items():
-                if re.search(pat, cname):
-                    tot = [a + b for a, b in zip(tot, v)]
-            cells.append(f"{tot[1] * k:.1f} / {tot[0] * k:.1f} / {tot[3] * k:.0f}")
+        for classes, conns, _ in profiles.values():
+            tot = per_1k(classes, conns, pat)
+            cells.append(f"{tot[1]:.1f} / {tot[0]:.1f} / {tot[3]:.0f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += ["#### Connect path: contentions / con-bounces / acq-bounces / acquisitions per 1k "
@@ -783,14 +789,9 @@ def lock_stat_section(res, docs, lines, text, keys):
               "| lock class | " + " | ".join(profiles) + " |", "|---|" + "---|" * len(profiles)]
     for label, pat in CONNECT_LOCKS:
         cells = []
-        for arm, (classes, conns, _) in profiles.items():
-            k = 1000.0 / conns if conns else 0
-            tot = [0.0] * 5
-            for cname, v in classes.items():
-                if re.search(pat, cname):
-                    tot = [a + b for a, b in zip(tot, v)]
-            cells.append(f"{tot[1] * k:.1f} / {tot[0] * k:.1f} / {tot[3] * k:.0f} / "
-                         f"{tot[4] * k:,.0f}")
+        for classes, conns, _ in profiles.values():
+            tot = per_1k(classes, conns, pat)
+            cells.append(f"{tot[1]:.1f} / {tot[0]:.1f} / {tot[3]:.0f} / {tot[4]:,.0f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += ["#### Top 5 contended lock classes per arm (contentions per 1k connections)", ""]
