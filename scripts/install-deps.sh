@@ -21,6 +21,7 @@ pkgs=(
 	qemu-system-x86 udev busybox-static iproute2 ethtool procps
 	nginx-light haproxy wrk curl linux-perf
 	"trinity=$TRINITY_PKG_VERSION" "stress-ng=$STRESS_NG_PKG_VERSION"
+	"hping3=$HPING3_PKG_VERSION"
 )
 echo "[deps] apt: ${pkgs[*]}"
 export DEBIAN_FRONTEND=noninteractive
@@ -31,7 +32,7 @@ if ! apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; then
 	echo "[deps] WARNING: pinned versions unavailable, installing the archive's current ones"
 	apt-get install -y -q --no-install-recommends "${pkgs[@]%%=*}" >/dev/null
 fi
-dpkg-query -W -f '[deps] ${Package} ${Version}\n' linux-source-6.12 rustc-web rust-web-src trinity stress-ng
+dpkg-query -W -f '[deps] ${Package} ${Version}\n' linux-source-6.12 rustc-web rust-web-src trinity stress-ng hping3
 # The services must not run on the host; the tests start their own copies inside the guest.
 for s in nginx haproxy; do
 	systemctl disable --now "$s" >/dev/null 2>&1 || service "$s" stop >/dev/null 2>&1 || true
