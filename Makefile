@@ -6,6 +6,7 @@
 #   make lockprof  lock profile per arm: perf lock (perf kernel), /proc/lock_stat (lockstat kernel)
 #   make bench-dry-run  the arm schedule of make bench (order, module state, knobs), no VM
 #   make soak      trinity, stress-ng and load/unload cycles under load, for longer (SOAK_MINUTES, SOAK_CYCLES)
+#   make vfsbench  socket-file microbenchmark (socket, accept, socketpair + close), stock vs T, and its profile
 #
 # Kernel trees are cached in $(FASTSOCKET_CACHE) (default /var/cache/fastsocket-rs), keyed by
 # kernel package version, patch series, config and toolchain.
@@ -16,10 +17,10 @@ S := scripts
 TESTS_BIN := userspace-tests/target/release/fastsocket-tests
 
 .PHONY: all deps kernel kernel-perf kernel-lockstat module module-perf module-lockstat \
-	host-test userspace vm-test test demo bench bench-dry-run lockprof soak checkpatch clean help
+	host-test userspace vm-test test demo bench bench-dry-run lockprof soak vfsbench checkpatch clean help
 
 help:
-	@sed -n '2,11p' Makefile
+	@sed -n '2,12p' Makefile
 
 all: test
 
@@ -90,6 +91,12 @@ SOAK_MINUTES ?= 30
 SOAK_CYCLES ?= 100
 soak: module userspace
 	@SOAK_MINUTES=$(SOAK_MINUTES) SOAK_CYCLES=$(SOAK_CYCLES) bash $(S)/soak.sh
+
+# The socket-file microbenchmark (bench/sockbench, issue 12) on the perf kernel: wall clock
+# (2 vCPUs) and QEMU icount (VFSBENCH_ICOUNT_CPUS, 1), VFSBENCH_ROUNDS (6) rounds of stock and
+# T, then a perf profile (stock) -> results/vfsbench-latest, Documentation/benchmarks.md.
+vfsbench: module-perf
+	@FLAVOUR=perf bash $(S)/vfsbench.sh
 
 # The kernel patches follow the kernel's coding style.
 checkpatch: kernel

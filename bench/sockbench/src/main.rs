@@ -5,13 +5,19 @@
 //! processes (one table each), and prints one line:
 //!
 //! ```text
-//! sockbench case=socket mode=threads workers=2 ops=40000 warmup=2000 elapsed_ns=123456789
+//! sockbench case=socket mode=threads workers=2 ops=40000 warmup=2000 elapsed_ns=123456789 idle_ns=0
 //! ```
 //!
+//! `idle_ns` is the idle and iowait time of every CPU (`/proc/timer_list`: `idle_sleeptime`,
+//! `iowait_sleeptime`) from just before the start to just after the end, `-` where that file
+//! cannot be read. On a one-vCPU guest under QEMU icount, idle time is guest time in which no
+//! instruction ran: `elapsed_ns - idle_ns` is then the instructions executed. A CPU idle at
+//! the moment of a reading has its current idle period left out of that reading.
+//!
 //! `ops` is the total over all workers (`--ops` per worker times `--workers`), `elapsed_ns`
-//! the CLOCK_MONOTONIC time from the moment every worker has finished its warm-up to the
-//! moment the last one finished its timed operations (under QEMU icount with `shift=0`,
-//! guest nanoseconds are guest instructions).
+//! the CLOCK_MONOTONIC time from the first worker's start of its timed operations (each
+//! starts once every worker has finished its warm-up) to the last one's end (under QEMU
+//! icount with `shift=0`, guest nanoseconds are guest instructions).
 //!
 //! What one operation is:
 //!
@@ -324,32 +330,73 @@ fn client_process(netns: &str, addr: SocketAddrV4, threads: u32) -> ! {
     fail("client threads ended".into())
 }
 
-/// Threads mode: every worker a thread of this process. Returns (start, end) in ns.
-fn run_threads(a: &Args, lfd: RawFd) -> io::Result<(u64, u64)> {
+/// Idle plus iowait time of every CPU so far, in ns, from /proc/timer_list (its tick_sched
+/// lines `.idle_sleeptime : N nsecs`); None where it cannot be read or has no such line.
+fn idle_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/timer_list").ok()?;
+    parse_idle(&text)
+}
+
+fn parse_idle(text: &str) -> Option<u64> {
+    let mut sum = None;
+    for line in text.lines() {
+        let l = line.trim_start();
+        if l.starts_with(".idle_sleeptime") || l.starts_with(".iowait_sleeptime") {
+            let v = l
+                .split(':')
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()?;
+            sum = Some(sum.unwrap_or(0) + v);
+        }
+    }
+    sum
+}
+
+/// The result of one run: start and end of the timed window, idle time over it (ns).
+struct Window {
+    start: u64,
+    end: u64,
+    idle: Option<u64>,
+}
+
+fn idle_delta(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    Some(b?.saturating_sub(a?))
+}
+
+/// Threads mode: every worker a thread of this process. Every worker reads the clock itself
+/// when it starts and when it ends: the window runs from the first start to the last end.
+fn run_threads(a: &Args, lfd: RawFd) -> io::Result<Window> {
     let ready = Arc::new(Barrier::new(a.workers as usize + 1));
     let (case, warmup, n) = (a.case, a.warmup, a.ops);
     let handles: Vec<_> = (0..a.workers)
         .map(|_| {
             let ready = ready.clone();
-            std::thread::spawn(move || -> io::Result<u64> {
+            std::thread::spawn(move || -> io::Result<(u64, u64)> {
                 let w = ops(case, lfd, warmup);
                 ready.wait();
                 w?;
+                let start = now_ns();
                 ops(case, lfd, n)?;
-                Ok(now_ns())
+                Ok((start, now_ns()))
             })
         })
         .collect();
+    // Read before the start, so that the reading costs no time inside the window.
+    let idle0 = idle_ns();
     ready.wait();
-    let start = now_ns();
-    let mut end = start;
+    let (mut start, mut end) = (u64::MAX, 0);
     for h in handles {
-        let t = h
+        let (s, e) = h
             .join()
             .map_err(|_| io::Error::other("a worker thread panicked"))??;
-        end = end.max(t);
+        start = start.min(s);
+        end = end.max(e);
     }
-    Ok((start, end))
+    let idle = idle_delta(idle0, idle_ns());
+    Ok(Window { start, end, idle })
 }
 
 fn pipe() -> io::Result<[RawFd; 2]> {
@@ -401,7 +448,7 @@ fn write_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
 }
 
 /// A worker process: warm-up, report ready, wait for the start, the timed operations, report
-/// the end time.
+/// its start and end times.
 fn worker_process(a: &Args, lfd: RawFd, ready_w: RawFd, go_r: RawFd, done_w: RawFd) -> ! {
     let r = (|| -> io::Result<()> {
         ops(a.case, lfd, a.warmup)?;
@@ -415,8 +462,13 @@ fn worker_process(a: &Args, lfd: RawFd, ready_w: RawFd, go_r: RawFd, done_w: Raw
         if n != 0 {
             return Err(io::Error::other("start pipe: expected EOF"));
         }
+        let start = now_ns();
         ops(a.case, lfd, a.ops)?;
-        write_all(done_w, &now_ns().to_ne_bytes())?;
+        let end = now_ns();
+        let mut t = [0u8; 16];
+        t[..8].copy_from_slice(&start.to_ne_bytes());
+        t[8..].copy_from_slice(&end.to_ne_bytes());
+        write_all(done_w, &t)?;
         close(done_w)
     })();
     let status = match r {
@@ -451,8 +503,8 @@ fn wait_ok(pid: libc::pid_t, what: &str) -> io::Result<()> {
 }
 
 /// Procs mode: every worker a forked process with its own descriptor table (the listener
-/// inherited). Returns (start, end) in ns.
-fn run_procs(a: &Args, lfd: RawFd) -> io::Result<(u64, u64)> {
+/// inherited).
+fn run_procs(a: &Args, lfd: RawFd) -> io::Result<Window> {
     let (ready, go, done) = (pipe()?, pipe()?, pipe()?);
     let mut pids = Vec::new();
     for _ in 0..a.workers {
@@ -468,24 +520,27 @@ fn run_procs(a: &Args, lfd: RawFd) -> io::Result<(u64, u64)> {
     close(done[1])?;
     let mut b = vec![0u8; a.workers as usize];
     read_full(ready[0], &mut b, "ready pipe")?;
-    let start = now_ns();
+    let idle0 = idle_ns();
     close(go[1])?;
-    let mut end = start;
-    let mut t = [0u8; 8];
+    let (mut start, mut end) = (u64::MAX, 0);
+    let mut t = [0u8; 16];
     for _ in 0..a.workers {
+        // Each worker's start and end, one 16-byte (atomic) pipe write.
         read_full(done[0], &mut t, "result pipe")?;
-        end = end.max(u64::from_ne_bytes(t));
+        start = start.min(u64::from_ne_bytes(t[..8].try_into().expect("8 bytes")));
+        end = end.max(u64::from_ne_bytes(t[8..].try_into().expect("8 bytes")));
     }
+    let idle = idle_delta(idle0, idle_ns());
     for pid in pids {
         wait_ok(pid, "worker")?;
     }
     for fd in [ready[0], go[0], done[0]] {
         close(fd)?;
     }
-    Ok((start, end))
+    Ok(Window { start, end, idle })
 }
 
-fn run(a: &Args) -> io::Result<(u64, u64)> {
+fn run(a: &Args) -> io::Result<Window> {
     let mut lfd = -1;
     let mut client = None;
     if a.case == Case::Accept {
@@ -536,7 +591,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     match run(&a) {
-        Ok((start, end)) => {
+        Ok(Window { start, end, idle }) => {
             let case = match a.case {
                 Case::Socket => "socket",
                 Case::Socketpair => "socketpair",
@@ -547,11 +602,13 @@ fn main() -> ExitCode {
                 Mode::Procs => "procs",
             };
             let line = format!(
-                "sockbench case={case} mode={mode} workers={} ops={} warmup={} elapsed_ns={}\n",
+                "sockbench case={case} mode={mode} workers={} ops={} warmup={} elapsed_ns={} \
+                 idle_ns={}\n",
                 a.workers,
                 a.ops * u64::from(a.workers),
                 a.warmup * u64::from(a.workers),
-                end - start
+                end - start,
+                idle.map_or("-".to_string(), |i| i.to_string())
             );
             if io::stdout().write_all(line.as_bytes()).is_err() {
                 return ExitCode::FAILURE;
@@ -615,6 +672,15 @@ mod tests {
         assert!(parse("--case socket --workers 1 --ops 1").is_err());
     }
 
+    #[test]
+    fn parses_timer_list_idle() {
+        let t = "cpu: 0\n  .idle_sleeptime : 100 nsecs\n  .iowait_sleeptime: 5 nsecs\n\
+                 cpu: 1\n  .idle_sleeptime : 1000 nsecs\n  .iowait_sleeptime: 0 nsecs\n";
+        assert_eq!(parse_idle(t), Some(1105));
+        assert_eq!(parse_idle("no such lines\n"), None);
+        assert_eq!(parse_idle("  .idle_sleeptime : x nsecs\n"), None);
+    }
+
     /// The loops themselves, on the host: every case but accept (which needs the guest's
     /// namespaces), in both modes, end and report a non-zero time.
     #[test]
@@ -625,8 +691,8 @@ mod tests {
                     "--case {case} --mode {mode} --workers 2 --ops 200 --warmup 10"
                 ))
                 .unwrap();
-                let (start, end) = run(&a).unwrap();
-                assert!(end > start, "{case} {mode}");
+                let w = run(&a).unwrap();
+                assert!(w.end > w.start, "{case} {mode}");
             }
         }
     }

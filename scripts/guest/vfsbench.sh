@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Inside the guest (scripts/vfsbench.sh boots it): the socket-file microbenchmark
+# (bench/sockbench) for `make vfsbench`, issue 12.
+#
+#   vfsbench.sh KO OUT_DIR wall|icount ROUNDS   every case x arm, ROUNDS rounds; one TSV row
+#                                               per run appended to OUT_DIR/vfsbench.tsv:
+#       clock cpus case mode workers arm round slot module ops elapsed_ns idle_ns
+#   (idle_ns: idle + iowait of every CPU over the timed window, as sockbench reports it from
+#   /proc/timer_list; under icount on 1 vCPU, guest time in which no instruction ran)
+#   vfsbench.sh KO OUT_DIR profile BOOT         stock only (module not loaded): perf record -a -g
+#                                               around socket and accept (1 thread) into
+#                                               OUT_DIR/profile/; BOOT (wall or icount) says
+#                                               how the guest was booted, for the record
+#
+# Cases: socket, socketpair, accept (bench/sockbench/src/main.rs says what one operation
+# includes), each at 1 and 2 threads of one process and at 1 and 2 processes. accept's
+# connections come from CLIENT_NS (lib.sh) over veth to a listener on SERVER_IP:8090 in the
+# initial namespace.
+# Arms: stock (the module NOT loaded) and T (the current module loaded afresh with its
+# defaults, read back in both namespaces; a control: the module has no socket-file path yet).
+# Each round runs the arms in the Williams order of lib.sh's round_order (stock, T; then T,
+# stock; ...), every case of an arm in one go after its insmod/rmmod.
+#
+# Operations per worker: VFSBENCH_OPS_SOCKET, VFSBENCH_OPS_SOCKETPAIR, VFSBENCH_OPS_ACCEPT
+# (a tenth of that as an untimed warm-up per run); VFSBENCH_CASES limits the cases.
+# Profile: VFSBENCH_PROFILE_OPS_SOCKET, VFSBENCH_PROFILE_OPS_ACCEPT operations, sampled at
+# VFSBENCH_PROFILE_FREQ Hz.
+set -euo pipefail
+ko=$1 out=$2 clock=$3 rounds=${4:-5}
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+# shellcheck source=scripts/guest/lib.sh
+. "$here/lib.sh"
+sb=$top/bench/sockbench/target/release/sockbench
+ops_socket=${VFSBENCH_OPS_SOCKET:-40000}
+ops_socketpair=${VFSBENCH_OPS_SOCKETPAIR:-20000}
+ops_accept=${VFSBENCH_OPS_ACCEPT:-1500}
+cases=${VFSBENCH_CASES:-socket socketpair accept}
+CONFIGS=("threads 1" "threads 2" "procs 1" "procs 2")
+PORT=8090
+PERF=/usr/bin/perf
+cpus=$(nproc)
+
+[ -x "$sb" ] || { log "no $sb (cargo build --release --locked in bench/sockbench)"; exit 1; }
+
+ops_of() {
+	case "$1" in
+	socket) echo "$ops_socket" ;;
+	socketpair) echo "$ops_socketpair" ;;
+	accept) echo "$ops_accept" ;;
+	*) log "unknown case $1"; return 1 ;;
+	esac
+}
+
+# One sockbench run; prints its result line.
+sockbench() { # case mode workers ops
+	local c=$1 m=$2 w=$3 n=$4 extra=()
+	[ "$c" = accept ] && extra=(--listen "$SERVER_IP:$PORT" --client-netns "/run/netns/$CLIENT_NS")
+	"$sb" --case "$c" --mode "$m" --workers "$w" --ops "$n" --warmup $((n / 10)) "${extra[@]}"
+}
+
+knobs_of() { # netns ("-" for the initial one)
+	local d=/proc/sys/net/fastsocket k s=""
+	for k in "$d"/*; do
+		if [ "$1" = - ]; then s+="${k##*/}=$(cat "$k") "; else s+="${k##*/}=$(ip netns exec "$1" cat "$k") "; fi
+	done
+	echo "${s% }"
+}
+
+module_for() { # arm
+	if [ -e /sys/module/fastsocket ]; then rmmod fastsocket; fi
+	case "$1" in
+	stock)
+		[ ! -e /sys/module/fastsocket ] || { log "the module is still loaded"; return 1; }
+		log "  module: NOT loaded" ;;
+	T)
+		insmod "$ko"
+		log "  module: loaded (defaults); initial: $(knobs_of -)"
+		log "  module: loaded (defaults); $CLIENT_NS: $(knobs_of "$CLIENT_NS")" ;;
+	*) log "unknown arm $1"; return 1 ;;
+	esac
+}
+
+# TIME_WAIT sockets in the initial namespace (accept's server side closes first).
+tw_count() { awk '/^TCP:/ { for (i = 1; i < NF; i++) if ($i == "tw") print $(i + 1) }' /proc/net/sockstat; }
+
+cleanup() {
+	rmmod fastsocket 2>/dev/null || true
+	net_down
+}
+trap cleanup EXIT
+rmmod fastsocket 2>/dev/null || true
+net_up
+
+if [ "$clock" = profile ]; then
+	freq=${VFSBENCH_PROFILE_FREQ:-5000} boot=$rounds
+	mkdir -p "$out/profile"
+	sysctl -qw kernel.kptr_restrict=0 kernel.perf_event_paranoid=-1
+	module_for stock
+	log "profile: $($PERF --version), perf record -a -g -F $freq, $cpus vCPUs, module not loaded"
+	for c in socket accept; do
+		n=${VFSBENCH_PROFILE_OPS_SOCKET:-100000}
+		[ "$c" = accept ] && n=${VFSBENCH_PROFILE_OPS_ACCEPT:-8000}
+		data=/tmp/vfsbench-$c.data
+		# -N: no build-id cache under the read-only $HOME; perf's own messages to a log.
+		extra=()
+		[ "$c" = accept ] && extra=(--listen "$SERVER_IP:$PORT" --client-netns "/run/netns/$CLIENT_NS")
+		res=$("$PERF" record -a -g -F "$freq" -N -o "$data" -- \
+			"$sb" --case "$c" --mode threads --workers 1 --ops "$n" --warmup $((n / 10)) "${extra[@]}" \
+			2>/tmp/vfsbench-perf.log) || { cat /tmp/vfsbench-perf.log >&2; exit 1; }
+		log "  $c: $res; $(grep 'perf record: Captured' /tmp/vfsbench-perf.log || tail -1 /tmp/vfsbench-perf.log)"
+		{
+			echo "# $res"
+			echo "# perf record -a -g -F $freq (cpu-clock), $cpus vCPUs, boot: $boot, module not loaded"
+			"$PERF" report -i "$data" --no-children --sort sym --stdio -g none --percent-limit 0.3 2>&1
+		} >"$out/profile/$c.perf_report"
+		# Every sample's call chain, folded into "frame;frame;...;leaf count" (outermost first).
+		{
+			echo "# $res"
+			"$PERF" script -i "$data" -F comm,tid,cpu,ip,sym,dso 2>/dev/null |
+				python3 "$top/scripts/vfsprof.py" fold
+		} >"$out/profile/$c.folded"
+		rm -f "$data"
+	done
+	log "profile done"
+	exit 0
+fi
+
+log "vfsbench: $clock clock, $cpus vCPUs, $rounds rounds; cases: $cases; ops per worker: socket $ops_socket, socketpair $ops_socketpair, accept $ops_accept (+10% warm-up)"
+for round in $(seq "$rounds"); do
+	read -r -a order < <(round_order "$round" stock T)
+	log "round $round order: ${order[*]}"
+	slot=0
+	for arm in "${order[@]}"; do
+		slot=$((slot + 1))
+		module_for "$arm"
+		state=$([ -e /sys/module/fastsocket ] && echo loaded || echo unloaded)
+		for c in $cases; do
+			for cfg in "${CONFIGS[@]}"; do
+				read -r m w <<<"$cfg"
+				line=$(sockbench "$c" "$m" "$w" "$(ops_of "$c")")
+				n=$(sed -n 's/.* ops=\([0-9]*\) .*/\1/p' <<<"$line")
+				ns=$(sed -n 's/.* elapsed_ns=\([0-9]*\).*/\1/p' <<<"$line")
+				idle=$(sed -n 's/.* idle_ns=\([0-9]*\).*/\1/p' <<<"$line")
+				if [ -z "$n" ] || [ -z "$ns" ] || [ -z "$idle" ]; then log "unexpected output: $line"; exit 1; fi
+				printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$clock" "$cpus" "$c" "$m" "$w" \
+					"$arm" "$round" "$slot" "$state" "$n" "$ns" "$idle" >>"$out/vfsbench.tsv"
+				log "  $arm $c $m x$w: $n ops in $ns ns: $((ns / n)) ns/op, idle $idle ns$([ "$c" = accept ] && echo ", TIME_WAIT $(tw_count)")"
+			done
+		done
+	done
+done
+log "vfsbench done"
