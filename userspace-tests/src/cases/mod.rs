@@ -15,6 +15,7 @@ mod queue;
 mod regress;
 mod rfd;
 mod scope;
+mod stat;
 mod toggles;
 mod workers;
 
@@ -186,6 +187,7 @@ const TESTS: &[Test] = &[
         rfd::haproxy_rfd_backend_locality,
     )
     .limit(600),
+    Test::new("live_view_totals", stat::live_view_totals).limit(120),
     Test::new("kernel_log_clean", log::kernel_log_clean),
 ];
 
