@@ -47,12 +47,14 @@ module-lockstat: kernel-lockstat
 
 # Pure logic of the module and the test runner's own parsers, on the host.
 host-test: deps
-	@echo "[host-test] cargo test: rust/logic, userspace-tests"
+	@echo "[host-test] cargo test: rust/logic, userspace-tests, tools/fastsocket-stat"
 	@cd rust/logic && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
 	@cd userspace-tests && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
+	@cd tools/fastsocket-stat && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
 
 userspace: deps
 	@cd userspace-tests && cargo build -q --release --locked
+	@cd tools/fastsocket-stat && cargo build -q --release --locked
 
 vm-test: module userspace
 	@bash $(S)/vm-run.sh -- $(CURDIR)/$(TESTS_BIN) \
