@@ -7,7 +7,8 @@ Reads RESULTS_DIR/bench-latest/{bench.tsv,active.tsv,machine.txt} (from `make be
 RESULTS_DIR/bench-partial-*/ (partial runs of `make bench`, shown in sections of their own
 while newer than bench-latest) and
 RESULTS_DIR/lockprof-latest/{perf_lock/*.perf_lock[_stacks],lock_stat/*.lock_stat,machine.txt}
-(from `make lockprof`), whichever exist; writes DOC_DIR/benchmarks.md and DOC_DIR/plots/*.svg,
+(from `make lockprof`) and RESULTS_DIR/vfsbench-latest/ (from `make vfsbench`, through
+scripts/vfsreport.py), whichever exist; writes DOC_DIR/benchmarks.md and DOC_DIR/plots/*.svg,
 and RESULTS_DIR/lockprof-latest/summary.tsv (lock_stat) and perf_lock.tsv (perf lock).
 Standard library only.
 """
@@ -16,6 +17,8 @@ import os
 import re
 import statistics
 import sys
+
+import vfsreport
 
 ARMS = {
     "B0": "stock: module not loaded, one shared listener",
@@ -845,6 +848,8 @@ def main():
     if os.path.isdir(os.path.join(lock, "lock_stat")) or \
             os.path.isdir(os.path.join(lock, "perf_lock")):
         lockprof_section(lock, docs, lines)
+    # make vfsbench (issue 12): last, so that the sections above never change with it.
+    vfsreport.section(results, lines)
     with open(os.path.join(docs, "benchmarks.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 

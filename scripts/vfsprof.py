@@ -47,8 +47,7 @@ GROUPS = [
     ("RCU callbacks and frees", r"^(call_rcu|__call_rcu_common\w*|kvfree_call_rcu|rcu_do_batch|rcu_core|"
                       r"rcu_core_si|rcu_segcblist_\w+|rcu_cblist_\w+|rcu_nocb_\w+|"
                       r"rcu_advance_cbs\w*|rcu_accelerate_cbs\w*|note_gp_changes|"
-                      r"rcu_report_qs\w*|rcu_gp_\w+|rcu_sched_clock_irq|"
-                      r"rcu_note_context_switch|rcu_all_qs|__rcu_read_\w+|rcu_read_unlock_\w+)$"),
+                      r"rcu_report_qs\w*|rcu_gp_\w+)$"),
     ("protocol: socket create/release", r"^(sk_alloc|sk_prot_alloc|sk_free|__sk_free|"
         r"sk_destruct|__sk_destruct|sock_init_data\w*|inet_create|inet_release|"
         r"inet_sock_destruct|tcp_v4_init_sock|tcp_init_sock|tcp_close|__tcp_close|"
@@ -57,6 +56,9 @@ GROUPS = [
         r"__unix_\w+|sock_release|__sock_release|sock_close|__sock_create|sock_create\w*|"
         r"__sys_socket\w*|__x64_sys_socket\w*|__sys_socketpair|__x64_sys_socketpair|"
         r"__sys_accept4\w*|__x64_sys_accept4?|do_accept|__sys_connect\w*|__x64_sys_connect|"
+        r"tcp_init_\w+|tcp_assign_congestion_control|tcp_cleanup_\w+|tcp_clear_xmit_timers|"
+        r"inet_csk_init_xmit_timers|inet_csk_clear_xmit_timers|tcp_release_cb|tcp_set_state|"
+        r"tcp_done|inet_csk_destroy_sock|inet_sk_state_store|"
         r"sock_map_fd|move_addr_to_user|sk_\w+|__sk_\w+|sock_\w+|__sock_\w+|lock_sock\w*|"
         r"release_sock|__release_sock)$"),
     ("network stack: segments, handshake, timers", r"^(__)?(tcp|ip_|ipv4|ip4|inet|net_|netif|"
@@ -77,7 +79,7 @@ GROUPS = [
         r"ttwu_\w+|sched_\w+|update_\w+|psi_\w+|select_task_rq\w*|autoremove_wake_function|"
         r"prepare_to_wait\w*|finish_wait|default_wake_function|wait_woken|woken_wake_function|"
         r"__x2apic_send_IPI\w*|native_send_call_func\w*|x2apic_\w+|smp_call_function\w*|"
-        r"sysvec_\w+|__sysvec_\w+|hrtimer_\w+|__hrtimer_\w+|tick_\w+|irq_exit_rcu|"
+        r"sysvec_\w+|__sysvec_\w+|hrtimer_interrupt|__hrtimer_run_queues|tick_\w+|irq_exit_rcu|"
         r"asm_sysvec_\w+)$"),
     ("syscall entry/exit", r"^(entry_SYSCALL_64\w*|do_syscall_64|syscall_exit_to_user_mode\w*|"
         r"exit_to_user_mode\w*|syscall_enter_from_user_mode\w*|x64_sys_call|"
@@ -138,8 +140,13 @@ def fold(lines, out):
         out.write(f"{stack} {n}\n")
 
 
+# GCC's clone suffixes (__call_rcu_common.constprop.0, finish_task_switch.isra.0, ...).
+_CLONE = re.compile(r"(\.(constprop|isra|part|cold|lto_priv|llvm)(\.\d+)?)+$")
+
+
 def group_of(frames):
     """The group of one call chain (frames leaf first, kernel frames only), or OTHER."""
+    frames = [_CLONE.sub("", f) for f in frames]
     i = 0
     while i < len(frames) and _SPIN.match(frames[i]):
         i += 1

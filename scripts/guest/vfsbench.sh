@@ -91,6 +91,12 @@ cleanup() {
 trap cleanup EXIT
 rmmod fastsocket 2>/dev/null || true
 net_up
+# accept's server closes first, so its side would keep each connection in TIME_WAIT: once the
+# namespace's 8,192 buckets (this guest's default) are full, later closes skip TIME_WAIT, and a
+# client port reused within 60 s meets an old TIME_WAIT socket; the path then changes from run
+# to run. With no TIME_WAIT buckets every connection takes the same path: a fresh 4-tuple, and
+# a close that ends in tcp_done().
+sysctl -qw net.ipv4.tcp_max_tw_buckets=0
 
 if [ "$clock" = profile ]; then
 	freq=${VFSBENCH_PROFILE_FREQ:-5000} boot=$rounds
@@ -117,6 +123,7 @@ if [ "$clock" = profile ]; then
 		# Every sample's call chain, folded into "frame;frame;...;leaf count" (outermost first).
 		{
 			echo "# $res"
+			echo "# perf record -a -g -F $freq (cpu-clock), $cpus vCPUs, boot: $boot, module not loaded"
 			"$PERF" script -i "$data" -F comm,tid,cpu,ip,sym,dso 2>/dev/null |
 				python3 "$top/scripts/vfsprof.py" fold
 		} >"$out/profile/$c.folded"

@@ -1,0 +1,219 @@
+"""The `make vfsbench` section of Documentation/benchmarks.md (issue 12), for scripts/report.py.
+
+Reads RESULTS/vfsbench-latest/{machine.txt,vfsbench.tsv,profile/*.folded,profile/*.perf_report}
+and appends its Markdown lines; scripts/report.py calls section() after its own sections, so
+the sections before it do not change. Standard library only.
+"""
+import collections
+import os
+import statistics
+
+import vfsprof
+
+CASES = [
+    ("socket", "`socket(AF_INET, SOCK_STREAM)` + `close()`"),
+    ("socketpair", "`socketpair(AF_UNIX, SOCK_STREAM)` + `close()` of both (2 sockets)"),
+    ("accept", "`accept()` + `close()`, client `socket()`/`connect()`/`read()` to EOF/`close()` "
+               "in another netns over veth (a whole connection)"),
+]
+CONFIGS = [("threads", 1), ("threads", 2), ("procs", 1), ("procs", 2)]
+ARMS = ["stock", "T"]
+# Identical icount runs differ by far less than this: a smaller difference is not read as one.
+ICOUNT_MIN_EFFECT = 0.005
+
+
+def load(path):
+    """Rows of vfsbench.tsv (12 columns)."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            c = line.rstrip("\n").split("\t")
+            if len(c) != 12:
+                continue
+            rows.append(dict(clock=c[0], cpus=int(c[1]), case=c[2], mode=c[3], workers=int(c[4]),
+                             arm=c[5], round=int(c[6]), slot=int(c[7]), module=c[8],
+                             ops=int(c[9]), ns=int(c[10]), idle=int(c[11])))
+    return rows
+
+
+def summary(values):
+    return dict(med=statistics.median(values), lo=min(values), hi=max(values), n=len(values))
+
+
+def fmt(s, digits=0):
+    return f"{s['med']:,.{digits}f} ({s['lo']:,.{digits}f}–{s['hi']:,.{digits}f})"
+
+
+def compare(t, stock, min_effect=0.0):
+    """T against stock: ratio of medians and whether the min-max ranges are apart."""
+    ratio = t["med"] / stock["med"]
+    apart = (t["lo"] > stock["hi"] or t["hi"] < stock["lo"]) and abs(ratio - 1) >= min_effect
+    return f"{ratio:.3f}" + (" (ranges apart)" if apart else "")
+
+
+def per_op(rows, clock):
+    """{(case, mode, workers, arm): [value per run]}: icount on one vCPU: instructions per
+    operation, (elapsed - idle) / ops; icount on more: guest ns per operation; wall: ops/s."""
+    out = collections.defaultdict(list)
+    for r in rows:
+        if r["clock"] != clock:
+            continue
+        if clock == "icount":
+            busy = r["ns"] - r["idle"] if r["cpus"] == 1 else r["ns"]
+            v = busy / r["ops"]
+        else:
+            v = r["ops"] / (r["ns"] / 1e9)
+        out[(r["case"], r["mode"], r["workers"], r["arm"])].append(v)
+    return out
+
+
+def table(rows, clock, lines):
+    vals = per_op(rows, clock)
+    cpus = sorted({r["cpus"] for r in rows if r["clock"] == clock})
+    idle = collections.defaultdict(list)
+    for r in rows:
+        if r["clock"] == clock:
+            idle[(r["case"], r["mode"], r["workers"], r["arm"])].append(r["idle"] / r["ns"])
+    if clock == "icount" and cpus == [1]:
+        unit = "guest instructions per operation"
+        what = ("(elapsed − idle) / operations: on one vCPU under icount guest time advances "
+                "by the instructions executed (1 ns each, `shift=0`), and idle time (which it "
+                "jumps over) is measured and taken off")
+    elif clock == "icount":
+        unit = "guest ns per operation"
+        what = ("guest time per operation on several vCPUs: the instructions of every vCPU "
+                "summed, plus periods when all were idle (not separable)")
+    else:
+        unit = "operations per second"
+        what = "operations per second of guest wall-clock time (2 vCPUs, QEMU TCG)"
+    lines += [f"**{clock}** ({', '.join(str(c) for c in cpus)} vCPU(s)): {unit}, median "
+              f"(min–max) over the rounds; {what}.", ""]
+    head = "| case | workers | stock | T | T / stock |"
+    sep = "|---|---|---|---|---|"
+    if clock == "icount":
+        head += " idle, max share of a window |"
+        sep += "---|"
+    lines += [head, sep]
+    for case, _ in CASES:
+        for mode, w in CONFIGS:
+            s = {a: vals.get((case, mode, w, a)) for a in ARMS}
+            if not s["stock"] and not s["T"]:
+                continue
+            st = {a: summary(v) for a, v in s.items() if v}
+            cells = [fmt(st[a]) if a in st else "not run" for a in ARMS]
+            ratio = (compare(st["T"], st["stock"], ICOUNT_MIN_EFFECT if clock == "icount"
+                             else 0.0) if len(st) == 2 else "")
+            n = max(x["n"] for x in st.values())
+            row = f"| {case} | {w} {mode[:-1] if w == 1 else mode} | " + " | ".join(cells) \
+                + f" | {ratio} |"
+            if clock == "icount":
+                m = max(max(idle[(case, mode, w, a)]) for a in ARMS if (case, mode, w, a) in idle)
+                row += f" {100 * m:.1f}% |"
+            lines.append(row)
+    n = {len(v) for v in vals.values()}
+    lines += ["", f"Runs per cell: {', '.join(str(x) for x in sorted(n))}.", ""]
+
+
+def profile_section(res, lines, icount_1cpu):
+    d = os.path.join(res, "profile")
+    got = {c: os.path.join(d, c + ".folded") for c in ("socket", "accept")
+           if os.path.exists(os.path.join(d, c + ".folded"))}
+    lines += ["### Where the instructions go: perf profile, stock (module not loaded)", ""]
+    if not got:
+        lines += ["**Not run**: `results/vfsbench-latest/profile/` has no folded profile.", ""]
+        return
+    prof = {c: vfsprof.classify(p) for c, p in got.items()}
+    lines += ["One boot under QEMU icount (the same vCPU count as the icount table), module not "
+              "loaded: `perf record -a -g` (cpu-clock; its frequency in the lines below) around one sockbench run of each "
+              "case with 1 thread, `perf script` folded per call chain by `scripts/vfsprof.py "
+              "fold` (raw: `results/vfsbench-latest/profile/*.folded`, and perf's own `perf "
+              "report --no-children --sort sym` in `*.perf_report`). Under icount the sampling "
+              "clock is guest time, so busy samples fall in proportion to instructions executed. "
+              "A sample belongs to the group of the innermost function in its call chain that a "
+              "group names (see `scripts/vfsprof.py`; a spinlock sample whose caller is "
+              "`alloc_fd`/`file_close_fd`/... is `files->file_lock`'s). Of the three objects only "
+              "the inode is freed through RCU (`destroy_inode` → `call_rcu(i_callback)` → "
+              "`sock_free_inode`); that callback ends in a tail call into the slab allocator, "
+              "so its stacks show only `rcu_core` → `kmem_cache_free`/`__slab_free` and it is "
+              "counted under \"RCU callbacks and frees\", not under inode. The dentry "
+              "(`DCACHE_NORCU`, from `d_alloc_pseudo`) and the file (`SLAB_TYPESAFE_BY_RCU`) are "
+              "freed at once. Samples of the idle loop and of user space are "
+              "counted apart; shares are of the busy kernel samples. The start-up and exit of "
+              "the sockbench process (exec, page faults, reading the binary over 9p) is a group "
+              "of its own: it is not part of the loop.", ""]
+    for c, r in prof.items():
+        lines.append(f"- **{c}**: " + "; ".join(h for h in r["header"]) + f". Samples: {r['total']:,} "
+                     f"in all, {r['kernel']:,} busy kernel, {r['idle']:,} idle, {r['user']:,} user.")
+    lines.append("")
+    cols = list(prof)
+    lines += ["| group | " + " | ".join(f"{c}: samples (share of busy kernel)" for c in cols)
+              + " | top leaf functions (" + ", ".join(cols) + ") |",
+              "|---|" + "---|" * len(cols) + "---|"]
+    vfs_tot = {c: 0 for c in cols}
+    for g in vfsprof.ORDER:
+        cells = []
+        for c in cols:
+            r = prof[c]
+            n = r["groups"][g]
+            if g in vfsprof.VFS_GROUPS:
+                vfs_tot[c] += n
+            cells.append(f"{n:,} ({100.0 * n / max(r['kernel'], 1):.1f}%)")
+        tops = "; ".join(", ".join(f"`{s}` {k}" for s, k in prof[c]["leaves"][g].most_common(3))
+                         or "–" for c in cols)
+        name = f"**{g}**" if g in vfsprof.VFS_GROUPS else g
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {tops} |")
+    lines.append("| **all socket-file groups (bold)** | " + " | ".join(
+        f"**{vfs_tot[c]:,} ({100.0 * vfs_tot[c] / max(prof[c]['kernel'], 1):.1f}%)**"
+        for c in cols) + " | |")
+    loop = {c: prof[c]["kernel"] + prof[c]["user"]
+            - prof[c]["groups"]["process start-up and exit (exec, page faults, 9p reads)"]
+            for c in cols}
+    lines.append("| the same, share of the loop's samples (busy kernel + user − start-up/exit) | "
+                 + " | ".join(f"{100.0 * vfs_tot[c] / max(loop[c], 1):.1f}% of {loop[c]:,}"
+                              for c in cols) + " | |")
+    lines.append("")
+    if icount_1cpu:
+        lines += ["Bold: the groups a lighter socket-file path works on (the inode, dentry, file, "
+                  "descriptor and their hooks, locks and RCU frees). Their share of the loop's "
+                  "samples times the stock 1-thread instructions per operation above is the most "
+                  "such a path could save per operation if it removed them entirely "
+                  "(Documentation/vfs.md).", ""]
+    for c in cols:
+        rep = os.path.join(d, c + ".perf_report")
+        if not os.path.exists(rep):
+            continue
+        top = [ln.rstrip() for ln in open(rep) if ln.strip().endswith(tuple("abcdefghijklmnopqrstuvwxyz0123456789_]"))
+               and "%" in ln and not ln.startswith("#")][:15]
+        lines += [f"Top 15 symbols by self samples, {c} (`perf report --no-children --sort sym`; "
+                  "idle and start-up included):", "", "```"] + top + ["```", ""]
+
+
+def section(results, lines):
+    res = os.path.join(results, "vfsbench-latest")
+    if not os.path.exists(os.path.join(res, "machine.txt")):
+        return
+    text = open(os.path.join(res, "machine.txt")).read().strip()
+    keys = dict(ln.split(": ", 1) for ln in text.splitlines() if ": " in ln)
+    rows = load(os.path.join(res, "vfsbench.tsv")) if os.path.exists(
+        os.path.join(res, "vfsbench.tsv")) else []
+    lines += [f"## Socket-file microbenchmark (`make vfsbench`, {keys.get('date', '?')})", "",
+              "Regenerate: `make vfsbench` (VFSBENCH_ROUNDS rounds, VFSBENCH_OPS_* operations per "
+              "worker, VFSBENCH_ICOUNT_CPUS; see `scripts/vfsbench.sh`), then `python3 "
+              "scripts/report.py results Documentation`. The loops are `bench/sockbench`; "
+              "Documentation/vfs.md reads these figures.", "", "```", text, "```", "",
+              "What one operation is:", ""]
+    lines += [f"- **{c}**: {d}" for c, d in CASES]
+    lines += ["", "Workers: N threads of one process (one descriptor table, one "
+              "`files->file_lock`) or N processes (a table each); each worker runs the fixed "
+              "number of operations; the window runs from the first worker's start to the last "
+              "one's end (warm-up outside it). Arms: **stock** = the module not loaded; **T** = "
+              "the current module loaded with its defaults, a control (the module has no "
+              "socket-file path yet; for accept its listen path and Receive Flow Deliver are in "
+              "play: accept's listener and the client's connect()s are in its scope).", ""]
+    icount_cpus = sorted({r["cpus"] for r in rows if r["clock"] == "icount"})
+    for clock in ("icount", "wall"):
+        if any(r["clock"] == clock for r in rows):
+            table(rows, clock, lines)
+        else:
+            lines += [f"**{clock}**: not run.", ""]
+    profile_section(res, lines, icount_cpus == [1])
