@@ -114,7 +114,9 @@ def table(rows, clock, lines):
     lines += ["", f"Runs per cell: {', '.join(str(x) for x in sorted(n))}.", ""]
 
 
-def profile_section(res, lines, icount_1cpu):
+def profile_section(res, lines, per_op_1t):
+    """per_op_1t: {case: stock instructions per operation, 1 thread, icount on 1 vCPU}, or
+    empty where there is no such figure."""
     d = os.path.join(res, "profile")
     got = {c: os.path.join(d, c + ".folded") for c in ("socket", "accept")
            if os.path.exists(os.path.join(d, c + ".folded"))}
@@ -146,9 +148,14 @@ def profile_section(res, lines, icount_1cpu):
                      f"in all, {r['kernel']:,} busy kernel, {r['idle']:,} idle, {r['user']:,} user.")
     lines.append("")
     cols = list(prof)
-    lines += ["| group | " + " | ".join(f"{c}: samples (share of busy kernel)" for c in cols)
-              + " | top leaf functions (" + ", ".join(cols) + ") |",
-              "|---|" + "---|" * len(cols) + "---|"]
+    start = "process start-up and exit (exec, page faults, 9p reads)"
+    # The loop's samples: busy kernel and user, less the process's start-up and exit.
+    loop = {c: prof[c]["kernel"] + prof[c]["user"] - prof[c]["groups"][start] for c in cols}
+    est = {c: per_op_1t[c] / max(loop[c], 1) for c in cols if c in per_op_1t}
+    lines += ["| group | " + " | ".join(
+        f"{c}: samples (share of busy kernel)" + (", ≈ instructions per op" if c in est else "")
+        for c in cols) + " | top leaf functions (" + ", ".join(cols) + ") |",
+        "|---|" + "---|" * len(cols) + "---|"]
     vfs_tot = {c: 0 for c in cols}
     for g in vfsprof.ORDER:
         cells = []
@@ -157,27 +164,32 @@ def profile_section(res, lines, icount_1cpu):
             n = r["groups"][g]
             if g in vfsprof.VFS_GROUPS:
                 vfs_tot[c] += n
-            cells.append(f"{n:,} ({100.0 * n / max(r['kernel'], 1):.1f}%)")
+            cells.append(f"{n:,} ({100.0 * n / max(r['kernel'], 1):.1f}%)"
+                         + (f", ≈ {n * est[c]:,.0f}" if c in est and g != start else ""))
         tops = "; ".join(", ".join(f"`{s}` {k}" for s, k in prof[c]["leaves"][g].most_common(3))
                          or "–" for c in cols)
         name = f"**{g}**" if g in vfsprof.VFS_GROUPS else g
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {tops} |")
     lines.append("| **all socket-file groups (bold)** | " + " | ".join(
-        f"**{vfs_tot[c]:,} ({100.0 * vfs_tot[c] / max(prof[c]['kernel'], 1):.1f}%)**"
+        f"**{vfs_tot[c]:,} ({100.0 * vfs_tot[c] / max(prof[c]['kernel'], 1):.1f}%)"
+        + (f", ≈ {vfs_tot[c] * est[c]:,.0f}" if c in est else "") + "**"
         for c in cols) + " | |")
-    loop = {c: prof[c]["kernel"] + prof[c]["user"]
-            - prof[c]["groups"]["process start-up and exit (exec, page faults, 9p reads)"]
-            for c in cols}
-    lines.append("| the same, share of the loop's samples (busy kernel + user − start-up/exit) | "
-                 + " | ".join(f"{100.0 * vfs_tot[c] / max(loop[c], 1):.1f}% of {loop[c]:,}"
-                              for c in cols) + " | |")
+    lines.append("| user space | " + " | ".join(
+        f"{prof[c]['user']:,}" + (f", ≈ {prof[c]['user'] * est[c]:,.0f}" if c in est else "")
+        for c in cols) + " | |")
+    lines.append("| the socket-file groups' share of the loop's samples (busy kernel + user − "
+                 "start-up/exit) | " + " | ".join(
+                     f"**{100.0 * vfs_tot[c] / max(loop[c], 1):.1f}%** of {loop[c]:,}"
+                     for c in cols) + " | |")
     lines.append("")
-    if icount_1cpu:
-        lines += ["Bold: the groups a lighter socket-file path works on (the inode, dentry, file, "
-                  "descriptor and their hooks, locks and RCU frees). Their share of the loop's "
-                  "samples times the stock 1-thread instructions per operation above is the most "
-                  "such a path could save per operation if it removed them entirely "
-                  "(Documentation/vfs.md).", ""]
+    lines += ["Bold: the groups a lighter socket-file path works on (the inode, dentry, file, "
+              "descriptor, their LSM hooks, `files->file_lock` and the RCU frees)."
+              + (" ≈ instructions per op: a group's share of the loop's samples times the stock "
+                 "1-thread instructions per operation of the icount table (an estimate: the "
+                 "profiled run is another run of the same loop, and sampling attributes an "
+                 "interrupts-off stretch to where interrupts come back on)." if est else "")
+              + " Their share of the loop is the most a path that removed them entirely could "
+              "save per operation (Documentation/vfs.md).", ""]
     for c in cols:
         rep = os.path.join(d, c + ".perf_report")
         if not os.path.exists(rep):
@@ -216,4 +228,9 @@ def section(results, lines):
             table(rows, clock, lines)
         else:
             lines += [f"**{clock}**: not run.", ""]
-    profile_section(res, lines, icount_cpus == [1])
+    per_op_1t = {}
+    if icount_cpus == [1]:
+        vals = per_op(rows, "icount")
+        per_op_1t = {c: statistics.median(vals[(c, "threads", 1, "stock")])
+                     for c, _ in CASES if vals.get((c, "threads", 1, "stock"))}
+    profile_section(res, lines, per_op_1t)
