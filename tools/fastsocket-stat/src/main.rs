@@ -265,6 +265,10 @@ impl View {
         }
         match change {
             Ok(interval) => {
+                // The text view says it when the namespace turns the module off.
+                if prev.is_some_and(|prev| prev.knobs.get("enabled") != now.knobs.get("enabled")) {
+                    notes.extend(disabled_note(&now.knobs));
+                }
                 self.notes(&notes)?;
                 self.text(&interval)
             }
