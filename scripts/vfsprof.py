@@ -5,7 +5,7 @@
     vfsprof.py groups CASE.folded        (the grouped table, as text)
 
 `fold` turns `perf script` output (one sample per block: a header line, then its call chain,
-leaf first) into one line per distinct call chain: `comm;outermost;...;leaf COUNT`, frames
+leaf first) into one line per distinct call chain: `comm/tid;outermost;...;leaf COUNT`, frames
 outside the kernel (below the top half of the address space) written `sym@dso`. scripts/report.py reads the folded files through
 `classify()` for Documentation/benchmarks.md. Standard library only.
 
@@ -101,6 +101,8 @@ _IDLE = re.compile(r"^(pv_native_safe_halt|default_idle\w*|arch_cpu_idle\w*|do_i
                    r"start_secondary|common_startup_64|rest_init|start_kernel|"
                    r"x86_64_start_\w+|cpu_idle_poll|mwait_idle\w*)$")
 OTHER = "other kernel"
+_ACCEPT = {"__x64_sys_accept4", "__x64_sys_accept", "__sys_accept4"}
+_SOFTIRQ = {"handle_softirqs", "__do_softirq", "do_softirq", "net_rx_action", "run_ksoftirqd"}
 ORDER = [g for g, _ in GROUPS[:6]] + [FILE_LOCK] + [g for g, _ in GROUPS[6:]] + [OTHER]
 # The groups a lighter socket-file path works on (issue 12): the objects behind a descriptor.
 VFS_GROUPS = ["inode", "dentry", "file", "fd install", "LSM hooks", "RCU callbacks and frees",
@@ -124,7 +126,9 @@ def fold(lines, out):
             continue
         if not line[0].isspace():
             flush()
-            head, frames = line.split()[0], []
+            # "comm tid [cpu]": the chain's first element is comm/tid.
+            f = line.split()
+            head, frames = f[0] + ("/" + f[1] if len(f) > 1 and f[1].isdigit() else ""), []
             continue
         m = _FRAME.match(line)
         if not m:
@@ -164,41 +168,49 @@ def classify(path):
     header: the '#' lines; total, user, idle, kernel: sample counts (kernel = busy kernel
     samples, the shares' denominator); groups: {group: samples}; rcu_cb: {group: samples
     inside an RCU callback batch (rcu_do_batch)}; leaves: {group: Counter of leaf symbols};
-    leaf_all: Counter of the kernel samples' leaf symbols."""
+    leaf_all: Counter of the kernel samples' leaf symbols; server: {group: samples} of the
+    accepting threads' own accept() and close() calls (process context: no softirq frame),
+    has_tid: whether the chains name their thread (else server is every thread of the comm)."""
     r = dict(header=[], total=0, user=0, idle=0, kernel=0, groups=collections.Counter(),
              rcu_cb=collections.Counter(), leaves=collections.defaultdict(collections.Counter),
-             leaf_all=collections.Counter())
+             leaf_all=collections.Counter(), server=collections.Counter())
+    chains = []
     with open(path) as f:
         for line in f:
             line = line.rstrip("\n")
             if line.startswith("#"):
                 r["header"].append(line[1:].strip())
-                continue
-            if not line:
-                continue
-            stack, n = line.rsplit(" ", 1)
-            n = int(n)
-            parts = stack.split(";")
-            comm, frames = parts[0], parts[1:][::-1]  # leaf first
-            r["total"] += n
-            if not frames or "@" in frames[0]:
-                r["user"] += n
-                continue
-            kframes = [x for x in frames if "@" not in x]
-            # The idle task in its idle loop (not an interrupt it took there).
-            if comm == "swapper" and not any(re.match(r"^(asm_|sysvec_|__sysvec_|irq_|"
-                                                      r"handle_softirqs|__irq_exit)", x)
-                                             for x in kframes) \
-                    and any(_IDLE.match(x) for x in kframes):
-                r["idle"] += n
-                continue
-            g = group_of(kframes)
-            r["kernel"] += n
-            r["groups"][g] += n
-            if "rcu_do_batch" in kframes or "rcu_core" in kframes:
-                r["rcu_cb"][g] += n
-            r["leaves"][g][kframes[0]] += n
-            r["leaf_all"][kframes[0]] += n
+            elif line:
+                stack, n = line.rsplit(" ", 1)
+                chains.append((stack.split(";"), int(n)))
+    # The accepting threads: those with a sample inside accept().
+    server = {p[0] for p, _ in chains if set(p[1:]) & _ACCEPT}
+    r["has_tid"] = all("/" in p[0] for p, _ in chains)
+    for parts, n in chains:
+        comm, frames = parts[0].split("/")[0], parts[1:][::-1]  # leaf first
+        r["total"] += n
+        if not frames or "@" in frames[0]:
+            r["user"] += n
+            continue
+        kframes = [x for x in frames if "@" not in x]
+        # The idle task in its idle loop (not an interrupt it took there).
+        if comm == "swapper" and not any(re.match(r"^(asm_|sysvec_|__sysvec_|irq_|"
+                                                  r"handle_softirqs|__irq_exit)", x)
+                                         for x in kframes) \
+                and any(_IDLE.match(x) for x in kframes):
+            r["idle"] += n
+            continue
+        g = group_of(kframes)
+        r["kernel"] += n
+        r["groups"][g] += n
+        # The accepting threads' own accept() and close() calls, in process context.
+        if parts[0] in server and set(kframes) & (_ACCEPT | {"__x64_sys_close"}) \
+                and not set(kframes) & _SOFTIRQ:
+            r["server"][g] += n
+        if "rcu_do_batch" in kframes or "rcu_core" in kframes:
+            r["rcu_cb"][g] += n
+        r["leaves"][g][kframes[0]] += n
+        r["leaf_all"][kframes[0]] += n
     return r
 
 
@@ -214,7 +226,8 @@ def main():
             n = r["groups"][g]
             top = ", ".join(f"{s} {c}" for s, c in r["leaves"][g].most_common(4))
             print(f"{g:45s} {n:7d} {100.0 * n / max(r['kernel'], 1):5.1f}%  "
-                  f"(in RCU callbacks {r['rcu_cb'][g]})  {top}")
+                  f"(in RCU callbacks {r['rcu_cb'][g]}, accepting threads' accept/close "
+                  f"{r['server'][g]})  {top}")
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -182,6 +182,20 @@ def profile_section(res, lines, per_op_1t):
                      f"**{100.0 * vfs_tot[c] / max(loop[c], 1):.1f}%** of {loop[c]:,}"
                      for c in cols) + " | |")
     lines.append("")
+    acc = prof.get("accept")
+    if acc and acc["has_tid"]:
+        srv = sum(acc["server"].values())
+        vfs = sum(acc["server"][g] for g in vfsprof.VFS_GROUPS)
+        e = est.get("accept")
+        lines += ["The accepting thread's own `accept()` and `close()` calls in accept()+close() "
+                  "(its samples with `__x64_sys_accept4` or `__x64_sys_close` in the chain and no "
+                  "softirq frame: the server's system calls without the segments the network "
+                  f"processes for them): {srv:,} samples"
+                  + (f" (≈ {srv * e:,.0f} instructions per connection)" if e else "")
+                  + f", of which the socket-file groups {vfs:,} ({100.0 * vfs / max(srv, 1):.1f}%)"
+                  + (f", ≈ {vfs * e:,.0f}" if e else "") + "; by group: "
+                  + ", ".join(f"{g} {acc['server'][g]:,}" for g in vfsprof.ORDER
+                              if acc["server"][g]) + ".", ""]
     lines += ["Bold: the groups a lighter socket-file path works on (the inode, dentry, file, "
               "descriptor, their LSM hooks, `files->file_lock` and the RCU frees)."
               + (" ≈ instructions per op: a group's share of the loop's samples times the stock "
