@@ -51,10 +51,8 @@ impl Table {
             return Err(format!("{} columns, at most {MAX_COLUMNS}", header.len()));
         }
         for (i, name) in header.iter().enumerate() {
-            if !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            {
+            // Any printable name: columns a later module adds must not break the reader.
+            if !name.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(format!("bad column name {name:?} in the header"));
             }
             if header[..i].contains(name) {
@@ -757,6 +755,8 @@ mod tests {
         assert_eq!(shuffled.get(1, "accepts"), Some(3));
         assert_eq!(shuffled.get(1, "queued"), Some(9));
         assert_eq!(shuffled.columns(), ["accepts", "queued"]);
+        let added = Table::parse("cpu accepts Some.New-Column\n0 1 2\n").unwrap();
+        assert_eq!(added.get(0, "Some.New-Column"), Some(2));
     }
 
     #[test]
@@ -768,7 +768,8 @@ mod tests {
             ("accepts local\n1 2\n", "no \"cpu\""),
             ("cpu local\n0 2\n", "no \"accepts\""),
             ("cpu accepts accepts\n0 1 2\n", "twice in the header"),
-            ("cpu accepts Local\n0 1 2\n", "bad column name"),
+            ("cpu accepts lo\u{7f}cal\n0 1 2\n", "bad column name"),
+            ("cpu accepts l\u{e9}\n0 1 2\n", "bad column name"),
             ("cpu accepts\n0 1 2\n", "has 3 fields"),
             ("cpu accepts\n0\n", "has 1 fields"),
             ("cpu accepts\n0 x\n", "bad accepts"),

@@ -70,15 +70,30 @@ fn repo_of(exe: &Path) -> Option<&Path> {
     Some(dir)
 }
 
-/// Waits for the tool to exit; its exit status and stderr.
-fn finish(mut child: Child) -> TestResult<(ExitStatus, String)> {
-    let mut stderr = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        err.read_to_string(&mut stderr)
-            .context("reading fastsocket-stat's stderr")?;
+/// The running tool: killed and reaped if the test ends before it does.
+struct Running(Option<Child>);
+
+impl Running {
+    /// Waits for the tool to exit; its exit status and stderr.
+    fn finish(mut self) -> TestResult<(ExitStatus, String)> {
+        let mut child = self.0.take().ok_or("fastsocket-stat already reaped")?;
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            err.read_to_string(&mut stderr)
+                .context("reading fastsocket-stat's stderr")?;
+        }
+        let status = child.wait().context("waiting for fastsocket-stat")?;
+        Ok((status, stderr))
     }
-    let status = child.wait().context("waiting for fastsocket-stat")?;
-    Ok((status, stderr))
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// The JSON field `path` (object keys) of `v`.
@@ -259,13 +274,15 @@ pub fn live_view_totals(ctx: &mut Ctx) -> TestResult {
         .stderr(Stdio::piped())
         .spawn()
         .context(format!("starting {}", bin.display()))?;
-    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout pipe")?).lines();
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let child = Running(Some(child));
+    let mut lines = BufReader::new(stdout).lines();
     // Sample 0 is printed right after the first read: connect only from then on, so that
     // every connection falls in one of the intervals.
     let first = match lines.next() {
         Some(line) => line.context("reading fastsocket-stat's output")?,
         None => {
-            let (status, stderr) = finish(child)?;
+            let (status, stderr) = child.finish()?;
             return Err(format!(
                 "fastsocket-stat printed nothing ({status}): {}",
                 stderr.trim()
@@ -279,7 +296,7 @@ pub fn live_view_totals(ctx: &mut Ctx) -> TestResult {
     for line in lines {
         output.push(line.context("reading fastsocket-stat's output")?);
     }
-    let (status, stderr) = finish(child)?;
+    let (status, stderr) = child.finish()?;
     ensure!(
         status.success() && stderr.is_empty(),
         "fastsocket-stat --json --netns {ns} {interval} {reports}: {status}, stderr {stderr:?}"
