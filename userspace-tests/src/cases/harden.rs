@@ -552,7 +552,11 @@ fn writes_during_unload(ctx: &Ctx, seed: u64) -> TestResult {
 fn writes_during_teardown(seed: u64) -> TestResult {
     for round in 0..TEARDOWNS {
         let ns = format!("fs-fuzz-{round}");
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        // A namespace of that name left over from an earlier run.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(Stdio::null())
+            .status();
         let status = Command::new("ip")
             .args(["netns", "add", &ns])
             .status()
@@ -641,8 +645,13 @@ fn writes_during_teardown(seed: u64) -> TestResult {
 
 pub fn knob_fuzz(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
-    let seed = sys::monotonic_ns();
-    info!("seed {seed:#x}");
+    // FASTSOCKET_KNOB_SEED=<printed seed> repeats a run's generated writes.
+    let seed = match std::env::var("FASTSOCKET_KNOB_SEED") {
+        Ok(text) => u64::from_str_radix(text.trim().trim_start_matches("0x"), 16)
+            .map_err(|e| format!("FASTSOCKET_KNOB_SEED={text:?}: {e}"))?,
+        Err(_) => sys::monotonic_ns(),
+    };
+    info!("seed {seed:#x} (FASTSOCKET_KNOB_SEED={seed:#x} repeats it)");
     let start = Instant::now();
     let names: Vec<&'static str> = INT_KNOBS
         .iter()
@@ -803,5 +812,66 @@ pub fn syn_flood(ctx: &mut Ctx) -> TestResult {
         );
         ensure!(r.served > 0, "{arm}: no legitimate request was served");
     }
+    Ok(())
+}
+
+/// What a container (an unprivileged user's own user + network namespace, `unshare -Urn`)
+/// does with the knobs: its own namespace's it reads and changes; a descriptor of the initial
+/// namespace's knob, opened by root and inherited, gets EPERM on write.
+const CONTAINER_SCRIPT: &str = r#"
+set -eu
+k=/proc/sys/net/fastsocket
+echo 0 >$k/enabled
+test "$(cat $k/enabled)" = 0
+echo 8080,9000-9010 >$k/listen_ports
+test "$(cat $k/listen_ports)" = 8080,9000-9010
+head -1 /proc/net/fastsocket >/dev/null
+python3 -c '
+import errno, os
+try:
+    os.write(3, b"0")
+    print("inherited: wrote")
+except OSError as e:
+    print("inherited:", errno.errorcode[e.errno])
+'
+"#;
+
+pub fn container_knobs(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    let _enabled = super::KnobGuard::enabled("1")?;
+    let _ports = super::KnobGuard::listen_ports("all")?;
+    let _clone = super::regress::UnprivilegedUserns::allow()?;
+    // The outer shell (root, initial namespace) opens fd 3 on the initial namespace's knob,
+    // then becomes nobody in a user + network namespace of its own.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "exec 3>/proc/sys/net/fastsocket/enabled; exec setpriv --reuid=65534 \
+             --regid=65534 --clear-groups unshare -Urn sh -c \"$0\"",
+            CONTAINER_SCRIPT,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .context("running the container")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "the container's own knobs: {} ({}{})",
+        out.status,
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        stdout.trim() == "inherited: EPERM",
+        "writing the initial namespace's knob from the container: {stdout:?}, expected EPERM"
+    );
+    let (enabled, ports) = (
+        procfs::read_enabled()?,
+        procfs::read_knob(procfs::LISTEN_PORTS)?,
+    );
+    ensure!(
+        enabled == 1 && ports.trim() == "all",
+        "the container changed the initial namespace: enabled={enabled} listen_ports={ports:?}"
+    );
     Ok(())
 }

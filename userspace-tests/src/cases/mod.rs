@@ -3,6 +3,7 @@
 mod accept;
 mod apps;
 mod fuzz;
+mod harden;
 mod isolation;
 mod knob;
 mod latency;
@@ -168,6 +169,9 @@ const TESTS: &[Test] = &[
     Test::new("nginx_20k", apps::nginx_20k),
     Test::new("nginx_accept_mutex_20k", apps::nginx_accept_mutex_20k),
     Test::new("haproxy_20k", apps::haproxy_20k),
+    Test::new("knob_fuzz", harden::knob_fuzz).limit(600),
+    Test::new("syn_flood", harden::syn_flood).limit(600),
+    Test::new("container_knobs", harden::container_knobs).limit(60),
     Test::new("fuzz_trinity", fuzz::fuzz_trinity).limit(fuzz::LIMIT_SECS),
     Test::new("fuzz_stress_ng", fuzz::fuzz_stress_ng).limit(fuzz::LIMIT_SECS),
     Test::new("soak_load_unload", fuzz::soak_load_unload).limit(fuzz::LIMIT_SECS),

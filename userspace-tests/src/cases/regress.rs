@@ -193,12 +193,12 @@ fn run_long_writes(userns: bool, knob: &CString, big: &[u8], long: &[u8]) -> Tes
 }
 
 /// Debian's `kernel.unprivileged_userns_clone`, set to 1 and restored when dropped.
-struct UnprivilegedUserns;
+pub(super) struct UnprivilegedUserns;
 
 const USERNS_CLONE: &str = "/proc/sys/kernel/unprivileged_userns_clone";
 
 impl UnprivilegedUserns {
-    fn allow() -> TestResult<Option<UnprivilegedUserns>> {
+    pub(super) fn allow() -> TestResult<Option<UnprivilegedUserns>> {
         match std::fs::read_to_string(USERNS_CLONE) {
             Ok(value) if value.trim() == "0" => {
                 std::fs::write(USERNS_CLONE, "1")
