@@ -875,3 +875,64 @@ pub fn container_knobs(ctx: &mut Ctx) -> TestResult {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hping3_statistics() {
+        let new = "--- 10.77.1.1 hping statistic ---\n6000 packets transmitted, 0 packets received, 100% packet loss\n";
+        let old = "--- x hping statistic ---\n12 packets tramitted, 0 packets received, 100% packet loss\n";
+        assert_eq!(hping3_sent(new), Some(6000));
+        assert_eq!(hping3_sent(old), Some(12));
+        assert_eq!(
+            hping3_sent("HPING 10.77.1.1 (fsv1b 10.77.1.1): S set"),
+            None
+        );
+    }
+
+    #[test]
+    fn int_writes_expect_what_proc_dointvec_does() {
+        let mut rng = Rng::new(7);
+        for _ in 0..10_000 {
+            let w = int_write(&mut rng, 0, 4096);
+            let text = String::from_utf8_lossy(&w.bytes);
+            match &w.expect {
+                Expect::Value(v) => {
+                    assert_eq!(w.offset, 0);
+                    assert_eq!(text.trim(), v);
+                    assert!((0..=4096).contains(&v.parse::<i64>().unwrap()));
+                }
+                Expect::Einval => {
+                    let n: Result<i64, _> = text.parse();
+                    assert!(n.map_or(true, |n| !(0..=4096).contains(&n)), "{text:?}");
+                }
+                Expect::Unchanged => assert!(w.offset > 0 || w.bytes.is_empty()),
+                Expect::Any => {}
+            }
+        }
+    }
+
+    #[test]
+    fn port_list_outcomes_follow_the_parser() {
+        let model = PortSet::new(true);
+        let mut scratch = vec![0u64; WORDS];
+        let long = vec![b'1'; MAX_TEXT + 1];
+        assert_eq!(expected_ports(&long, &model, &mut scratch), Expect::Einval);
+        assert_eq!(
+            expected_ports(b"\xff80", &model, &mut scratch),
+            Expect::Einval
+        );
+        assert_eq!(
+            expected_ports(b" 80, 8000-8001\n", &model, &mut scratch),
+            Expect::Value("80,8000-8001".into())
+        );
+        assert_eq!(expected_ports(b"0", &model, &mut scratch), Expect::Einval);
+        // A refused write leaves the model as it was.
+        assert_eq!(show_ports(&model), "80,8000-8001");
+        assert!(valid_value(procfs::LISTEN_PORTS, "80,8000-8001\n"));
+        assert!(!valid_value(procfs::LISTEN_SCAN, "4097\n"));
+        assert!(valid_value(procfs::LISTEN_SCAN, "4096\n"));
+    }
+}
