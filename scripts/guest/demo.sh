@@ -87,6 +87,29 @@ for round in $(seq "$runs"); do
 done
 nginx_stop "$dir"
 
+# The lock profile (wall clock only: under icount one vCPU runs at a time): one more run of
+# stock A and of fastsocket (defaults) each under `perf lock record -a`, then
+# `perf lock contention` of each, with every call stack kept for the totals.
+lockprof=0
+if [ "$clock" = wall ] && perflock_check; then
+	lockprof=1
+	for arm in stockA T; do
+		nginx_stop "$dir"
+		module_for "$arm"
+		nginx_start "$dir" "$port"
+		wrk_close "$url" 2 >/dev/null # warm-up
+		state=$([ -e /sys/module/fastsocket ] && echo loaded || echo "not loaded")
+		rm -f "$dir/perf-lock.data"
+		out=$("$PERF" lock record -a -N -o "$dir/perf-lock.data" -- ip netns exec "$CLIENT_NS" \
+			wrk -t2 -c32 -d"${seconds}s" -H 'Connection: close' "$url" 2>"$dir/perf-record.log")
+		conns=$(awk '/ requests in / { print $1 }' <<<"$out")
+		# The report is made while the module is loaded: perf reads its symbols from kallsyms.
+		perf_lock_report "$dir/perf-lock.data" "$state" "$conns" "$dir/$arm.perf_lock" -E 10000
+		log "  perf lock record, $(label "$arm"): $conns connections"
+	done
+	nginx_stop "$dir"
+fi
+
 # "median min max" of an arm's rates.
 summary() { awk -v a="$1" '$1 == a { print $2 }' "$res" | sort -n |
 	awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
@@ -121,6 +144,29 @@ echo "icount (connections per 10^9 guest instructions, deterministic), which dec
 echo "Accept locality: share of accepted connections whose handshake completed on the accepting CPU"
 echo "(module counters: n/a where the module is not loaded; 'counting' gives stock's)."
 echo
+if [ "$lockprof" = 1 ]; then
+	# Rows of a perf lock contention table: "contended total-wait max-wait avg-wait type caller",
+	# the waits with their units.
+	rows() { awk '/^ *contended  *total wait/ { t = 1; next } t && $1 ~ /^[0-9]+$/' "$dir/$1.perf_lock"; }
+	conns_of() { awk '/^# connections/ { print $3 }' "$dir/$1.perf_lock"; }
+	per1k() { rows "$1" | awk -v c="$(conns_of "$1")" '{ s += $1 } END { printf "%.1f", c ? 1000 * s / c : 0 }'; }
+	echo "Lock contention, unchanged nginx, one more ${seconds}s run of each arm under"
+	echo "\`perf lock record -a\` (perf kernel: contention tracepoints, no lockdep), then"
+	echo "\`perf ${PERF_LOCK_REPORT[*]}\`:"
+	echo
+	echo "| | stock A (module not loaded) | fastsocket (defaults) |"
+	echo "|---|---|---|"
+	echo "| connections (wrk) | $(conns_of stockA) | $(conns_of T) |"
+	echo "| contentions per 1k connections, all call stacks | $(per1k stockA) | $(per1k T) |"
+	top() { rows "$1" | awk -v i="$2" 'NR == i { r = $1 ", " $(NF - 1) ", " $NF } END { print (r == "") ? "-" : r }'; }
+	for i in 1 2 3 4 5; do
+		echo "| top $i: contentions, type, caller | $(top stockA "$i") | $(top T "$i") |"
+	done
+	echo
+	echo "A queued spinlock's lone waiter on the pending bit fires no contention tracepoint, so on"
+	echo "a few vCPUs spinlock contention is undercounted (make lockprof adds /proc/lock_stat)."
+	echo
+fi
 echo "Per-CPU accepts in the fastsocket (defaults) arm, all rounds, from /proc/net/fastsocket:"
 echo "| cpu | accepts | local (handshake CPU = accept CPU) | remote (stolen) | locality |"
 echo "|---|---|---|---|---|"

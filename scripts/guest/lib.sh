@@ -123,3 +123,51 @@ round_order() { # r arm...
 		echo "${order[@]}"
 	fi
 }
+
+# perf lock (make lockprof, make demo): the perf kernel's contention tracepoints.
+PERF=/usr/bin/perf
+# perf lock contention: the top 20 call stacks by contentions. --stack-skip 0: perf 6.1 skips
+# 3 frames by default (right for its BPF-collected stacks), which on the tracepoint's stack
+# drops the function that took the lock and names its caller instead; with 0 it skips only
+# the lock functions themselves (the lock and sched text).
+# What perf lock cannot see here: the native queued spinlock fires lock:contention_begin only
+# for a waiter that joins the MCS queue behind another one (kernel/locking/qspinlock.c), not
+# for a lone waiter on the pending bit, so on 2 vCPUs spinlock contention barely shows (and no
+# more on 4); rwsems and mutexes are traced on every contention. /proc/lock_stat counts all.
+PERF_LOCK_REPORT=(lock contention -k contended --stack-skip 0)
+
+# The perf kernel's contention tracepoints, where perf finds them. virtme-ng mounts tracefs
+# and debugfs; mount them if they are missing. On a kernel with lockdep (the lockstat kernel)
+# perf lock record would record every acquisition (lock:lock_acquire) instead: refuse.
+perflock_check() {
+	local t=/sys/kernel/tracing
+	[ -e "$t/events" ] || mount -t tracefs tracefs "$t" || true
+	[ -e /sys/kernel/debug/tracing ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
+	if [ ! -e "$t/events/lock/contention_begin" ] || [ ! -e "$t/events/lock/contention_end" ]; then
+		log "perflock: no lock:contention_begin/end tracepoints in $t/events/lock" \
+			"(it has: $(find "$t/events/lock" -mindepth 1 -maxdepth 1 -printf '%f ' 2>&1));" \
+			"CONFIG_TRACEPOINTS and tracefs are needed"
+		return 1
+	fi
+	if [ -e "$t/events/lock/lock_acquire" ]; then
+		log "perflock: this kernel has lockdep's lock:lock_acquire; perflock is for the perf kernel"
+		return 1
+	fi
+	[ -x "$PERF" ] || { log "perflock: no $PERF"; return 1; }
+	log "perflock: $($PERF --version), tracepoints $t/events/lock/contention_{begin,end}"
+}
+
+perf_lock_report() { # data module_state connections file perf-args...
+	local data=$1 state=$2 conns=$3 file=$4
+	shift 4
+	{
+		echo "# connections $conns"
+		echo "# module $state"
+		echo "# perf ${PERF_LOCK_REPORT[*]} $* (perf lock record -a, perf kernel)"
+	} >"$file"
+	if ! "$PERF" "${PERF_LOCK_REPORT[@]}" -i "$data" "$@" >>"$file" 2>&1; then
+		log "perf lock contention $* failed:"; tail -20 "$file" >&2; return 1
+	fi
+	grep -q '^ *contended  *total wait' "$file" || {
+		log "perf lock contention $* printed no table:"; tail -20 "$file" >&2; return 1; }
+}
