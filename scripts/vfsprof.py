@@ -185,7 +185,7 @@ def classify(path):
                 chains.append((stack.split(";"), int(n)))
     # The accepting threads: those with a sample inside accept().
     server = {p[0] for p, _ in chains if set(p[1:]) & _ACCEPT}
-    r["has_tid"] = all("/" in p[0] for p, _ in chains)
+    r["has_tid"] = any("/" in p[0] for p, _ in chains)
     for parts, n in chains:
         comm, frames = parts[0].split("/")[0], parts[1:][::-1]  # leaf first
         r["total"] += n
