@@ -1,7 +1,7 @@
 # fastsocket-rs: build the patched kernel and the Rust module, boot them, test them.
 #
 #   make demo      build everything, boot, compare unchanged nginx with and without the module
-#   make test      host tests + booted-kernel tests on the debug kernel (what CI runs)
+#   make test      host tests + booted-kernel tests on the debug kernel + make deb-test (what CI runs)
 #   make bench     workloads x arms, wall clock and icount -> Documentation/benchmarks.md
 #   make lockprof  lock profile per arm: perf lock (perf kernel), /proc/lock_stat (lockstat kernel)
 #   make bench-dry-run  the arm schedule of make bench (order, module state, knobs), no VM
@@ -60,7 +60,7 @@ vm-test: module userspace
 	@bash $(S)/vm-run.sh -- $(CURDIR)/$(TESTS_BIN) \
 		--module $(FASTSOCKET_CACHE)/module/debug/fastsocket.ko
 
-test: host-test checkpatch vm-test
+test: host-test checkpatch vm-test deb-test
 
 # DEMO_ROUNDS (5) x DEMO_SECONDS (5) per arm, DEMO_CPUS (2); DEMO_ICOUNT=1 counts connections
 # per 10^9 guest instructions (QEMU icount) instead of per second.
@@ -99,6 +99,22 @@ soak: module userspace
 # T, then a perf profile (stock) -> results/vfsbench-latest, Documentation/benchmarks.md.
 vfsbench: module-perf
 	@FLAVOUR=perf bash $(S)/vfsbench.sh
+
+# Debian packages in results/deb/: the kernel (linux-image-, linux-headers-<release>, by its
+# own bindeb-pkg, release <kver>-fastsocket-<series hash>) and fastsocket-module-<release>
+# (the module, fastsocket-stat, modules-load.d and sysctl.d files); Documentation/operations.md.
+# DEB_FLAVOUR=perf (default: the lean benchmark config) or debug.
+DEB_FLAVOUR ?= perf
+.PHONY: deb deb-test
+deb: deps
+	@DEB_FLAVOUR=$(DEB_FLAVOUR) bash $(S)/deb.sh
+
+# The packages build and pass lintian; booted with the packaged kernel they install on a
+# scratch root, load, upgrade and purge without leftovers. DEB_TEST_FLAVOUR=debug (default):
+# the kernel `make test` builds anyway.
+DEB_TEST_FLAVOUR ?= debug
+deb-test: deps
+	@DEB_FLAVOUR=$(DEB_TEST_FLAVOUR) bash $(S)/deb-test.sh
 
 # The kernel patches follow the kernel's coding style.
 checkpatch: kernel

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything fastsocket-rs needs on Debian 12, as root, non-interactively.
 # Idempotent: a second run only checks. Sources only Debian, crates.io and PyPI.
+# dpkg-dev, debhelper, lintian: make deb (the kernel's bindeb-pkg, the module package) and its check.
 # udev: virtme-ng finds its virtio-serial ports (command I/O and exit status) through it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +23,7 @@ pkgs=(
 	nginx-light haproxy wrk curl linux-perf
 	"trinity=$TRINITY_PKG_VERSION" "stress-ng=$STRESS_NG_PKG_VERSION"
 	"hping3=$HPING3_PKG_VERSION"
+	dpkg-dev debhelper lintian
 )
 echo "[deps] apt: ${pkgs[*]}"
 export DEBIAN_FRONTEND=noninteractive
