@@ -26,7 +26,7 @@ FLAVOUR=$FLAVOUR bash "$top/scripts/build-kernel.sh"
 seed=$FASTSOCKET_CACHE/build/$FLAVOUR-$KVER
 seed_key=$(cat "$seed/.fastsocket-key")
 
-series_hash=$( (cd "$top/patches" && cat series $(cat series)) | sha256sum | cut -c1-8)
+series_hash=$( (cd "$top/patches" && cat series && xargs cat <series) | sha256sum | cut -c1-8)
 localversion=-fastsocket-$series_hash
 [ "$FLAVOUR" = perf ] || localversion+=-$FLAVOUR
 release=$KVER$localversion

@@ -40,8 +40,10 @@ fi
 # Other packages' kernel hooks (initramfs-tools, grub) act on the host's /boot and boot
 # loader: not part of this test. The packages' own maintainer scripts still run; the guide
 # (Documentation/operations.md) covers the hooks on a real server.
-hooks=$(find $R/etc/kernel -mindepth 2 -type f 2>/dev/null)
-[ -z "$hooks" ] || { echo "[deb-test] scratch root: disabling host kernel hooks:" $hooks; rm -f $hooks; }
+find $R/etc/kernel -mindepth 2 -type f 2>/dev/null | while IFS= read -r hook; do
+	echo "[deb-test] scratch root: disabling the host's kernel hook ${hook#"$R"}"
+	rm -f "$hook"
+done
 baseline=$s/baseline
 (cd $s/upper && find . | sort) >$baseline
 
