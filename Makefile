@@ -47,10 +47,11 @@ module-lockstat: kernel-lockstat
 
 # Pure logic of the module and the test runner's own parsers, on the host.
 host-test: deps
-	@echo "[host-test] cargo test: rust/logic, userspace-tests, tools/fastsocket-stat"
+	@echo "[host-test] cargo test: rust/logic, userspace-tests, tools/fastsocket-stat, bench/sockbench"
 	@cd rust/logic && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
 	@cd userspace-tests && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
 	@cd tools/fastsocket-stat && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
+	@cd bench/sockbench && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
 
 userspace: deps
 	@cd userspace-tests && cargo build -q --release --locked
