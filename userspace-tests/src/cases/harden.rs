@@ -366,7 +366,7 @@ fn concurrent_writes(name: &'static str, seed: u64) -> TestResult<u64> {
                     match file.write_at(&w.bytes, w.offset) {
                         Ok(_) => {}
                         // A text knob refuses a write while another one is being stored.
-                        Err(e) if refused(&e) => {}
+                        Err(e) if refused(&e, name) => {}
                         Err(e) => return Err(format!("{name}: write of {:?}: {e}", w.bytes)),
                     }
                 }
@@ -413,10 +413,10 @@ fn going_away(e: &io::Error) -> bool {
     matches!(errno(e), libc::ENOENT | libc::EIO)
 }
 
-/// Errors a knob write may give besides [`going_away`]: a bad value, or (text knobs) another
-/// write of the same knob in progress.
-fn refused(e: &io::Error) -> bool {
-    matches!(errno(e), libc::EINVAL | libc::EBUSY)
+/// Errors a write to knob file `path` may give besides [`going_away`]: a bad value, or for
+/// the text knob `listen_ports` another write of it in progress (integer knobs never busy).
+fn refused(e: &io::Error, path: &str) -> bool {
+    errno(e) == libc::EINVAL || (errno(e) == libc::EBUSY && path.ends_with(procfs::LISTEN_PORTS))
 }
 
 /// Until `stop`: opens, writes (knobs) or reads (all) a random file of the module, closes
@@ -440,7 +440,7 @@ fn hammer_reopen(stop: Arc<AtomicBool>, seed: u64) -> TestResult<Hammered> {
         let res = if knob && rng.below(2) == 0 {
             let value = if rng.below(2) == 0 { "1" } else { "70000" };
             match file.write_at(value.as_bytes(), 0) {
-                Err(e) if refused(&e) => Ok(0),
+                Err(e) if refused(&e, path) => Ok(0),
                 other => other,
             }
         } else {
@@ -463,7 +463,7 @@ fn hammer_held(files: Vec<(String, File)>, stop: Arc<AtomicBool>) -> TestResult<
         for (path, file) in &files {
             let res = if path.starts_with(procfs::KNOB_DIR) {
                 match file.write_at(b"1", 0) {
-                    Err(e) if refused(&e) => Ok(0),
+                    Err(e) if refused(&e, path) => Ok(0),
                     other => other,
                 }
                 .and_then(|_| file.read_at(&mut buf, 0))

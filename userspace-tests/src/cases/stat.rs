@@ -113,30 +113,32 @@ fn field<'a>(v: &'a Value, path: &[&str]) -> TestResult<&'a Value> {
     })
 }
 
-/// A JSON object of numbers by name.
-fn numbers(v: &Value, what: &str) -> TestResult<BTreeMap<String, f64>> {
+/// A JSON object of values by name, each converted by `conv` (`kind` names what it wants).
+fn object_of<T>(
+    v: &Value,
+    what: &str,
+    kind: &str,
+    conv: fn(&Value) -> Option<T>,
+) -> TestResult<BTreeMap<String, T>> {
     v.as_object()
         .ok_or_else(|| format!("{what}: not an object: {v}"))?
         .iter()
         .map(|(name, n)| {
-            n.as_f64()
+            conv(n)
                 .map(|n| (name.clone(), n))
-                .ok_or_else(|| format!("{what}.{name}: not a number: {n}"))
+                .ok_or_else(|| format!("{what}.{name}: not {kind}: {n}"))
         })
         .collect()
 }
 
+/// A JSON object of numbers by name.
+fn numbers(v: &Value, what: &str) -> TestResult<BTreeMap<String, f64>> {
+    object_of(v, what, "a number", Value::as_f64)
+}
+
 /// A JSON object of whole numbers by name.
 fn counts(v: &Value, what: &str) -> TestResult<BTreeMap<String, u64>> {
-    v.as_object()
-        .ok_or_else(|| format!("{what}: not an object: {v}"))?
-        .iter()
-        .map(|(name, n)| {
-            n.as_u64()
-                .map(|n| (name.clone(), n))
-                .ok_or_else(|| format!("{what}.{name}: not a whole number: {n}"))
-        })
-        .collect()
+    object_of(v, what, "a whole number", Value::as_u64)
 }
 
 /// Per CPU, the columns of /proc/net/fastsocket by name, read by header.
