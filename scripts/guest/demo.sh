@@ -87,13 +87,15 @@ for round in $(seq "$runs"); do
 done
 nginx_stop "$dir"
 
-# The lock profile (wall clock only: under icount one vCPU runs at a time): one more run of
-# stock A and of fastsocket (defaults) each under `perf lock record -a`, then
-# `perf lock contention` of each, with every call stack kept for the totals.
+# The lock profile (wall clock only: under icount one vCPU runs at a time): two more runs of
+# stock A and of fastsocket (defaults) each, in the order A B B A so that neither arm always
+# runs first, under `perf lock record -a`, then `perf lock contention` of each run, with every
+# call stack kept for the totals.
 lockprof=0
 if [ "$clock" = wall ] && perflock_check; then
-	lockprof=1
-	for arm in stockA T; do
+	lockprof=1 run=0
+	for arm in stockA T T stockA; do
+		run=$((run + 1))
 		nginx_stop "$dir"
 		module_for "$arm"
 		nginx_start "$dir" "$port"
@@ -104,7 +106,7 @@ if [ "$clock" = wall ] && perflock_check; then
 			wrk -t2 -c32 -d"${seconds}s" -H 'Connection: close' "$url" 2>"$dir/perf-record.log")
 		conns=$(awk '/ requests in / { print $1 }' <<<"$out")
 		# The report is made while the module is loaded: perf reads its symbols from kallsyms.
-		perf_lock_report "$dir/perf-lock.data" "$state" "$conns" "$dir/$arm.perf_lock" -E 10000
+		perf_lock_report "$dir/perf-lock.data" "$state" "$conns" "$dir/$arm.$run.perf_lock" -E 10000
 		log "  perf lock record, $(label "$arm"): $conns connections"
 	done
 	nginx_stop "$dir"
@@ -145,20 +147,24 @@ echo "Accept locality: share of accepted connections whose handshake completed o
 echo "(module counters: n/a where the module is not loaded; 'counting' gives stock's)."
 echo
 if [ "$lockprof" = 1 ]; then
-	# Rows of a perf lock contention table: "contended total-wait max-wait avg-wait type caller",
-	# the waits with their units.
-	rows() { awk '/^ *contended  *total wait/ { t = 1; next } t && $1 ~ /^[0-9]+$/' "$dir/$1.perf_lock"; }
-	conns_of() { awk '/^# connections/ { print $3 }' "$dir/$1.perf_lock"; }
+	# An arm's call stacks over its runs, "contentions type caller", most contended first (rows
+	# of perf lock contention: "contended total-wait max-wait avg-wait type caller").
+	rows() {
+		awk 'FNR == 1 { t = 0 } /^ *contended  *total wait/ { t = 1; next }
+		     t && $1 ~ /^[0-9]+$/ { c[$(NF - 1) " " $NF] += $1 }
+		     END { for (k in c) print c[k], k }' "$dir/$1".*.perf_lock | sort -k1,1nr
+	}
+	conns_of() { awk '/^# connections/ { s += $3 } END { print s + 0 }' "$dir/$1".*.perf_lock; }
 	per1k() { rows "$1" | awk -v c="$(conns_of "$1")" '{ s += $1 } END { printf "%.1f", c ? 1000 * s / c : 0 }'; }
-	echo "Lock contention, unchanged nginx, one more ${seconds}s run of each arm under"
+	echo "Lock contention, unchanged nginx, two more ${seconds}s runs of each arm (order A B B A) under"
 	echo "\`perf lock record -a\` (perf kernel: contention tracepoints, no lockdep), then"
 	echo "\`perf ${PERF_LOCK_REPORT[*]}\`:"
 	echo
 	echo "| | stock A (module not loaded) | fastsocket (defaults) |"
 	echo "|---|---|---|"
-	echo "| connections (wrk) | $(conns_of stockA) | $(conns_of T) |"
+	echo "| connections (wrk, both runs) | $(conns_of stockA) | $(conns_of T) |"
 	echo "| contentions per 1k connections, all call stacks | $(per1k stockA) | $(per1k T) |"
-	top() { rows "$1" | awk -v i="$2" 'NR == i { r = $1 ", " $(NF - 1) ", " $NF } END { print (r == "") ? "-" : r }'; }
+	top() { rows "$1" | awk -v i="$2" 'NR == i { r = $1 ", " $2 ", " $3 } END { print (r == "") ? "-" : r }'; }
 	for i in 1 2 3 4 5; do
 		echo "| top $i: contentions, type, caller | $(top stockA "$i") | $(top T "$i") |"
 	done
