@@ -9,8 +9,9 @@
 //!   `EPOLLEXCLUSIVE` epoll instances) try first one whose task sits on c, else (with
 //!   `listen_pull`) a task blocked in `accept()` or `epoll_wait()` whose affinity allows c,
 //!   woken onto c; non-exclusive waiters are all woken as before. If no exclusive waiter sits
-//!   on c or may be pulled there, but a worker on c accepted from this listener lately (it is
-//!   busy and will be back), the exclusive wake-up is held on c instead: it joins a slot of
+//!   on c or may be pulled there, but the worker that accepted from this listener on c
+//!   lately is still on c (running, runnable, or asleep elsewhere than on this listener: it
+//!   is busy and will be back), the exclusive wake-up is held on c instead: it joins a slot of
 //!   the listener claimed on c less than half a hold ago (adding to its count of held
 //!   wake-ups), or claims one whose deadline is `listen_hold_ms` later; nothing extends a
 //!   deadline, and when it passes, c's timer wakes the listener as many times as wake-ups were
@@ -19,7 +20,7 @@
 //!   on c among the first `listen_scan` queued; else the oldest one other CPUs may take: a
 //!   connection is kept for its own CPU while that CPU holds a wake-up of the listener claimed
 //!   no later than the connection's last segment, a worker there accepted from it in the last
-//!   `PRESENT_MS`, and the connection is younger than `listen_hold_ms`. A kept connection
+//!   `PRESENT_MS` and is still there, and the connection is younger than `listen_hold_ms`. A kept connection
 //!   looks absent to other CPUs' poll and accept.
 //!
 //! The bound: a connection kept for its CPU becomes takeable by any worker, and the wake-up
@@ -43,7 +44,7 @@ use crate::sys::{
     hooks::AcceptPick,
     net::{ListenerWake, Sock, WakeHow},
     sysctl::TextValue,
-    time,
+    task, time,
 };
 use core::{
     fmt,
@@ -92,6 +93,20 @@ impl TextValue for ListenPorts {
 /// another CPU stops reserving this one soon.
 pub(crate) const PRESENT_MS: u32 = 100;
 
+/// Whether the worker that accepted from `listener` on `cpu` lately (in the last
+/// [`PRESENT_MS`]) is still on `cpu`: running or runnable there, or asleep with `cpu` its last
+/// CPU.
+///
+/// Only the last acceptor is known. It being on another CPU now (an unpinned worker the
+/// scheduler moved, one that sleeps in `accept()` elsewhere) or gone means nobody is known
+/// to come back to `cpu` for the listener's connections, so none is kept there.
+fn present_on(cpu_state: &CpuListen, listener: &Sock, cpu: u32, now: usize) -> bool {
+    cpu_state
+        .recent
+        .acceptor_within(listener.id(), now, time::ms_to_jiffies(PRESENT_MS))
+        .is_some_and(|pid| task::on_cpu(pid, cpu))
+}
+
 /// Per-CPU state of accept locality in one namespace.
 #[pin_data]
 pub(crate) struct CpuListen {
@@ -123,14 +138,9 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
         return false;
     };
     let bound = time::ms_to_jiffies(state.listen_hold_ms());
-    let present = here.recent.seen_within(
-        listener.id(),
-        time::jiffies(),
-        time::ms_to_jiffies(PRESENT_MS),
-    );
     let how = WakeHow {
         pull: state.listen_pull(),
-        hold: bound > 0 && present,
+        hold: bound > 0 && present_on(here, listener, cpu, time::jiffies()),
     };
     let wake = match listener.wake_listener_on(cpu, how) {
         woke @ (ListenerWake::Local | ListenerWake::Pulled) => {
@@ -172,13 +182,15 @@ pub(crate) fn accepted(state: &NetState, listener: &Sock) {
     }
     // Only noted: an accept does not extend what this CPU holds (see the module's bound).
     if let Some(here) = state.listen_cpu(cpu::current()) {
-        here.recent.note(listener.id(), time::jiffies());
+        here.recent
+            .note(listener.id(), time::jiffies(), task::current_pid());
     }
 }
 
 /// Whether a task on this CPU may take `child`, queued on `listener`, whose handshake completed
 /// on another CPU: not while the child is younger than `listen_hold_ms` (since its last
-/// segment), a worker on its CPU accepted from `listener` lately, and that CPU still holds a
+/// segment), the worker that accepted from `listener` on its CPU lately is still there, and
+/// that CPU still holds a
 /// wake-up of `listener` claimed by the child's last segment at the latest. The last condition
 /// makes the hold's timer the bound: a slot's deadline is fixed when claimed, once the timer
 /// released it the tasks it wakes may take the child (so no wake-up is lost to a child that
@@ -203,22 +215,17 @@ pub(crate) fn may_take_from(state: &NetState, listener: &Sock, cpu: u32, last: u
     // Jiffies wrap (at 32 bits in the socket): compare ages, not times.
     let age = (now as u32).wrapping_sub(last);
     let kept = (age as usize) < bound
-        && there
-            .recent
-            .seen_within(listener.id(), now, time::ms_to_jiffies(PRESENT_MS))
-        && there.held.is_held_for(listener, last, bound);
+        && there.held.is_held_for(listener, last, bound)
+        && present_on(there, listener, cpu, now);
     !kept
 }
 
-/// Whether a worker on `cpu` accepted from `listener` in the last [`PRESENT_MS`].
+/// Whether a worker on `cpu` accepted from `listener` in the last [`PRESENT_MS`] and is still
+/// there.
 pub(crate) fn worker_present(state: &NetState, listener: &Sock, cpu: u32) -> bool {
-    state.listen_cpu(cpu).is_some_and(|there| {
-        there.recent.seen_within(
-            listener.id(),
-            time::jiffies(),
-            time::ms_to_jiffies(PRESENT_MS),
-        )
-    })
+    state
+        .listen_cpu(cpu)
+        .is_some_and(|there| present_on(there, listener, cpu, time::jiffies()))
 }
 
 /// Which queued connection an `accept()` on `listener`, running on this CPU, should take.

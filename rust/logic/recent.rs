@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Which listeners a CPU accepted from lately.
+//! Which listeners a CPU accepted from lately, and which task did.
 //!
 //! One small direct-mapped table per CPU, written by `accept()` on that CPU and read by the
 //! softirq of that CPU: a colliding entry only makes the answer "not seen", which is safe.
+//! The three words of an entry are written one by one: a reader racing with a writer may see
+//! one listener's key with another's time or task, which only changes a hint.
 //!
 //! Times are jiffies as the kernel keeps them, one machine word that wraps (after 49.7 days at
 //! `HZ=1000` where a word is 32 bits): they are only ever compared through their wrapping
@@ -11,7 +13,7 @@
 //!
 //! Pure logic, no `kernel::` imports: also built and tested on the host (`rust/logic`).
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 const SLOTS: usize = 16;
 
@@ -20,6 +22,8 @@ const SLOTS: usize = 16;
 pub struct RecentListeners {
     keys: [AtomicUsize; SLOTS],
     times: [AtomicUsize; SLOTS],
+    /// The acceptor: its pid in the initial pid namespace (0: none yet).
+    tasks: [AtomicI32; SLOTS],
 }
 
 fn slot(key: usize) -> usize {
@@ -28,11 +32,20 @@ fn slot(key: usize) -> usize {
 }
 
 impl RecentListeners {
-    /// Records an accept from listener `key` at time `now` (jiffies).
-    pub fn note(&self, key: usize, now: usize) {
+    /// Records an accept from listener `key` at time `now` (jiffies) by task `task` (its pid in
+    /// the initial pid namespace).
+    pub fn note(&self, key: usize, now: usize, task: i32) {
         let i = slot(key);
         self.keys[i].store(key, Ordering::Relaxed);
         self.times[i].store(now, Ordering::Relaxed);
+        self.tasks[i].store(task, Ordering::Relaxed);
+    }
+
+    /// The task that accepted from listener `key` last, if that was at most `window` before
+    /// `now` (as [`Self::seen_within`]).
+    pub fn acceptor_within(&self, key: usize, now: usize, window: usize) -> Option<i32> {
+        self.seen_within(key, now, window)
+            .then(|| self.tasks[slot(key)].load(Ordering::Relaxed))
     }
 
     /// Whether listener `key` had an accept at most `window` before `now` (jiffies, `window`

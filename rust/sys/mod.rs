@@ -15,5 +15,6 @@ pub(crate) mod pernet;
 pub(crate) mod rcu;
 pub(crate) mod reqq;
 pub(crate) mod sysctl;
+pub(crate) mod task;
 pub(crate) mod text;
 pub(crate) mod time;

@@ -46,6 +46,44 @@ pub fn pin_thread(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Lets the calling thread run on any of `cpus`.
+pub fn set_current_thread_cpus(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: as in `pin_current_thread`.
+    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: as in `pin_current_thread`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 means the calling thread.
+    check(unsafe { libc::sched_setaffinity(0, mem::size_of_val(&set), &set) })?;
+    Ok(())
+}
+
+/// A thread of this process as `/proc/self/task/<tid>/stat` shows it: its state letter
+/// (`R`, `S`, ...) and the CPU it runs or last ran on.
+pub fn thread_state(tid: libc::pid_t) -> io::Result<(char, usize)> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))?;
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("odd stat line {stat:?}"),
+        )
+    };
+    // The command name may hold anything, even ')': the fields follow the last one.
+    let rest = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 is the state, field 39 the CPU; `rest` starts at field 3.
+    let state = fields
+        .first()
+        .and_then(|f| f.chars().next())
+        .ok_or_else(bad)?;
+    let cpu = fields
+        .get(39 - 3)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((state, cpu))
+}
+
 /// The calling thread's id.
 pub fn gettid() -> libc::pid_t {
     // SAFETY: gettid takes no arguments and cannot fail.

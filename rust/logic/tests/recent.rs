@@ -7,7 +7,9 @@ fn remembers_within_the_window_only() {
     let r = RecentListeners::default();
     let key = 0xffff_8880_1234_5640;
     assert!(!r.seen_within(key, 100, 1000), "never noted");
-    r.note(key, 100);
+    r.note(key, 100, 7);
+    assert_eq!(r.acceptor_within(key, 1100, 1000), Some(7));
+    assert_eq!(r.acceptor_within(key, 1101, 1000), None);
     assert!(r.seen_within(key, 1100, 1000));
     assert!(!r.seen_within(key, 1101, 1000));
     assert!(!r.seen_within(key + 64, 100, 1000), "another listener");
@@ -20,15 +22,26 @@ fn a_collision_forgets_rather_than_confuses() {
     let a = 0xffff_8880_0000_0000usize;
     let b = (1..).map(|i| a + i * 64).find(|&b| {
         let probe = RecentListeners::default();
-        probe.note(a, 0);
-        probe.note(b, 0);
+        probe.note(a, 0, 1);
+        probe.note(b, 0, 2);
         !probe.seen_within(a, 0, 10)
     });
     let b = b.unwrap();
-    r.note(a, 0);
-    r.note(b, 0);
+    r.note(a, 0, 1);
+    r.note(b, 0, 2);
     assert!(!r.seen_within(a, 0, 10));
     assert!(r.seen_within(b, 0, 10));
+    assert_eq!(r.acceptor_within(a, 0, 10), None);
+    assert_eq!(r.acceptor_within(b, 0, 10), Some(2));
+}
+
+#[test]
+fn the_last_acceptor_is_the_one_named() {
+    let r = RecentListeners::default();
+    let key = 0xffff_8880_1234_5640;
+    r.note(key, 10, 100);
+    r.note(key, 11, 200);
+    assert_eq!(r.acceptor_within(key, 12, 5), Some(200));
 }
 
 #[test]
@@ -36,7 +49,7 @@ fn jiffies_that_wrap_stay_ordered() {
     let r = RecentListeners::default();
     let key = 0xffff_8880_1234_5640;
     // Noted 3 jiffies before the counter wraps, asked 4 jiffies after it.
-    r.note(key, usize::MAX - 2);
+    r.note(key, usize::MAX - 2, 1);
     assert!(r.seen_within(key, 4, 10), "7 jiffies old across the wrap");
     assert!(
         !r.seen_within(key, 4, 6),

@@ -388,33 +388,135 @@ pub fn reuseport_group(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
-/// Known gap (run with --known-gaps): the only worker, unpinned, blocked in accept(). It
-/// accepted on every CPU lately, so each CPU counts it as "present"; a handshake on the CPU it
-/// is not sleeping on is then held for it (`listen_hold_ms`) although it is the very waiter
-/// held back, and is accepted only when the hold's timer fires. `make vfsbench` measured the
-/// cost: one blocking accept() worker at 0.27-0.29x stock's connections per second (wall
-/// clock, 2 vCPUs). The hold's premise is a busy worker on that CPU; none is.
-pub fn single_unpinned_worker_not_held(ctx: &mut Ctx) -> TestResult {
-    const REQUESTS: usize = 200;
+/// The only worker, unpinned, asleep in accept() on another CPU than the handshake's, which
+/// it accepted on just before: it is the waiter, not a busy worker that will come back, so
+/// no wake-up may be held for it (before the hold checked where the last acceptor is, 85 of
+/// 200 handshakes of one such worker were held, and `make vfsbench` measured one blocking
+/// worker at 0.27-0.29x stock's connections per second).
+///
+/// Each round pins the worker to CPU a, has a client on a connect (so the worker accepts on
+/// a, where the handshake completed), moves the worker to CPU b and unpins it: it sleeps in
+/// accept() with b its CPU. A client on a then connects at once, with a busy (so nothing is
+/// pulled there) and the worker's accept there well within `PRESENT_MS`: the wake-up must
+/// not be held. Rounds alternate a and b.
+pub fn sleeping_worker_not_held(ctx: &mut Ctx) -> TestResult {
+    const ROUNDS: usize = 20;
+    /// The module's `PRESENT_MS`: a round whose second handshake came later than this after
+    /// the first accept tests nothing.
+    const PRESENT: Duration = Duration::from_millis(100);
+    let cpus = super::percpu::cpus(ctx)?;
+    let (cpu_a, cpu_b) = (cpus[0], cpus[1]);
     ctx.ensure_loaded()?;
     let _enabled = KnobGuard::enabled("1")?;
     let _ports = KnobGuard::listen_ports("all")?;
     let pair = ctx.netns_pair(ServerSide::Current)?;
-    let server = AcceptServer::start_with(
-        &ServerOpts::pinned(pair.server_ip(false), &ctx.cpus).unpinned(1),
-    )?;
-    let before = procfs::read_counters()?;
-    super::connect_and_wait(&pair, &server, REQUESTS)?;
-    let delta = procfs::read_counters()?.since(&before)?.total();
-    server.stop()?;
+    pair.set_rps(&[])
+        .context("turning RPS off on the server's veth end")?;
+    let listener = std::sync::Arc::new(
+        sys::tcp_listen(SocketAddr::new(pair.server_ip(false), 0), 64, false)
+            .context("listening")?,
+    );
+    let served = std::sync::Arc::clone(&listener);
+    let addr = listener.local_addr().context("listener address")?;
+    let (to_worker, orders) = std::sync::mpsc::channel::<(usize, usize)>();
+    let (to_main, events) =
+        std::sync::mpsc::channel::<TestResult<(libc::pid_t, std::time::Instant)>>();
+    let all = cpus.clone();
+    let worker = std::thread::spawn(move || {
+        let serve = |listener: &std::net::TcpListener| -> TestResult<std::time::Instant> {
+            let (mut conn, _) = listener.accept().context("accept")?;
+            let at = std::time::Instant::now();
+            let mut byte = [0u8; 1];
+            conn.read_exact(&mut byte).context("reading the request")?;
+            conn.write_all(b"1").context("replying")?;
+            Ok(at)
+        };
+        for (here, then) in orders {
+            let round = || -> TestResult<std::time::Instant> {
+                sys::pin_current_thread(here).context(format!("pinning to cpu {here}"))?;
+                let _ = to_main.send(Ok((sys::gettid(), std::time::Instant::now())));
+                let at = serve(&served)?;
+                sys::pin_current_thread(then).context(format!("pinning to cpu {then}"))?;
+                sys::set_current_thread_cpus(&all).context("unpinning")?;
+                let _ = to_main.send(Ok((sys::gettid(), at)));
+                serve(&served)
+            };
+            let res = round().map(|at| (sys::gettid(), at));
+            let _ = to_main.send(res);
+        }
+    });
+    let client = pair.client_ns().to_string();
+    let request_on = |cpu: usize| -> TestResult {
+        let reply = super::in_ns(&client, move || {
+            sys::pin_current_thread(cpu).context(format!("pinning the client to cpu {cpu}"))?;
+            client::request(addr).map_err(|e| format!("request: {e}"))
+        })?;
+        ensure!(reply == b'1', "reply {reply}");
+        Ok(())
+    };
+    let next = |what: &str| -> TestResult<(libc::pid_t, std::time::Instant)> {
+        events
+            .recv_timeout(ACCEPT_TIMEOUT)
+            .map_err(|e| format!("waiting for the worker ({what}): {e}"))?
+    };
+    let (mut held, mut timely, mut wakes) = (0u64, 0usize, Vec::new());
+    let mut rounds = || -> TestResult {
+        for round in 0..ROUNDS {
+            let (a, b) = if round % 2 == 0 {
+                (cpu_a, cpu_b)
+            } else {
+                (cpu_b, cpu_a)
+            };
+            to_worker.send((a, b)).map_err(|_| "the worker is gone")?;
+            next("pinned")?;
+            request_on(a)?;
+            let (tid, first_accept) = next("moved")?;
+            // Asleep in accept() before the handshake on a: on b, unless something moved it (then
+            // the round tests nothing). The first accept reserved a for the worker it woke there:
+            // once that hold's timer fired (5 ms), its wake-up may have pulled the worker back
+            // onto a (an idle CPU), so look after it.
+            std::thread::sleep(Duration::from_millis(20));
+            let asleep_on = loop {
+                let (state, cpu) = sys::thread_state(tid).context("reading the worker's state")?;
+                if state == 'S' {
+                    break cpu;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            let before = procfs::read_counters()?;
+            request_on(a)?;
+            let since = first_accept.elapsed();
+            next("served")?;
+            let delta = procfs::read_counters()?.since(&before)?.total();
+            held += delta.wake_held;
+            timely += usize::from(since < PRESENT && asleep_on == b);
+            wakes.push(format!(
+                "{}/{}/{}/{}",
+                delta.wake_local, delta.wake_pulled, delta.wake_fallback, delta.wake_held
+            ));
+        }
+        Ok(())
+    };
+    let result = rounds();
+    // Whatever happened, end the worker: no more orders, and its accept() returns.
+    drop(to_worker);
+    sys::shutdown_listener(&listener).context("shutting the listener down")?;
+    worker.join().map_err(|_| "the worker panicked")?;
+    result?;
     info!(
-        "one unpinned worker, {REQUESTS} connections: wake-ups local {}, pulled {}, fallback {}, held {}",
-        delta.wake_local, delta.wake_pulled, delta.wake_fallback, delta.wake_held
+        "{ROUNDS} rounds, {timely} with the worker asleep on the other CPU and the second \
+         handshake within {PRESENT:?} of the first accept: wake-ups local/pulled/fallback/held \
+         per round {}",
+        wakes.join(" ")
     );
     ensure!(
-        delta.wake_held == 0,
-        "{} of {REQUESTS} handshakes were held for a worker that was the one waiting",
-        delta.wake_held
+        timely > 0,
+        "no round had the worker asleep on the other CPU and its second handshake within \
+         {PRESENT:?} of the first accept: nothing tested"
+    );
+    ensure!(
+        held == 0,
+        "{held} wake-ups were held for a worker that was the one waiting (of {ROUNDS} rounds)"
     );
     Ok(())
 }
