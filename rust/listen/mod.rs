@@ -10,18 +10,19 @@
 //!   `listen_pull`) a task blocked in `accept()` or `epoll_wait()` whose affinity allows c,
 //!   woken onto c; non-exclusive waiters are all woken as before. If no exclusive waiter sits
 //!   on c or may be pulled there, but the worker that accepted from this listener on c
-//!   lately is still on c (running, runnable, or asleep elsewhere than on this listener: it
-//!   is busy and will be back), the exclusive wake-up is held on c instead: it joins a slot of
-//!   the listener claimed on c less than half a hold ago (adding to its count of held
-//!   wake-ups), or claims one whose deadline is `listen_hold_ms` later; nothing extends a
-//!   deadline, and when it passes, c's timer wakes the listener as many times as wake-ups were
-//!   held in the slot (at least once), as stock would have;
+//!   lately is still on c (running or runnable there, or asleep in something else with c its
+//!   last CPU: it is busy and will be back) or was displaced onto a CPU another worker
+//!   accepts on (see `keeps_for_worker`), the exclusive wake-up is held on c instead: it
+//!   joins a slot of the listener claimed on c less than half a hold ago (adding to its count
+//!   of held wake-ups), or claims one whose deadline is `listen_hold_ms` later; nothing
+//!   extends a deadline, and when it passes, c's timer wakes the listener as many times as
+//!   wake-ups were held in the slot (at least once), as stock would have;
 //! - accept and readiness (process context, CPU c): take the oldest connection that completed
 //!   on c among the first `listen_scan` queued; else the oldest one other CPUs may take: a
 //!   connection is kept for its own CPU while that CPU holds a wake-up of the listener claimed
 //!   no later than the connection's last segment, a worker there accepted from it in the last
-//!   `PRESENT_MS` and is still there, and the connection is younger than `listen_hold_ms`. A kept connection
-//!   looks absent to other CPUs' poll and accept.
+//!   `PRESENT_MS` and is still there (or displaced), and the connection is younger than
+//!   `listen_hold_ms`. A kept connection looks absent to other CPUs' poll and accept.
 //!
 //! The bound: a connection kept for its CPU becomes takeable by any worker, and the wake-up
 //! held for it is delivered, at most `listen_hold_ms` after its CPU held the listener's
@@ -93,18 +94,40 @@ impl TextValue for ListenPorts {
 /// another CPU stops reserving this one soon.
 pub(crate) const PRESENT_MS: u32 = 100;
 
-/// Whether the worker that accepted from `listener` on `cpu` lately (in the last
-/// [`PRESENT_MS`]) is still on `cpu`: running or runnable there, or asleep with `cpu` its last
-/// CPU.
+/// Whether `cpu` (whose state is `cpu_state`) keeps `listener`'s connections for the worker
+/// that accepted from it there lately (in the last [`PRESENT_MS`]), and holds its wake-up:
 ///
-/// Only the last acceptor is known. It being on another CPU now (an unpinned worker the
-/// scheduler moved, one that sleeps in `accept()` elsewhere) or gone means nobody is known
-/// to come back to `cpu` for the listener's connections, so none is kept there.
-fn present_on(cpu_state: &CpuListen, listener: &Sock, cpu: u32, now: usize) -> bool {
-    cpu_state
-        .recent
-        .acceptor_within(listener.id(), now, time::ms_to_jiffies(PRESENT_MS))
-        .is_some_and(|pid| task::on_cpu(pid, cpu))
+/// - that worker is still on `cpu`: running or runnable there, or asleep with `cpu` its last
+///   CPU (busy, it will be back);
+/// - or it was displaced: it sits on a CPU whose own last acceptor of `listener` is another
+///   task. The hold's timer then wakes a waiter onto `cpu` (if `cpu` is idle by then), which
+///   puts a worker back where the connections come from.
+///
+/// Not when that worker is gone, or sits on a CPU where it is the last acceptor itself (or
+/// where nobody accepted lately): it moved there, so nobody is known to come back to `cpu`.
+/// This is the case of an unpinned worker alone (or with fewer workers than CPUs): holding
+/// for it would only make it, the one waiter, wait for the hold's timer.
+fn keeps_for_worker(
+    state: &NetState,
+    cpu_state: &CpuListen,
+    listener: &Sock,
+    cpu: u32,
+    now: usize,
+) -> bool {
+    let window = time::ms_to_jiffies(PRESENT_MS);
+    let Some(pid) = cpu_state.recent.acceptor_within(listener.id(), now, window) else {
+        return false;
+    };
+    match task::cpu_of(pid) {
+        Some(on) if on == cpu => true,
+        Some(on) => state.listen_cpu(on).is_some_and(|there| {
+            there
+                .recent
+                .acceptor_within(listener.id(), now, window)
+                .is_some_and(|owner| owner != pid)
+        }),
+        None => false,
+    }
 }
 
 /// Per-CPU state of accept locality in one namespace.
@@ -140,7 +163,7 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
     let bound = time::ms_to_jiffies(state.listen_hold_ms());
     let how = WakeHow {
         pull: state.listen_pull(),
-        hold: bound > 0 && present_on(here, listener, cpu, time::jiffies()),
+        hold: bound > 0 && keeps_for_worker(state, here, listener, cpu, time::jiffies()),
     };
     let wake = match listener.wake_listener_on(cpu, how) {
         woke @ (ListenerWake::Local | ListenerWake::Pulled) => {
@@ -189,8 +212,8 @@ pub(crate) fn accepted(state: &NetState, listener: &Sock) {
 
 /// Whether a task on this CPU may take `child`, queued on `listener`, whose handshake completed
 /// on another CPU: not while the child is younger than `listen_hold_ms` (since its last
-/// segment), the worker that accepted from `listener` on its CPU lately is still there, and
-/// that CPU still holds a
+/// segment), the worker that accepted from `listener` on its CPU lately is still there (or
+/// displaced, see [`keeps_for_worker`]), and that CPU still holds a
 /// wake-up of `listener` claimed by the child's last segment at the latest. The last condition
 /// makes the hold's timer the bound: a slot's deadline is fixed when claimed, once the timer
 /// released it the tasks it wakes may take the child (so no wake-up is lost to a child that
@@ -216,16 +239,16 @@ pub(crate) fn may_take_from(state: &NetState, listener: &Sock, cpu: u32, last: u
     let age = (now as u32).wrapping_sub(last);
     let kept = (age as usize) < bound
         && there.held.is_held_for(listener, last, bound)
-        && present_on(there, listener, cpu, now);
+        && keeps_for_worker(state, there, listener, cpu, now);
     !kept
 }
 
 /// Whether a worker on `cpu` accepted from `listener` in the last [`PRESENT_MS`] and is still
-/// there.
+/// there (or displaced, see [`keeps_for_worker`]).
 pub(crate) fn worker_present(state: &NetState, listener: &Sock, cpu: u32) -> bool {
     state
         .listen_cpu(cpu)
-        .is_some_and(|there| present_on(there, listener, cpu, time::jiffies()))
+        .is_some_and(|there| keeps_for_worker(state, there, listener, cpu, time::jiffies()))
 }
 
 /// Which queued connection an `accept()` on `listener`, running on this CPU, should take.

@@ -15,23 +15,23 @@ pub(crate) fn current_pid() -> i32 {
     kernel::current!().pid()
 }
 
-/// Whether the task with pid `pid` (initial pid namespace) exists and runs, waits to run or
-/// last ran on `cpu`.
-pub(crate) fn on_cpu(pid: i32, cpu: u32) -> bool {
+/// The CPU the task with pid `pid` (initial pid namespace) runs, waits to run or last ran on,
+/// if that task exists.
+pub(crate) fn cpu_of(pid: i32) -> Option<u32> {
     if pid <= 0 {
-        return false;
+        return None;
     }
     rcu::read_section(|_| {
         // SAFETY: `init_pid_ns` lives for the kernel's lifetime; `find_pid_ns()` only reads
         // the namespace's pid table under RCU, which the section holds.
         let found = unsafe { bindings::find_pid_ns(pid, ptr::addr_of_mut!(bindings::init_pid_ns)) };
         if found.is_null() {
-            return false;
+            return None;
         }
         // SAFETY: `found` is a live `struct pid` for the rest of the RCU section.
         let task = unsafe { bindings::pid_task(found, bindings::pid_type_PIDTYPE_PID) };
         // SAFETY: A task found through its pid under RCU is not freed before the section ends;
         // `task_cpu()` only reads one of its fields.
-        !task.is_null() && unsafe { bindings::task_cpu(task) } == cpu
+        (!task.is_null()).then(|| unsafe { bindings::task_cpu(task) })
     })
 }

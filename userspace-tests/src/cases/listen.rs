@@ -389,8 +389,8 @@ pub fn reuseport_group(ctx: &mut Ctx) -> TestResult {
 }
 
 /// The only worker, unpinned, asleep in accept() on another CPU than the handshake's, which
-/// it accepted on just before: it is the waiter, not a busy worker that will come back, so
-/// no wake-up may be held for it (before the hold checked where the last acceptor is, 85 of
+/// it accepted on just before: it is the waiter, not a busy worker that will come back (nor
+/// one displaced onto a CPU where another worker accepts), so no wake-up may be held for it (before the hold checked where the last acceptor is, 85 of
 /// 200 handshakes of one such worker were held, and `make vfsbench` measured one blocking
 /// worker at 0.27-0.29x stock's connections per second).
 ///

@@ -14,7 +14,8 @@
 //!   slept until the hold's timer).
 //!
 //! A connection is kept for its CPU only while a worker there accepted from the listener in
-//! the last 100 ms (`PRESENT_MS` in rust/listen.rs), so the scenarios of 7b and 8 must run
+//! the last 100 ms (`PRESENT_MS` in rust/listen/mod.rs) and is still there (running, or
+//! asleep with that CPU its last), so the scenarios of 7b and 8 must run
 //! within that window. In the emulated guest they take a few tens of milliseconds; an
 //! attempt that was too slow to tell is retried on a fresh listener, and the test fails if no
 //! attempt was fast enough, so it never passes without having run its scenario.
@@ -154,6 +155,50 @@ fn try_accept(listener: &TcpListener) -> TestResult<Option<(TcpStream, u16, i32)
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => Err(format!("accept: {e}")),
+    }
+}
+
+/// A worker that accepted one connection on its CPU and stays there, asleep, until dropped:
+/// a busy worker that will come back, for which its CPU's connections are kept (the module
+/// keeps them only while the last acceptor there is still there).
+struct ParkedWorker {
+    resume: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ParkedWorker {
+    /// Starts the worker pinned to `cpu` and returns once it accepted from `listener`.
+    fn accept_on(cpu: usize, listener: &TcpListener) -> TestResult<ParkedWorker> {
+        let listener = listener.try_clone().context("duplicating the listener")?;
+        let (resume, parked) = mpsc::channel::<()>();
+        let (report, accepted) = mpsc::channel::<TestResult>();
+        let thread = thread::spawn(move || {
+            let accept = || -> TestResult {
+                sys::pin_current_thread(cpu).context(format!("pinning to cpu {cpu}"))?;
+                try_accept(&listener)?
+                    .ok_or(format!("set-up: the worker on cpu {cpu} got EAGAIN"))?;
+                Ok(())
+            };
+            let _ = report.send(accept());
+            let _ = parked.recv();
+        });
+        let worker = ParkedWorker {
+            resume: Some(resume),
+            thread: Some(thread),
+        };
+        accepted
+            .recv()
+            .map_err(|_| "the worker died".to_string())??;
+        Ok(worker)
+    }
+}
+
+impl Drop for ParkedWorker {
+    fn drop(&mut self) {
+        drop(self.resume.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -306,7 +351,7 @@ fn kept_window_attempt(
         pair.set_rps(&[there]).context("setting the RPS mask")?;
         client.connect(addr)?;
         wait_queued(there, 1)?;
-        try_accept(&listener)?.ok_or("set-up: the worker on cpu 1 got EAGAIN")?;
+        let _worker = ParkedWorker::accept_on(there, &listener)?;
         // From here the worker on `there` counts as present, for 100 ms.
         let present = Instant::now();
         let kept = [client.connect(addr)?, client.connect(addr)?];
@@ -411,12 +456,9 @@ pub fn hold_busy_epoll_exclusive(ctx: &mut Ctx) -> TestResult {
 
 /// The scheduler state letter of thread `tid` of this process ('S': sleeping).
 fn thread_state(tid: i32) -> TestResult<char> {
-    let path = format!("/proc/self/task/{tid}/stat");
-    let stat = std::fs::read_to_string(&path).context(format!("reading {path}"))?;
-    // "tid (comm) S ...": the comm may hold anything, the state follows its last ')'.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next())
-        .ok_or_else(|| format!("{path}: no state in {stat:?}"))
+    let (state, _cpu) =
+        sys::thread_state(tid).context(format!("reading the state of thread {tid}"))?;
+    Ok(state)
 }
 
 fn busy_epoll_attempt(
