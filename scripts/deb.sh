@@ -114,12 +114,14 @@ work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT
 root=$work/$name
 doc=$root/usr/share/doc/$name
 install -d "$root/DEBIAN" "$root/lib/modules/$release/updates" "$root/etc/modules-load.d" \
-	"$root/etc/sysctl.d" "$root/usr/bin" "$doc"
+	"$root/etc/sysctl.d" "$root/usr/bin" "$root/usr/share/man/man1" "$doc"
 install -m 644 "$ko" "$root/lib/modules/$release/updates/fastsocket.ko"
 # As dh_strip and the kernel's INSTALL_MOD_STRIP=1 do.
 strip --strip-debug "$root/lib/modules/$release/updates/fastsocket.ko"
 install -m 755 "$stat_bin" "$root/usr/bin/fastsocket-stat"
 strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/bin/fastsocket-stat"
+gzip -9n <"$stat_dir/fastsocket-stat.1" >"$root/usr/share/man/man1/fastsocket-stat.1.gz"
+chmod 644 "$root/usr/share/man/man1/fastsocket-stat.1.gz"
 install -m 644 "$pkg/fastsocket.conf" "$root/etc/modules-load.d/fastsocket.conf"
 install -m 644 "$pkg/60-fastsocket.conf" "$root/etc/sysctl.d/60-fastsocket.conf"
 printf '/etc/modules-load.d/fastsocket.conf\n/etc/sysctl.d/60-fastsocket.conf\n' >"$root/DEBIAN/conffiles"

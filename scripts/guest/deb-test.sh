@@ -63,6 +63,7 @@ done
 check "fastsocket.ko in /lib/modules/$release/updates/" test -s "$R/lib/modules/$release/updates/fastsocket.ko"
 check "depmod ran: modules.dep lists updates/fastsocket.ko" grep -q '^updates/fastsocket.ko:' "$R/lib/modules/$release/modules.dep"
 check "/usr/bin/fastsocket-stat executable" test -x $R/usr/bin/fastsocket-stat
+check "fastsocket-stat(1) in /usr/share/man/man1/" bash -c "zcat $R/usr/share/man/man1/fastsocket-stat.1.gz | grep -q '^\.TH FASTSOCKET-STAT 1 '"
 check "/etc/modules-load.d/fastsocket.conf: only comments (off by default)" \
 	bash -c "test -s $R/etc/modules-load.d/fastsocket.conf && ! grep -qv '^#' $R/etc/modules-load.d/fastsocket.conf"
 conf=$R/etc/sysctl.d/60-fastsocket.conf
