@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::apps::{check_body, start_nginx, wrk_until, Daemon, Load, WorkDir};
+use super::apps::{check_body, start_haproxy, start_nginx, wrk_until, Daemon, Load, WorkDir};
 use super::log::KernelWatch;
 use super::{Context, Ctx, TestResult, ACCEPT_TIMEOUT};
 use crate::client::LoopClient;
@@ -188,12 +188,22 @@ fn scratch_dir(name: &str) -> TestResult<PathBuf> {
     Ok(path)
 }
 
-/// nginx in the runner's namespace, served to wrk in the pair's client namespace.
+/// nginx in the runner's namespace, served to wrk in the pair's client namespace; optionally
+/// haproxy too, in front of a second nginx on the loopback (its backend connections are active
+/// ones, which Receive Flow Deliver handles while the module is on).
 struct Served {
     pair: NetnsPair,
     url: String,
     nginx: Daemon,
-    _dir: WorkDir,
+    proxy: Option<Proxied>,
+    dir: WorkDir,
+}
+
+struct Proxied {
+    url: String,
+    haproxy: Daemon,
+    backend: Daemon,
+    _backend_dir: WorkDir,
 }
 
 impl Served {
@@ -208,54 +218,124 @@ impl Served {
             pair,
             url,
             nginx,
-            _dir: dir,
+            proxy: None,
+            dir,
         })
     }
 
-    /// Runs `work` while wrk loads nginx, run after run until `work` returns; every wrk run
-    /// must be free of errors.
-    fn under_load<T>(&self, work: impl FnOnce() -> TestResult<T>) -> TestResult<(T, Load)> {
-        let stop = AtomicBool::new(false);
-        let (result, load) = thread::scope(|scope| {
-            let load = scope.spawn(|| {
-                let mut total = Load {
-                    requests: 0,
-                    seconds: 0.0,
-                    runs: 0,
-                };
-                while !stop.load(Ordering::SeqCst) {
-                    let run = wrk_until(&self.pair, &self.url, 1)
-                        .map_err(|e| format!("wrk run {} during the work: {e}", total.runs + 1))?;
-                    total.requests += run.requests;
-                    total.seconds += run.seconds;
-                    total.runs += run.runs;
-                }
-                Ok::<Load, String>(total)
-            });
-            let result = work();
-            stop.store(true, Ordering::SeqCst);
-            let load = load
-                .join()
-                .unwrap_or_else(|_| Err("the wrk thread panicked".into()));
-            (result, load)
+    /// Adds haproxy (a thread per CPU) in front of a second nginx, loaded with the first.
+    fn with_haproxy(mut self, ctx: &Ctx) -> TestResult<Served> {
+        let frontend = free_addr(self.pair.server_ip(false))?;
+        let backend = free_addr(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
+        let backend_dir = WorkDir::new("backend")?;
+        let nginx = start_nginx(&backend_dir, &[backend], "")?;
+        let haproxy = start_haproxy(&self.dir, ctx.cpus.len(), frontend, backend)?;
+        let url = format!("http://{frontend}/");
+        check_body(&self.pair, &url)?;
+        self.proxy = Some(Proxied {
+            url,
+            haproxy,
+            backend: nginx,
+            _backend_dir: backend_dir,
         });
-        let result = result?;
-        Ok((result, load?))
+        Ok(self)
     }
 
-    /// The end of a fuzzing test: a final wrk run with no error, the module unloads with
-    /// nginx's listener in scope and loads again, nginx still answers.
+    /// The URLs wrk loads: nginx's, and haproxy's if there is one.
+    fn urls(&self) -> Vec<&str> {
+        std::iter::once(self.url.as_str())
+            .chain(self.proxy.as_ref().map(|p| p.url.as_str()))
+            .collect()
+    }
+
+    /// Runs `work` while wrk loads nginx (and haproxy, at the same time), run after run until
+    /// `work` returns; every wrk run must be free of errors. The load returned is the sum.
+    fn under_load<T>(&self, work: impl FnOnce() -> TestResult<T>) -> TestResult<(T, Load)> {
+        let stop = AtomicBool::new(false);
+        let (result, loads) = thread::scope(|scope| {
+            let loads: Vec<_> = self
+                .urls()
+                .into_iter()
+                .map(|url| {
+                    let stop = &stop;
+                    scope.spawn(move || {
+                        let mut total = Load {
+                            requests: 0,
+                            seconds: 0.0,
+                            runs: 0,
+                        };
+                        while !stop.load(Ordering::SeqCst) {
+                            let run = wrk_until(&self.pair, url, 1).map_err(|e| {
+                                format!("wrk run {} on {url} during the work: {e}", total.runs + 1)
+                            })?;
+                            total.requests += run.requests;
+                            total.seconds += run.seconds;
+                            total.runs += run.runs;
+                        }
+                        Ok::<(&str, Load), String>((url, total))
+                    })
+                })
+                .collect();
+            let result = work();
+            stop.store(true, Ordering::SeqCst);
+            let loads: Vec<TestResult<(&str, Load)>> = loads
+                .into_iter()
+                .map(|l| {
+                    l.join()
+                        .unwrap_or_else(|_| Err("a wrk thread panicked".into()))
+                })
+                .collect();
+            (result, loads)
+        });
+        let result = result?;
+        let mut sum = Load {
+            requests: 0,
+            seconds: 0.0,
+            runs: 0,
+        };
+        for load in loads {
+            let (url, load) = load?;
+            if self.proxy.is_some() {
+                info!(
+                    "wrk on {url}: {} requests in {} run(s), 0 errors",
+                    load.requests, load.runs
+                );
+            }
+            sum.requests += load.requests;
+            sum.seconds += load.seconds;
+            sum.runs += load.runs;
+        }
+        Ok((result, sum))
+    }
+
+    /// The end of a fuzzing test: a final wrk run with no error (and one through haproxy), the
+    /// module unloads with nginx's listener in scope and loads again, both still answer.
     fn finish(mut self, ctx: &Ctx) -> TestResult {
         let last = wrk_until(&self.pair, &self.url, FINAL_REQUESTS).context("final wrk run")?;
         info!(
             "final wrk run: {} requests in {} run(s), 0 errors",
             last.requests, last.runs
         );
+        if let Some(proxy) = &self.proxy {
+            let last = wrk_until(&self.pair, &proxy.url, FINAL_REQUESTS)
+                .context("final wrk run through haproxy")?;
+            info!(
+                "final wrk run through haproxy: {} requests in {} run(s), 0 errors",
+                last.requests, last.runs
+            );
+        }
         module::rmmod().context("unloading the module after the fuzzing")?;
         ctx.insmod()?;
         all_features_on()?;
-        check_body(&self.pair, &self.url)?;
-        self.nginx.stop()
+        for url in self.urls() {
+            check_body(&self.pair, url)?;
+        }
+        let proxy = self
+            .proxy
+            .take()
+            .map(|mut p| [p.haproxy.stop(), p.backend.stop()]);
+        let nginx = self.nginx.stop();
+        proxy.into_iter().flatten().chain([nginx]).collect()
     }
 }
 
@@ -713,7 +793,7 @@ pub fn soak_load_unload(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     all_features_on()?;
     let mut watch = KernelWatch::start()?;
-    let served = Served::start(ctx, "soak")?;
+    let served = Served::start(ctx, "soak")?.with_haproxy(ctx)?;
     module::rmmod().context("unloading before the first cycle")?;
     let start = Instant::now();
     let ctx: &Ctx = ctx;
@@ -741,7 +821,8 @@ pub fn soak_load_unload(ctx: &mut Ctx) -> TestResult {
     let delta = |f: fn(&Memory) -> u64| f(last) as i128 - f(first) as i128;
     info!(
         "{cycles} cycles of insmod, knobs on, enabled=0, rmmod in {took:.1?}: {connections} \
-         connections to the cycles' own listeners, {} wrk requests to nginx in {} run(s), 0 errors",
+         connections to the cycles' own listeners, {} wrk requests to nginx and through \
+         haproxy in {} run(s), 0 errors",
         load.requests, load.runs
     );
     info!(
