@@ -33,12 +33,16 @@ release=$KVER$localversion
 kpkgver=$KVER-1
 tree=$FASTSOCKET_CACHE/build/deb-$FLAVOUR-$KVER
 debs=$FASTSOCKET_CACHE/deb/$FLAVOUR
-deb_key=$(printf '%s\n' "$seed_key" "$release" "$kpkgver" | sha256sum | cut -c1-16)
+# The packaging's own revision: bump it when what the packages hold changes (3: the Rust
+# build inputs in linux-headers-rust).
+pkg_rev=3
+deb_key=$(printf '%s\n' "$seed_key" "$release" "$kpkgver" "$pkg_rev" | sha256sum | cut -c1-16)
 log "kernel release $release (flavour $FLAVOUR, tree $tree)"
 
 # 2. The kernel packages, rebuilt only when the seed's key or the release changed.
 if [ "$(cat "$debs/.key" 2>/dev/null)" != "$deb_key" ] ||
-	! ls "$debs"/linux-image-"$release"_*.deb "$debs"/linux-headers-"$release"_*.deb >/dev/null 2>&1; then
+	! ls "$debs"/linux-image-"$release"_*.deb "$debs"/linux-headers-"$release"_*.deb \
+		"$debs"/linux-headers-rust-"$release"_*.deb >/dev/null 2>&1; then
 	if [ "$(cat "$tree/.fastsocket-seed" 2>/dev/null)" != "$seed_key" ]; then
 		# rsync -a keeps the seed's times: make sees its objects as up to date.
 		log "seeding $tree from $seed"
@@ -87,6 +91,51 @@ if [ "$(cat "$debs/.key" 2>/dev/null)" != "$deb_key" ] ||
 	sed -i "s/^Installed-Size: .*/Installed-Size: $(du -sk --exclude=DEBIAN "$hdir/p" | cut -f1)/" \
 		"$hdir/p/DEBIAN/control"
 	dpkg-deb --root-owner-group -Zxz --build "$hdir/p" "$hdeb" >/dev/null
+	# 6.12's headers package (scripts/package/install-extmod-build) carries what C modules
+	# need but nothing for Rust ones. linux-headers-rust-<release> adds, in the headers'
+	# directory, the crates' metadata a Rust module is compiled against (core,
+	# compiler_builtins, kernel, bindings, uapi, ffi, build_error, the macros proc-macro), the
+	# target specification and the kernel's clippy configuration (its MSRV), so that
+	# fastsocket.ko (or any Rust module) builds against the installed headers as against the
+	# tree (`make deb-test` checks it). A package of its own: 90 MB unpacked, most of it
+	# core's metadata, which C-only users of the headers need not install.
+	rname=linux-headers-rust-$release
+	rdir=$hdir/r
+	hsrc=$rdir/usr/src/linux-headers-$release
+	install -d "$hsrc/rust" "$hsrc/scripts" "$rdir/DEBIAN" "$rdir/usr/share/doc/$rname"
+	for f in "$tree"/rust/*.rmeta "$tree"/rust/libmacros.so; do
+		install -m 644 "$f" "$hsrc/rust/"
+	done
+	# rustc finds the proc-macro's entry through its dynamic symbols, which stripping keeps.
+	strip --strip-unneeded --remove-section=.comment --remove-section=.note "$hsrc/rust/libmacros.so"
+	install -m 644 "$tree/scripts/target.json" "$hsrc/scripts/target.json"
+	install -m 644 "$KSRC/.clippy.toml" "$hsrc/.clippy.toml"
+	cp "$hdir/p/usr/share/doc/linux-headers-$release"/{copyright,changelog.Debian.gz} "$rdir/usr/share/doc/$rname/"
+	(cd "$rdir" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z |
+		xargs -0 md5sum >DEBIAN/md5sums)
+	# The proc-macro is a shared object linked against libc: its dependencies as
+	# dpkg-shlibdeps finds them.
+	mkdir -p "$hdir/src/debian"
+	printf 'Source: linux-fastsocket\n\nPackage: %s\nArchitecture: any\n' "$rname" >"$hdir/src/debian/control"
+	rshlibs=$(cd "$hdir/src" && dpkg-shlibdeps -O "$hsrc/rust/libmacros.so" | sed -n 's/^shlibs:Depends=//p')
+	[ -n "$rshlibs" ] || { log "dpkg-shlibdeps found no dependency of libmacros.so"; exit 1; }
+	cat >"$rdir/DEBIAN/control" <<-EOF
+	Package: $rname
+	Source: linux-fastsocket
+	Version: $kpkgver
+	Architecture: $(dpkg --print-architecture)
+	Maintainer: $maint
+	Installed-Size: $(du -sk --exclude=DEBIAN "$rdir" | cut -f1)
+	Depends: linux-headers-$release (= $kpkgver), $rshlibs
+	Section: kernel
+	Priority: optional
+	Homepage: https://www.kernel.org/
+	Description: Rust build inputs for linux-headers-$release
+	 The Rust crates' metadata, the target specification and the clippy
+	 configuration of this Linux kernel, installed beside its headers, so
+	 that out-of-tree Rust modules build against them.
+	EOF
+	dpkg-deb --root-owner-group -Zxz --build "$rdir" "$debs/${rname}_${kpkgver}_$(dpkg --print-architecture).deb" >/dev/null
 	rm -rf "$hdir"
 	# linux-libc-dev would replace Debian's own userspace headers: not shipped.
 	rm -f "$(dirname "$tree")"/linux-libc-dev_*.deb "$(dirname "$tree")"/linux-fastsocket_*.{buildinfo,changes}
