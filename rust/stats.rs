@@ -35,8 +35,8 @@ pub(crate) enum Wake {
     Pulled,
     /// No waiter there: the stock order.
     Fallback,
-    /// No waiter there, but the worker that accepted there lately is still there: the others
-    /// were held back.
+    /// No waiter there, but the worker that accepted there lately is still there (or displaced
+    /// from there): the others were held back.
     Held,
 }
 

@@ -31,8 +31,8 @@ pub struct CpuStats {
     /// Handshakes completed on this CPU with no waiter here: woken in the stock order.
     pub wake_fallback: u64,
     /// Handshakes completed on this CPU with no waiter here, but the worker that accepted here
-    /// lately still here (busy): the other workers' wake-up was held back for a bound, for
-    /// that worker to come back.
+    /// lately still here (busy) or displaced from here: the other workers' wake-up was held
+    /// back for a bound, for a worker to come back.
     pub wake_held: u64,
     /// Accepts on this CPU that took a connection from this CPU's queue of its listener.
     pub queue_local: u64,
