@@ -25,21 +25,14 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 
 /// Restricts the calling thread to `cpu`.
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
-    // SAFETY: cpu_set_t is a plain bitmask for which all-zeroes is a valid (empty) value.
-    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
-    // SAFETY: CPU_SET only sets a bit in `set`, with a bounds-checked index (it panics
-    // rather than writing out of bounds for cpu >= CPU_SETSIZE).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 means the calling thread.
-    check(unsafe { libc::sched_setaffinity(0, mem::size_of_val(&set), &set) })?;
-    Ok(())
+    set_current_thread_cpus(&[cpu])
 }
 
 /// Restricts thread `tid` (of any process) to `cpu`.
 pub fn pin_thread(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
-    // SAFETY: as in `pin_current_thread`.
+    // SAFETY: as in `set_current_thread_cpus`.
     let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
-    // SAFETY: as in `pin_current_thread`.
+    // SAFETY: as in `set_current_thread_cpus`.
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
     check(unsafe { libc::sched_setaffinity(tid, mem::size_of_val(&set), &set) })?;
@@ -48,10 +41,11 @@ pub fn pin_thread(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
 
 /// Lets the calling thread run on any of `cpus`.
 pub fn set_current_thread_cpus(cpus: &[usize]) -> io::Result<()> {
-    // SAFETY: as in `pin_current_thread`.
+    // SAFETY: cpu_set_t is a plain bitmask for which all-zeroes is a valid (empty) value.
     let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
     for &cpu in cpus {
-        // SAFETY: as in `pin_current_thread`.
+        // SAFETY: CPU_SET only sets a bit in `set`, with a bounds-checked index (it panics
+        // rather than writing out of bounds for cpu >= CPU_SETSIZE).
         unsafe { libc::CPU_SET(cpu, &mut set) };
     }
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 means the calling thread.

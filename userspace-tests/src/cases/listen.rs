@@ -476,11 +476,16 @@ pub fn sleeping_worker_not_held(ctx: &mut Ctx) -> TestResult {
             // once that hold's timer fired (5 ms), its wake-up may have pulled the worker back
             // onto a (an idle CPU), so look after it.
             std::thread::sleep(Duration::from_millis(20));
+            let deadline = std::time::Instant::now() + ACCEPT_TIMEOUT;
             let asleep_on = loop {
                 let (state, cpu) = sys::thread_state(tid).context("reading the worker's state")?;
                 if state == 'S' {
                     break cpu;
                 }
+                ensure!(
+                    std::time::Instant::now() < deadline,
+                    "round {round}: the worker did not sleep in accept() within {ACCEPT_TIMEOUT:?}"
+                );
                 std::thread::sleep(Duration::from_millis(1));
             };
             let before = procfs::read_counters()?;
