@@ -8,16 +8,19 @@
 #      guest script records, so ns per operation minus idle is instructions per operation.
 #      The 2-worker cases then time-share the one vCPU: no parallelism, no cross-CPU
 #      traffic; their contention shows in the wall-clock boot.
-#   3. QEMU icount, VFSBENCH_ICOUNT_CPUS vCPU(s), stock only: perf record -a -g around
-#      socket()+close() and accept()+close() (1 thread), folded and grouped by
-#      scripts/vfsprof.py (cpu-clock samples in virtual time: proportional to instructions)
+#   3. QEMU icount, VFSBENCH_ICOUNT_CPUS vCPU(s), the arms of VFSBENCH_PROFILE_ARMS (stock):
+#      perf record -a -g around socket()+close() and accept()+close() (1 thread), folded and
+#      grouped by scripts/vfsprof.py (cpu-clock samples in virtual time: proportional to
+#      instructions)
 # Results in $FASTSOCKET_CACHE.results/vfsbench-STAMP, copied to results/vfsbench-latest.
 #
 # VFSBENCH_ROUNDS (6) rounds; VFSBENCH_OPS_SOCKET (40000), VFSBENCH_OPS_SOCKETPAIR (20000),
 # VFSBENCH_OPS_ACCEPT (1500) timed operations per worker and run (see
 # scripts/guest/vfsbench.sh); VFSBENCH_CLOCKS ("wall icount profile") the boots that run. A run
-# with VFSBENCH_CLOCKS or VFSBENCH_CASES set is partial: kept as results/vfsbench-partial-STAMP,
-# results/vfsbench-latest unchanged.
+# with VFSBENCH_CLOCKS, VFSBENCH_CASES or VFSBENCH_CONFIGS (e.g. "threads:1 procs:2") set is
+# partial: kept as results/vfsbench-partial-STAMP, results/vfsbench-latest unchanged.
+# VFSBENCH_ARMS ("stock T"; also C, TR0, TL0, TH0, TP0, TQ0: the module with one part or knob
+# off, see scripts/guest/vfsbench.sh) and VFSBENCH_PROFILE_ARMS ("stock") choose the arms.
 set -euo pipefail
 # shellcheck source=scripts/env.sh
 . "$(dirname "$0")/env.sh"
@@ -29,12 +32,12 @@ export VFSBENCH_OPS_SOCKET=${VFSBENCH_OPS_SOCKET:-40000}
 export VFSBENCH_OPS_SOCKETPAIR=${VFSBENCH_OPS_SOCKETPAIR:-20000}
 export VFSBENCH_OPS_ACCEPT=${VFSBENCH_OPS_ACCEPT:-1500}
 partial=0
-[ -n "${VFSBENCH_CLOCKS:-}${VFSBENCH_CASES:-}" ] && partial=1
+[ -n "${VFSBENCH_CLOCKS:-}${VFSBENCH_CASES:-}${VFSBENCH_CONFIGS:-}" ] && partial=1
 ko=$FASTSOCKET_CACHE/module/$FLAVOUR/fastsocket.ko
 # The guest gets its knobs on its command line (it does not inherit this environment).
 genv=(env VFSBENCH_OPS_SOCKET="$VFSBENCH_OPS_SOCKET" VFSBENCH_OPS_SOCKETPAIR="$VFSBENCH_OPS_SOCKETPAIR"
 	VFSBENCH_OPS_ACCEPT="$VFSBENCH_OPS_ACCEPT" VFSBENCH_CASES="${VFSBENCH_CASES:-socket socketpair accept}")
-for v in VFSBENCH_PROFILE_OPS_SOCKET VFSBENCH_PROFILE_OPS_ACCEPT VFSBENCH_PROFILE_FREQ; do
+for v in VFSBENCH_PROFILE_OPS_SOCKET VFSBENCH_PROFILE_OPS_ACCEPT VFSBENCH_PROFILE_FREQ VFSBENCH_PROFILE_ARMS VFSBENCH_ARMS VFSBENCH_CONFIGS; do
 	[ -z "${!v:-}" ] || genv+=("$v=${!v}")
 done
 [ -e "$ko" ] || { log "no module at $ko (make module-perf)"; exit 1; }
@@ -57,7 +60,9 @@ mkdir -p "$out" "$top/results"
 	echo "ops per worker: socket $VFSBENCH_OPS_SOCKET, socketpair $VFSBENCH_OPS_SOCKETPAIR, accept $VFSBENCH_OPS_ACCEPT (+10% untimed warm-up per run)"
 	echo "harness: arms stock (module not loaded, rmmod) and T (the module loaded afresh with its defaults, read back in the initial and client namespaces), in lib.sh's Williams order per round (stock T, then T stock, ...), every case of an arm after one insmod/rmmod; cases socket, socketpair, accept at 1 and 2 threads and 1 and 2 processes; accept's client in its own netns over veth (one client thread per worker), net.ipv4.tcp_max_tw_buckets=0 in the server's namespace (no TIME_WAIT: every connection takes the same path)"
 	[ -z "${VFSBENCH_NOTE:-}" ] || echo "note: $VFSBENCH_NOTE"
-	[ "$partial" = 0 ] || echo "partial: clocks $clocks; cases ${VFSBENCH_CASES:-all}"
+	[ -z "${VFSBENCH_ARMS:-}" ] || echo "arms: $VFSBENCH_ARMS (scripts/guest/vfsbench.sh, module_for, says what each is)"
+	[ -z "${VFSBENCH_PROFILE_ARMS:-}" ] || echo "profile arms: $VFSBENCH_PROFILE_ARMS"
+	[ "$partial" = 0 ] || echo "partial: clocks $clocks; cases ${VFSBENCH_CASES:-all}; workers ${VFSBENCH_CONFIGS:-all}"
 } >"$out/machine.txt"
 
 for clock in $clocks; do
@@ -70,7 +75,7 @@ for clock in $clocks; do
 		bash "$top/scripts/vm-run.sh" --cpus "$n" "${icount[@]}" --rwdir "$out" -- \
 			"${genv[@]}" bash "$top/scripts/guest/vfsbench.sh" "$ko" "$out" "$clock" "$rounds" ;;
 	profile)
-		log "profile: icount, $icpus vCPU(s), module not loaded"
+		log "profile: icount, $icpus vCPU(s), arms ${VFSBENCH_PROFILE_ARMS:-stock}"
 		bash "$top/scripts/vm-run.sh" --cpus "$icpus" --icount --rwdir "$out" -- \
 			"${genv[@]}" bash "$top/scripts/guest/vfsbench.sh" "$ko" "$out" profile icount ;;
 	*) log "unknown clock $clock"; exit 2 ;;

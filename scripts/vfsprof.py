@@ -111,6 +111,28 @@ VFS_GROUPS = ["inode", "dentry", "file", "fd install", "LSM hooks", "RCU callbac
 _FRAME = re.compile(r"^\s+([0-9a-fA-F]+)\s+(.*?)\s+\((.*)\)\s*$")
 
 
+def rust_name(sym):
+    """A Rust v0-mangled symbol (`_RNv...`) as `crate::...::name`: the identifiers of its
+    path in order, without crate hashes, impl and generic details (enough to read a profile;
+    rustfilt is not in Debian 12). Other symbols unchanged."""
+    if not sym.startswith("_R"):
+        return sym
+    idents, i = [], 2
+    while i < len(sym):
+        c = sym[i]
+        if c.isdigit():
+            m = re.match(r"(\d+)_?", sym[i:])
+            n, i = int(m.group(1)), i + m.end()
+            idents.append(sym[i:i + n])
+            i += n
+        elif c in "sB":
+            # A disambiguator (crate hash, impl) or a back-reference: base 62, then "_".
+            i = sym.find("_", i) + 1 or len(sym)
+        else:
+            i += 1
+    return "::".join(idents) if idents else sym
+
+
 def fold(lines, out):
     """perf script text (comm,tid,cpu,ip,sym,dso with call chains) -> folded stacks."""
     counts = collections.Counter()
@@ -134,7 +156,7 @@ def fold(lines, out):
         if not m:
             continue
         addr, sym, dso = m.group(1), m.group(2), m.group(3)
-        sym = re.sub(r"\+0x[0-9a-f]+$", "", sym)
+        sym = rust_name(re.sub(r"\+0x[0-9a-f]+$", "", sym))
         # Kernel text lies in the top half of the address space (perf names its dso
         # [kernel.kallsyms] or vmlinux, depending on what it found).
         kernel = len(addr) == 16 and addr[0] in "89abcdefABCDEF"

@@ -7,17 +7,20 @@
 #       clock cpus case mode workers arm round slot module ops elapsed_ns idle_ns
 #   (idle_ns: idle + iowait of every CPU over the timed window, as sockbench reports it from
 #   /proc/timer_list; under icount on 1 vCPU, guest time in which no instruction ran)
-#   vfsbench.sh KO OUT_DIR profile BOOT         stock only (module not loaded): perf record -a -g
-#                                               around socket and accept (1 thread) into
-#                                               OUT_DIR/profile/; BOOT (wall or icount) says
-#                                               how the guest was booted, for the record
+#   vfsbench.sh KO OUT_DIR profile BOOT         perf record -a -g around socket and accept
+#                                               (1 thread) into OUT_DIR/profile/, for each arm
+#                                               of VFSBENCH_PROFILE_ARMS (default: stock, the
+#                                               module not loaded; T's files are CASE.T.*);
+#                                               BOOT (wall or icount) says how the guest was
+#                                               booted, for the record
 #
 # Cases: socket, socketpair, accept (bench/sockbench/src/main.rs says what one operation
 # includes), each at 1 and 2 threads of one process and at 1 and 2 processes. accept's
 # connections come from CLIENT_NS (lib.sh) over veth to a listener on SERVER_IP:8090 in the
 # initial namespace.
-# Arms: stock (the module NOT loaded) and T (the current module loaded afresh with its
-# defaults, read back in both namespaces; a control: the module has no socket-file path yet).
+# Arms (VFSBENCH_ARMS, default "stock T"): stock (the module NOT loaded) and T (the current
+# module loaded afresh with its defaults, read back in both namespaces; a control: the module
+# has no socket-file path yet); C, TR0 and TL0 (module_for below) tell its parts' costs apart.
 # Each round runs the arms in the Williams order of lib.sh's round_order (stock, T; then T,
 # stock; ...), every case of an arm in one go after its insmod/rmmod.
 #
@@ -37,6 +40,11 @@ ops_socketpair=${VFSBENCH_OPS_SOCKETPAIR:-20000}
 ops_accept=${VFSBENCH_OPS_ACCEPT:-1500}
 cases=${VFSBENCH_CASES:-socket socketpair accept}
 CONFIGS=("threads 1" "threads 2" "procs 1" "procs 2")
+# VFSBENCH_CONFIGS ("threads:1 procs:2 ..."): fewer of them.
+if [ -n "${VFSBENCH_CONFIGS:-}" ]; then
+	CONFIGS=()
+	for c in $VFSBENCH_CONFIGS; do CONFIGS+=("${c%%:*} ${c##*:}"); done
+fi
 PORT=8090
 PERF=/usr/bin/perf
 cpus=$(nproc)
@@ -67,18 +75,35 @@ knobs_of() { # netns ("-" for the initial one)
 	echo "${s% }"
 }
 
+# Sets knob $1 (name=value) of the module in the initial namespace and in the client's.
+set_knob() {
+	sysctl -qw "net.fastsocket.$1"
+	ip netns exec "$CLIENT_NS" sysctl -qw "net.fastsocket.$1"
+}
+
+# The arms: stock (module not loaded); T (loaded, defaults); and, to tell what each part of
+# the module costs, the module loaded with one part off in both namespaces: C (enabled=0:
+# every hook returns at once), TR0 (rfd=0: no Receive Flow Deliver), TL0 (listen_ports
+# empty: no listener in scope of accept locality); and one knob of accept locality off: TH0
+# (listen_hold_ms=0), TP0 (listen_pull=0), TQ0 (listen_queues=0).
 module_for() { # arm
 	if [ -e /sys/module/fastsocket ]; then rmmod fastsocket; fi
 	case "$1" in
 	stock)
 		[ ! -e /sys/module/fastsocket ] || { log "the module is still loaded"; return 1; }
-		log "  module: NOT loaded" ;;
-	T)
-		insmod "$ko"
-		log "  module: loaded (defaults); initial: $(knobs_of -)"
-		log "  module: loaded (defaults); $CLIENT_NS: $(knobs_of "$CLIENT_NS")" ;;
+		log "  module: NOT loaded"
+		return 0 ;;
+	T) insmod "$ko" ;;
+	C) insmod "$ko" && set_knob enabled=0 ;;
+	TR0) insmod "$ko" && set_knob rfd=0 ;;
+	TL0) insmod "$ko" && set_knob listen_ports= ;;
+	TH0) insmod "$ko" && set_knob listen_hold_ms=0 ;;
+	TP0) insmod "$ko" && set_knob listen_pull=0 ;;
+	TQ0) insmod "$ko" && set_knob listen_queues=0 ;;
 	*) log "unknown arm $1"; return 1 ;;
 	esac
+	log "  module: loaded ($1); initial: $(knobs_of -)"
+	log "  module: loaded ($1); $CLIENT_NS: $(knobs_of "$CLIENT_NS")"
 }
 
 # TIME_WAIT sockets in the initial namespace (accept's server side closes first).
@@ -102,32 +127,37 @@ if [ "$clock" = profile ]; then
 	freq=${VFSBENCH_PROFILE_FREQ:-5000} boot=$rounds
 	mkdir -p "$out/profile"
 	sysctl -qw kernel.kptr_restrict=0 kernel.perf_event_paranoid=-1
-	module_for stock
-	log "profile: $($PERF --version), perf record -a -g -F $freq, $cpus vCPUs, module not loaded"
-	for c in socket accept; do
-		n=${VFSBENCH_PROFILE_OPS_SOCKET:-100000}
-		[ "$c" = accept ] && n=${VFSBENCH_PROFILE_OPS_ACCEPT:-8000}
-		data=/tmp/vfsbench-$c.data
-		# -N: no build-id cache under the read-only $HOME; perf's own messages to a log.
-		extra=()
-		[ "$c" = accept ] && extra=(--listen "$SERVER_IP:$PORT" --client-netns "/run/netns/$CLIENT_NS")
-		res=$("$PERF" record -a -g -F "$freq" -N -o "$data" -- \
-			"$sb" --case "$c" --mode threads --workers 1 --ops "$n" --warmup $((n / 10)) "${extra[@]}" \
-			2>/tmp/vfsbench-perf.log) || { cat /tmp/vfsbench-perf.log >&2; exit 1; }
-		log "  $c: $res; $(grep 'perf record: Captured' /tmp/vfsbench-perf.log || tail -1 /tmp/vfsbench-perf.log)"
-		{
-			echo "# $res"
-			echo "# perf record -a -g -F $freq (cpu-clock), $cpus vCPUs, boot: $boot, module not loaded"
-			"$PERF" report -i "$data" --no-children --sort sym --stdio -g none --percent-limit 0.3 2>&1
-		} >"$out/profile/$c.perf_report"
-		# Every sample's call chain, folded into "frame;frame;...;leaf count" (outermost first).
-		{
-			echo "# $res"
-			echo "# perf record -a -g -F $freq (cpu-clock), $cpus vCPUs, boot: $boot, module not loaded"
-			"$PERF" script -i "$data" -F comm,tid,cpu,ip,sym,dso 2>/dev/null |
-				python3 "$top/scripts/vfsprof.py" fold
-		} >"$out/profile/$c.folded"
-		rm -f "$data"
+	for arm in ${VFSBENCH_PROFILE_ARMS:-stock}; do
+		module_for "$arm"
+		# stock keeps the names vfsreport.py reads; another arm's files are CASE.ARM.*
+		sfx= what="module not loaded"
+		[ "$arm" = stock ] || sfx=.$arm what="arm $arm (module loaded, see module_for)"
+		log "profile: $($PERF --version), perf record -a -g -F $freq, $cpus vCPUs, $what"
+		for c in socket accept; do
+			n=${VFSBENCH_PROFILE_OPS_SOCKET:-100000}
+			[ "$c" = accept ] && n=${VFSBENCH_PROFILE_OPS_ACCEPT:-8000}
+			data=/tmp/vfsbench-$c.data
+			# -N: no build-id cache under the read-only $HOME; perf's own messages to a log.
+			extra=()
+			[ "$c" = accept ] && extra=(--listen "$SERVER_IP:$PORT" --client-netns "/run/netns/$CLIENT_NS")
+			res=$("$PERF" record -a -g -F "$freq" -N -o "$data" -- \
+				"$sb" --case "$c" --mode threads --workers 1 --ops "$n" --warmup $((n / 10)) "${extra[@]}" \
+				2>/tmp/vfsbench-perf.log) || { cat /tmp/vfsbench-perf.log >&2; exit 1; }
+			log "  $arm $c: $res; $(grep 'perf record: Captured' /tmp/vfsbench-perf.log || tail -1 /tmp/vfsbench-perf.log)"
+			{
+				echo "# $res"
+				echo "# perf record -a -g -F $freq (cpu-clock), $cpus vCPUs, boot: $boot, $what"
+				"$PERF" report -i "$data" --kallsyms=/proc/kallsyms --no-children --sort sym --stdio -g none --percent-limit 0.3 2>&1
+			} >"$out/profile/$c$sfx.perf_report"
+			# Every sample's call chain, folded into "frame;frame;...;leaf count" (outermost first).
+			{
+				echo "# $res"
+				echo "# perf record -a -g -F $freq (cpu-clock), $cpus vCPUs, boot: $boot, $what"
+				"$PERF" script -i "$data" --kallsyms=/proc/kallsyms -F comm,tid,cpu,ip,sym,dso 2>/dev/null |
+					python3 "$top/scripts/vfsprof.py" fold
+			} >"$out/profile/$c$sfx.folded"
+			rm -f "$data"
+		done
 	done
 	log "profile done"
 	exit 0
@@ -135,7 +165,7 @@ fi
 
 log "vfsbench: $clock clock, $cpus vCPUs, $rounds rounds; cases: $cases; ops per worker: socket $ops_socket, socketpair $ops_socketpair, accept $ops_accept (+10% warm-up)"
 for round in $(seq "$rounds"); do
-	read -r -a order < <(round_order "$round" stock T)
+	read -r -a order < <(round_order "$round" ${VFSBENCH_ARMS:-stock T})
 	log "round $round order: ${order[*]}"
 	slot=0
 	for arm in "${order[@]}"; do

@@ -109,6 +109,7 @@ const TESTS: &[Test] = &[
     )
     .limit(120),
     Test::new("hold_busy_epoll_exclusive", pick::hold_busy_epoll_exclusive).limit(120),
+    Test::new("hold_pending_netns_exit", pick::hold_pending_netns_exit).limit(300),
     Test::new("accept_latency_pinned", latency::accept_latency_pinned).limit(300),
     Test::new(
         "accept_latency_skewed_rps",

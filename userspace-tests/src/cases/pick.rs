@@ -12,6 +12,9 @@
 //! - [`hold_busy_epoll_exclusive`] (8): a busy `EPOLLEXCLUSIVE` worker whose CPU's wake-up
 //!   is held finds the listener ready when it next calls `epoll_wait()` (before patch 0009 it
 //!   slept until the hold's timer).
+//! - [`hold_pending_netns_exit`] (issue 11): a namespace whose listener closes while one of
+//!   its CPUs holds the listener's wake-up is freed once the hold's timer ran, with no splat
+//!   and no leak.
 //!
 //! A connection is kept for its CPU only while a worker there accepted from the listener in
 //! the last 100 ms (`PRESENT_MS` in rust/listen/mod.rs) and is still there (running, or
@@ -28,7 +31,8 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::{Context, Ctx, KnobGuard, TestResult};
+use super::log::KernelWatch;
+use super::{in_ns, Context, Ctx, KnobGuard, TestResult};
 use crate::netns::{self, NetnsPair, ServerSide};
 use crate::procfs::{self, CpuStats};
 use crate::server::BACKLOG;
@@ -600,4 +604,184 @@ fn busy_epoll_attempt(
         b?;
         Ok(attempt)
     })
+}
+
+/// How long a namespace may take to be freed after its last reference went: the hold's timer
+/// ([`LONG_HOLD_MS`]) keeps the listener, and so the namespace, until it runs; then the
+/// kernel's cleanup work (emulated guest: seconds).
+const NETNS_FREE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Issue 11, "destroying a netns with queued connections and held wake-ups loses nothing and
+/// frees everything": in a namespace of its own with `listen_hold_ms` = [`LONG_HOLD_MS`],
+/// worker A accepts on CPU a and stays there asleep (busy, it will be back); worker B sleeps
+/// in a blocking `accept()` pinned to CPU b. A connection that completes on a then has its
+/// wake-up held (B is not woken). While that hold is pending the listener is shut down (B's
+/// accept() fails, as stock), every descriptor closed and the namespace deleted. The held
+/// slot keeps a reference to the listener, and the listener one to the namespace: the
+/// namespace must be freed once the hold's timer ran (a veth end left in it takes its peer,
+/// the canary in the runner's namespace, with it), with no splat and no kmemleak report.
+pub fn hold_pending_netns_exit(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    let (a_cpu, b_cpu) = two_cpus(ctx)?;
+    let mut watch = KernelWatch::start()?;
+    attempts("hold pending at netns exit", || {
+        netns_exit_attempt(ctx, a_cpu, b_cpu)
+    })?;
+    watch.check(true)
+}
+
+/// A veth pair whose end `name` stays in the runner's namespace and whose peer goes to `ns`:
+/// `name` disappears when `ns` is freed.
+fn canary_veth(name: &str, ns: &str) -> TestResult {
+    let out = std::process::Command::new("ip")
+        .args(["link", "add", name, "type", "veth", "peer", "name"])
+        .arg(format!("{name}p"))
+        .args(["netns", ns])
+        .output()
+        .context("ip link add")?;
+    ensure!(
+        out.status.success(),
+        "ip link add {name}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+fn netns_exit_attempt(ctx: &mut Ctx, a_cpu: usize, b_cpu: usize) -> TestResult<Attempt> {
+    static ATTEMPT: AtomicU32 = AtomicU32::new(0);
+    let pair = ctx.netns_pair(ServerSide::Named)?;
+    let ns = pair
+        .server_ns()
+        .ok_or("the pair has no server namespace")?
+        .to_string();
+    let canary = format!("fs-canary{}", ATTEMPT.fetch_add(1, SeqCst));
+    canary_veth(&canary, &ns)?;
+    in_ns(&ns, || {
+        procfs::write_knob(procfs::LISTEN_HOLD_MS, LONG_HOLD_MS.as_bytes())
+            .context(format!("writing {LONG_HOLD_MS} to listen_hold_ms"))
+    })?;
+    pair.set_rps(&[a_cpu]).context("setting the RPS mask")?;
+    let counters = || in_ns(&ns, procfs::read_counters);
+    let mut client = Connector::start(pair.client_ns())?;
+    // Created in the namespace, so the listener belongs to it wherever it is used.
+    let (listener, addr) = in_ns(&ns, || listen(&pair))?;
+    let wait_queued = |want: u64| -> TestResult {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        while counters()?.cpu(a_cpu).queued != want {
+            ensure!(
+                Instant::now() < deadline,
+                "set-up: {want} connection(s) not queued on cpu {a_cpu} in {ns}"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    };
+    client.connect(addr)?;
+    wait_queued(1)?;
+    let worker = ParkedWorker::accept_on(a_cpu, &listener)?;
+    // From here A counts as present on its CPU, for 100 ms.
+    let present = Instant::now();
+    // O_NONBLOCK belongs to the open file, shared with every duplicate: B blocks from now on.
+    listener
+        .set_nonblocking(false)
+        .context("clearing O_NONBLOCK")?;
+    let b_listener = listener.try_clone().context("duplicating the listener")?;
+    let b_tid = AtomicI32::new(0);
+    let seen = thread::scope(|scope| -> TestResult<Result<String, String>> {
+        let b = scope.spawn(|| -> TestResult<io::Result<TcpStream>> {
+            sys::pin_current_thread(b_cpu).context(format!("pinning B to cpu {b_cpu}"))?;
+            b_tid.store(sys::gettid(), SeqCst);
+            Ok(b_listener.accept().map(|(conn, _)| conn))
+        });
+        let held = (|| -> TestResult<Result<String, String>> {
+            let deadline = Instant::now() + SETTLE_TIMEOUT;
+            while !(b_tid.load(SeqCst) != 0 && thread_state(b_tid.load(SeqCst))? == 'S') {
+                ensure!(
+                    Instant::now() < deadline,
+                    "set-up: worker B did not go to sleep in accept()"
+                );
+                thread::sleep(Duration::from_millis(1));
+            }
+            let before = counters()?;
+            client.connect(addr)?;
+            let deadline = Instant::now() + SETTLE_TIMEOUT;
+            let wakes = loop {
+                let delta = counters()?.since(&before)?.cpu(a_cpu);
+                if delta.wakes() > 0 {
+                    break delta;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "set-up: no handshake counted on cpu {a_cpu} within {SETTLE_TIMEOUT:?}"
+                );
+                thread::sleep(Duration::from_millis(1));
+            };
+            let elapsed = present.elapsed();
+            let seen = format!(
+                "wake-ups on cpu {a_cpu}: {} local, {} pulled, {} fallback, {} held, {elapsed:?} \
+                 after A's accept",
+                wakes.wake_local, wakes.wake_pulled, wakes.wake_fallback, wakes.wake_held
+            );
+            if wakes.wake_held == 1 && wakes.wakes() == 1 {
+                return Ok(Ok(seen));
+            }
+            if elapsed >= PRESENT_MARGIN {
+                return Ok(Err(seen));
+            }
+            Err(format!(
+                "the handshake's wake-up was not held for busy worker A: {seen}"
+            ))
+        })();
+        // Whatever happened: the listener stops listening (its queued connections are reset,
+        // as stock does), which ends B's accept() while the hold may still be pending.
+        sys::shutdown_listener(&listener).context("shutdown() of the listener")?;
+        let b_result = b
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let seen = held?;
+        if let Ok(ref what) = seen {
+            // The hold withheld B's wake-up, so B saw only the shutdown.
+            ensure!(
+                b_result.is_err(),
+                "worker B accepted a connection although its wake-up was held ({what})"
+            );
+        }
+        Ok(seen)
+    })?;
+    drop(worker);
+    drop(b_listener);
+    drop(listener);
+    drop(client);
+    drop(pair);
+    let what = match seen {
+        Ok(what) => what,
+        Err(why) => {
+            // Too slow to tell whether the wake-up was held; the namespace must be freed all
+            // the same, before the next attempt.
+            wait_freed(&canary)?;
+            return Ok(Attempt::TooSlow(why));
+        }
+    };
+    let freed = wait_freed(&canary)?;
+    info!(
+        "hold pending when the listener stopped and {ns} was deleted ({what}); the namespace \
+         was freed {freed:?} after its deletion (listen_hold_ms {LONG_HOLD_MS})"
+    );
+    Ok(Attempt::Done)
+}
+
+/// Waits until the canary veth `name` left the runner's namespace (its peer's namespace was
+/// freed) and returns how long that took.
+fn wait_freed(name: &str) -> TestResult<Duration> {
+    let start = Instant::now();
+    let path = std::path::Path::new("/sys/class/net").join(name);
+    while path.exists() {
+        ensure!(
+            start.elapsed() < NETNS_FREE_TIMEOUT,
+            "the namespace of {name}'s peer was not freed {NETNS_FREE_TIMEOUT:?} after its \
+             deletion: a reference leak (the hold's listener reference?)"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(start.elapsed())
 }
