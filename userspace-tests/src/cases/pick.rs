@@ -687,6 +687,7 @@ fn netns_exit_attempt(ctx: &mut Ctx, a_cpu: usize, b_cpu: usize) -> TestResult<A
         .context("clearing O_NONBLOCK")?;
     let b_listener = listener.try_clone().context("duplicating the listener")?;
     let b_tid = AtomicI32::new(0);
+    let held_at = std::cell::Cell::new(None);
     let seen = thread::scope(|scope| -> TestResult<Result<String, String>> {
         let b = scope.spawn(|| -> TestResult<io::Result<TcpStream>> {
             sys::pin_current_thread(b_cpu).context(format!("pinning B to cpu {b_cpu}"))?;
@@ -717,6 +718,7 @@ fn netns_exit_attempt(ctx: &mut Ctx, a_cpu: usize, b_cpu: usize) -> TestResult<A
                 thread::sleep(Duration::from_millis(1));
             };
             let elapsed = present.elapsed();
+            held_at.set(Some(Instant::now()));
             let seen = format!(
                 "wake-ups on cpu {a_cpu}: {} local, {} pulled, {} fallback, {} held, {elapsed:?} \
                  after A's accept",
@@ -762,10 +764,15 @@ fn netns_exit_attempt(ctx: &mut Ctx, a_cpu: usize, b_cpu: usize) -> TestResult<A
             return Ok(Attempt::TooSlow(why));
         }
     };
+    let deleted = Instant::now();
     let freed = wait_freed(&canary)?;
+    let since_hold = held_at
+        .get()
+        .map_or("?".to_string(), |t| format!("{:?}", deleted + freed - t));
     info!(
         "hold pending when the listener stopped and {ns} was deleted ({what}); the namespace \
-         was freed {freed:?} after its deletion (listen_hold_ms {LONG_HOLD_MS})"
+         was freed {freed:?} after its deletion, {since_hold} after the wake-up was held \
+         (listen_hold_ms {LONG_HOLD_MS}: the hold's listener reference keeps it that long)"
     );
     Ok(Attempt::Done)
 }
