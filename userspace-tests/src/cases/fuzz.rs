@@ -4,7 +4,7 @@
 //! - `fuzz_trinity`: trinity as nobody, restricted to the networking syscalls and to
 //!   `PF_INET`, then `PF_INET6` sockets;
 //! - `fuzz_stress_ng`: stress-ng's socket stressors (TCP listen/accept/connect, epoll,
-//!   socket abuse, descriptor passing), IPv4 then IPv6;
+//!   socket abuse, descriptor passing, sock_diag), IPv4 then IPv6;
 //! - `soak_load_unload`: cycles of insmod, knobs on, `enabled=0`, rmmod under continuous
 //!   load, with the kernel's slab, per-CPU and vmalloc memory measured across the cycles.
 //!
@@ -93,15 +93,16 @@ const TRINITY_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// stress-ng's stressors and their bogo-op counts in the CI slice, per address family: the
 /// TCP ones take the family as an option, the others (`sockmany` and `sockabuse`, IPv4
-/// only, and `sockfd`, unix sockets) run with IPv4. Not `sockdiag`: its bogo ops are the
-/// attributes of AF_UNIX sock_diag replies, and the debug kernel has no CONFIG_UNIX_DIAG,
-/// so it never counts one (it ran out its time in the first trial).
+/// only, `sockfd`, unix sockets, and `sockdiag`, whose bogo ops are the attributes of the
+/// AF_UNIX sock_diag replies it asks for: `CONFIG_UNIX_DIAG` in configs/base.config) run with
+/// IPv4.
 const CI_STRESSORS_V4: &[(&str, u64)] = &[
     ("sock", 50),
     ("epoll", 50),
     ("sockmany", 250),
     ("sockabuse", 10),
     ("sockfd", 250),
+    ("sockdiag", 2000),
 ];
 const CI_STRESSORS_V6: &[(&str, u64)] = &[("sock", 50), ("epoll", 50)];
 /// A soak's rounds run this many times the CI slice's counts (the counts of the shortened
