@@ -3,14 +3,15 @@
 # read-only, so nginx, haproxy, wrk, perf and the test binaries are there) and run a command
 # in it. Returns the command's exit status; non-zero if the VM did not finish.
 #
-#   scripts/vm-run.sh [--cpus N] [--memory SIZE] [--timeout SECONDS] [--icount] [--rwdir DIR] -- CMD...
+#   scripts/vm-run.sh [--cpus N] [--memory SIZE] [--timeout SECONDS] [--icount] [--rwdir DIR]
+#                     [--append KERNEL-ARGS] -- CMD...
 #
 # TCG by default: KVM is used only when a probe boot proved it works (FASTSOCKET_KVM=probe).
 # All guest networking is netns + veth inside the guest: the VM gets no network device.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-cpus=${VM_CPUS:-2} memory=${VM_MEMORY:-2G} timeout=${VM_TIMEOUT:-2400} icount=0 rwdirs=()
+cpus=${VM_CPUS:-2} memory=${VM_MEMORY:-2G} timeout=${VM_TIMEOUT:-2400} icount=0 rwdirs=() append=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--cpus) cpus=$2; shift 2 ;;
@@ -18,8 +19,9 @@ while [ $# -gt 0 ]; do
 	--timeout) timeout=$2; shift 2 ;;
 	--icount) icount=1; shift ;;
 	--rwdir) rwdirs+=(--rwdir "$2"); shift 2 ;;
+	--append) append+=" $2"; shift 2 ;;
 	--) shift; break ;;
-	*) echo "usage: $0 [--cpus N] [--memory SIZE] [--timeout S] [--icount] [--rwdir DIR] -- CMD..." >&2; exit 2 ;;
+	*) echo "usage: $0 [--cpus N] [--memory SIZE] [--timeout S] [--icount] [--rwdir DIR] [--append ARGS] -- CMD..." >&2; exit 2 ;;
 	esac
 done
 [ $# -gt 0 ] || { echo "$0: no command" >&2; exit 2; }
@@ -29,7 +31,7 @@ done
 # mid-run, patching static keys while vCPUs run (see ../shared/toolchain.md).
 # The guest overlays /var, /tmp, /home and others with fresh tmpfs: share the cache (module,
 # kernel) and the repository (test binaries, scripts) explicitly.
-vng_args=(--run "$KDIR" --cpus "$cpus" --memory "$memory" --append "tsc=unstable"
+vng_args=(--run "$KDIR" --cpus "$cpus" --memory "$memory" --append "tsc=unstable$append"
 	--rodir "$FASTSOCKET_CACHE" --rodir "$top" "${rwdirs[@]}")
 
 # The guest kernel's console is always captured (--verbose), so that an oops or a panic that
