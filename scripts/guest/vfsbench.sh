@@ -130,7 +130,7 @@ if [ "$clock" = profile ]; then
 	for arm in ${VFSBENCH_PROFILE_ARMS:-stock}; do
 		module_for "$arm"
 		# stock keeps the names vfsreport.py reads; another arm's files are CASE.ARM.*
-		sfx= what="module not loaded"
+		sfx='' what="module not loaded"
 		[ "$arm" = stock ] || sfx=.$arm what="arm $arm (module loaded, see module_for)"
 		log "profile: $($PERF --version), perf record -a -g -F $freq, $cpus vCPUs, $what"
 		for c in socket accept; do
@@ -165,7 +165,8 @@ fi
 
 log "vfsbench: $clock clock, $cpus vCPUs, $rounds rounds; cases: $cases; ops per worker: socket $ops_socket, socketpair $ops_socketpair, accept $ops_accept (+10% warm-up)"
 for round in $(seq "$rounds"); do
-	read -r -a order < <(round_order "$round" ${VFSBENCH_ARMS:-stock T})
+	read -r -a arms <<<"${VFSBENCH_ARMS:-stock T}"
+	read -r -a order < <(round_order "$round" "${arms[@]}")
 	log "round $round order: ${order[*]}"
 	slot=0
 	for arm in "${order[@]}"; do
