@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod ports;
+pub mod read;
 pub mod recent;
 pub mod rfd;
 pub mod stats;

@@ -61,9 +61,63 @@ impl CpuStats {
     pub fn remote(&self) -> u64 {
         self.accepts.saturating_sub(self.local)
     }
+
+    /// The value of column `name` of [`COLUMNS`] (`remote` is derived), `None` for `cpu` or
+    /// an unknown name.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        match name {
+            "remote" => Some(self.remote()),
+            _ => self.counts().find(|(n, _)| *n == name).map(|(_, v)| *v),
+        }
+    }
+
+    /// The stored counts with their column names, in table order.
+    pub fn counts(&self) -> impl Iterator<Item = (&'static str, &u64)> {
+        [
+            ("accepts", &self.accepts),
+            ("local", &self.local),
+            ("queued", &self.queued),
+            ("wake_local", &self.wake_local),
+            ("wake_pulled", &self.wake_pulled),
+            ("wake_fallback", &self.wake_fallback),
+            ("wake_held", &self.wake_held),
+            ("queue_local", &self.queue_local),
+            ("queue_steal", &self.queue_steal),
+            ("queue_stolen", &self.queue_stolen),
+            ("queue_fallback", &self.queue_fallback),
+            ("rfd_ports", &self.rfd_ports),
+            ("rfd_fallback", &self.rfd_fallback),
+            ("rfd_steered", &self.rfd_steered),
+            ("rfd_local", &self.rfd_local),
+        ]
+        .into_iter()
+    }
 }
 
-/// Writes the table of `/proc/net/fastsocket`: a header, then one row per CPU.
+/// The columns of `/proc/net/fastsocket`, in order: the CPU, then one per count of
+/// [`CpuStats`] (`remote` derived from `accepts` and `local`). Readers (the test runner,
+/// `fastsocket-stat`) find columns by these names, as later features add columns.
+pub const COLUMNS: [&str; 17] = [
+    "cpu",
+    "accepts",
+    "local",
+    "remote",
+    "queued",
+    "wake_local",
+    "wake_pulled",
+    "wake_fallback",
+    "wake_held",
+    "queue_local",
+    "queue_steal",
+    "queue_stolen",
+    "queue_fallback",
+    "rfd_ports",
+    "rfd_fallback",
+    "rfd_steered",
+    "rfd_local",
+];
+
+/// Writes the table of `/proc/net/fastsocket`: a header ([`COLUMNS`]), then one row per CPU.
 ///
 /// Columns are separated by spaces and named in the header; readers should find columns by
 /// name, as later features add columns.
@@ -71,34 +125,17 @@ pub fn write_table(
     out: &mut dyn Write,
     rows: impl Iterator<Item = (u32, CpuStats)>,
 ) -> fmt::Result {
-    writeln!(
-        out,
-        "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held \
-         queue_local queue_steal queue_stolen queue_fallback rfd_ports rfd_fallback \
-         rfd_steered rfd_local"
-    )?;
+    for (i, name) in COLUMNS.iter().enumerate() {
+        out.write_str(if i == 0 { "" } else { " " })?;
+        out.write_str(name)?;
+    }
+    out.write_str("\n")?;
     for (cpu, c) in rows {
-        writeln!(
-            out,
-            "{} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
-            cpu,
-            c.accepts,
-            c.local,
-            c.remote(),
-            c.queued,
-            c.wake_local,
-            c.wake_pulled,
-            c.wake_fallback,
-            c.wake_held,
-            c.queue_local,
-            c.queue_steal,
-            c.queue_stolen,
-            c.queue_fallback,
-            c.rfd_ports,
-            c.rfd_fallback,
-            c.rfd_steered,
-            c.rfd_local
-        )?;
+        write!(out, "{cpu}")?;
+        for name in &COLUMNS[1..] {
+            write!(out, " {}", c.get(name).unwrap_or(0))?;
+        }
+        out.write_str("\n")?;
     }
     Ok(())
 }

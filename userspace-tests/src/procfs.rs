@@ -85,52 +85,21 @@ impl Hooks {
     }
 }
 
-/// One CPU's row of /proc/net/fastsocket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CpuStats {
-    pub accepts: u64,
-    pub local: u64,
-    pub remote: u64,
-    /// Connections queued now on in-scope listeners whose handshake completed here: a gauge,
-    /// not a counter (an optional column: 0 where the module has none).
-    pub queued: u64,
-    /// Handshakes completed here for in-scope listeners, a waiter on this CPU tried first.
-    pub wake_local: u64,
-    /// The same with a task blocked in accept() elsewhere woken onto this CPU (optional).
-    pub wake_pulled: u64,
-    /// The same with no waiter on this CPU (stock wake order).
-    pub wake_fallback: u64,
-    /// The same with the other waiters' wake-up held back for a busy worker on this CPU
-    /// (an optional column: 0 where the module has none).
-    pub wake_held: u64,
-    /// Accepts on this CPU that took a connection from this CPU's per-CPU queue of its
-    /// listener (optional, as the three below: 0 where the module has no per-CPU queues).
-    pub queue_local: u64,
-    /// Accepts on this CPU that took (stole) a connection from another CPU's queue.
-    pub queue_steal: u64,
-    /// Connections of this CPU's queues that another CPU's accept took.
-    pub queue_stolen: u64,
-    /// Handshakes completed here for a listener with per-CPU queues whose connection went to
-    /// the listener's own queue instead.
-    pub queue_fallback: u64,
-    /// Autobinding connects and binds on this CPU that got a port of this CPU (Receive Flow
-    /// Deliver; optional, as the three below: 0 where the module has no RFD).
-    pub rfd_ports: u64,
-    /// The same that found no free port of this CPU and fell back to the stock search.
-    pub rfd_fallback: u64,
-    /// Received packets that this CPU's RPS decision steered to another CPU, the owner of
-    /// their destination port.
-    pub rfd_steered: u64,
-    /// The same whose destination port this CPU owns: processed here.
-    pub rfd_local: u64,
-}
+/// One CPU's row of /proc/net/fastsocket: the module's own type (`rust/logic/stats.rs`),
+/// whose column names (`COLUMNS` there) the module writes the table with.
+pub use fastsocket_logic::read::Counts;
+pub use fastsocket_logic::stats::CpuStats;
 
-impl CpuStats {
-    /// All handshakes counted by the wake-up path.
-    pub fn wakes(&self) -> u64 {
-        self.wake_local + self.wake_pulled + self.wake_fallback + self.wake_held
-    }
-}
+/// Columns every version of the table had: a table without one of them is malformed. The
+/// others are read as 0 where absent (a table of an older module).
+const REQUIRED: [&str; 6] = [
+    "cpu",
+    "accepts",
+    "local",
+    "remote",
+    "wake_local",
+    "wake_fallback",
+];
 
 /// /proc/net/fastsocket: counters per possible CPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,7 +108,8 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Parses the table by its header names, so that added columns do not matter.
+    /// Parses the table by its header names ([`COLUMNS`]), so that added columns do not
+    /// matter.
     pub fn parse(text: &str) -> Result<Counters, String> {
         let mut lines = text.lines().filter(|line| !line.trim().is_empty());
         let header: Vec<&str> = lines
@@ -147,64 +117,45 @@ impl Counters {
             .ok_or("empty file")?
             .split_whitespace()
             .collect();
-        let column = |name: &str| {
-            header
-                .iter()
-                .position(|h| *h == name)
-                .ok_or_else(|| format!("no {name:?} column in header {header:?}"))
-        };
-        let (cpu, accepts, local, remote, wake_local, wake_fallback) = (
-            column("cpu")?,
-            column("accepts")?,
-            column("local")?,
-            column("remote")?,
-            column("wake_local")?,
-            column("wake_fallback")?,
-        );
-        let wake_held = column("wake_held").ok();
-        let wake_pulled = column("wake_pulled").ok();
-        let queued = column("queued").ok();
-        let queue_local = column("queue_local").ok();
-        let queue_steal = column("queue_steal").ok();
-        let queue_stolen = column("queue_stolen").ok();
-        let queue_fallback = column("queue_fallback").ok();
-        let rfd_ports = column("rfd_ports").ok();
-        let rfd_fallback = column("rfd_fallback").ok();
-        let rfd_steered = column("rfd_steered").ok();
-        let rfd_local = column("rfd_local").ok();
+        if let Some(missing) = REQUIRED.iter().find(|name| !header.contains(name)) {
+            return Err(format!("no {missing:?} column in header {header:?}"));
+        }
         let mut per_cpu = BTreeMap::new();
         for line in lines {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if fields.len() != header.len() {
                 return Err(format!("row {line:?} does not match header {header:?}"));
             }
-            let number = |i: usize| {
-                fields[i]
-                    .parse::<u64>()
-                    .map_err(|e| format!("bad {:?} in row {line:?}: {e}", header[i]))
-            };
-            let stats = CpuStats {
-                accepts: number(accepts)?,
-                local: number(local)?,
-                remote: number(remote)?,
-                queued: queued.map(number).transpose()?.unwrap_or(0),
-                wake_local: number(wake_local)?,
-                wake_pulled: wake_pulled.map(number).transpose()?.unwrap_or(0),
-                wake_fallback: number(wake_fallback)?,
-                wake_held: wake_held.map(number).transpose()?.unwrap_or(0),
-                queue_local: queue_local.map(number).transpose()?.unwrap_or(0),
-                queue_steal: queue_steal.map(number).transpose()?.unwrap_or(0),
-                queue_stolen: queue_stolen.map(number).transpose()?.unwrap_or(0),
-                queue_fallback: queue_fallback.map(number).transpose()?.unwrap_or(0),
-                rfd_ports: rfd_ports.map(number).transpose()?.unwrap_or(0),
-                rfd_fallback: rfd_fallback.map(number).transpose()?.unwrap_or(0),
-                rfd_steered: rfd_steered.map(number).transpose()?.unwrap_or(0),
-                rfd_local: rfd_local.map(number).transpose()?.unwrap_or(0),
-            };
-            let cpu = fields[cpu]
-                .trim_start_matches("cpu")
-                .parse::<usize>()
-                .map_err(|e| format!("bad cpu in row {line:?}: {e}"))?;
+            let (mut cpu, mut remote, mut stats) = (None, 0, CpuStats::default());
+            for (name, field) in header.iter().zip(&fields) {
+                let number = || {
+                    field
+                        .parse::<u64>()
+                        .map_err(|e| format!("bad {name:?} in row {line:?}: {e}"))
+                };
+                match *name {
+                    "cpu" => {
+                        cpu = Some(
+                            field
+                                .trim_start_matches("cpu")
+                                .parse::<usize>()
+                                .map_err(|e| format!("bad cpu in row {line:?}: {e}"))?,
+                        )
+                    }
+                    "remote" => remote = number()?,
+                    _ => {
+                        // A column this runner does not know: skipped.
+                        if let Some(count) = stats.get_mut(name) {
+                            *count = number()?;
+                        }
+                    }
+                }
+            }
+            ensure!(
+                remote == stats.remote(),
+                "row {line:?}: remote {remote} is not accepts - local"
+            );
+            let cpu = cpu.ok_or_else(|| format!("no cpu in row {line:?}"))?;
             if per_cpu.insert(cpu, stats).is_some() {
                 return Err(format!("cpu {cpu} listed twice"));
             }
@@ -218,56 +169,29 @@ impl Counters {
     }
 
     pub fn total(&self) -> CpuStats {
-        self.per_cpu
-            .values()
-            .fold(CpuStats::default(), |sum, s| CpuStats {
-                accepts: sum.accepts + s.accepts,
-                local: sum.local + s.local,
-                remote: sum.remote + s.remote,
-                queued: sum.queued + s.queued,
-                wake_local: sum.wake_local + s.wake_local,
-                wake_pulled: sum.wake_pulled + s.wake_pulled,
-                wake_fallback: sum.wake_fallback + s.wake_fallback,
-                wake_held: sum.wake_held + s.wake_held,
-                queue_local: sum.queue_local + s.queue_local,
-                queue_steal: sum.queue_steal + s.queue_steal,
-                queue_stolen: sum.queue_stolen + s.queue_stolen,
-                queue_fallback: sum.queue_fallback + s.queue_fallback,
-                rfd_ports: sum.rfd_ports + s.rfd_ports,
-                rfd_fallback: sum.rfd_fallback + s.rfd_fallback,
-                rfd_steered: sum.rfd_steered + s.rfd_steered,
-                rfd_local: sum.rfd_local + s.rfd_local,
-            })
+        let mut sum = CpuStats::default();
+        for s in self.per_cpu.values() {
+            for ((_, total), (_, count)) in sum.counts_mut().zip(s.counts()) {
+                *total += count;
+            }
+        }
+        sum
     }
 
-    /// Per-CPU increase since `earlier`; counters must never go down.
+    /// Per-CPU increase since `earlier`; counters must never go down (`queued`, a gauge,
+    /// keeps its value now).
     pub fn since(&self, earlier: &Counters) -> Result<Counters, String> {
         let mut per_cpu = BTreeMap::new();
         for (&cpu, now) in &self.per_cpu {
             let then = earlier.cpu(cpu);
-            let delta = |now: u64, then: u64, what: &str| {
-                now.checked_sub(then)
-                    .ok_or_else(|| format!("cpu {cpu}: {what} went down from {then} to {now}"))
-            };
-            let stats = CpuStats {
-                accepts: delta(now.accepts, then.accepts, "accepts")?,
-                local: delta(now.local, then.local, "local")?,
-                remote: delta(now.remote, then.remote, "remote")?,
-                // A gauge: its value now.
-                queued: now.queued,
-                wake_local: delta(now.wake_local, then.wake_local, "wake_local")?,
-                wake_pulled: delta(now.wake_pulled, then.wake_pulled, "wake_pulled")?,
-                wake_fallback: delta(now.wake_fallback, then.wake_fallback, "wake_fallback")?,
-                wake_held: delta(now.wake_held, then.wake_held, "wake_held")?,
-                queue_local: delta(now.queue_local, then.queue_local, "queue_local")?,
-                queue_steal: delta(now.queue_steal, then.queue_steal, "queue_steal")?,
-                queue_stolen: delta(now.queue_stolen, then.queue_stolen, "queue_stolen")?,
-                queue_fallback: delta(now.queue_fallback, then.queue_fallback, "queue_fallback")?,
-                rfd_ports: delta(now.rfd_ports, then.rfd_ports, "rfd_ports")?,
-                rfd_fallback: delta(now.rfd_fallback, then.rfd_fallback, "rfd_fallback")?,
-                rfd_steered: delta(now.rfd_steered, then.rfd_steered, "rfd_steered")?,
-                rfd_local: delta(now.rfd_local, then.rfd_local, "rfd_local")?,
-            };
+            let mut stats = *now;
+            for ((name, count), (_, before)) in stats.counts_mut().zip(then.counts()) {
+                if name != "queued" {
+                    *count = count.checked_sub(*before).ok_or_else(|| {
+                        format!("cpu {cpu}: {name} went down from {before} to {count}")
+                    })?;
+                }
+            }
             per_cpu.insert(cpu, stats);
         }
         if let Some(cpu) = earlier
@@ -533,7 +457,6 @@ mod tests {
             CpuStats {
                 accepts: 10,
                 local: 7,
-                remote: 3,
                 wake_local: 8,
                 wake_fallback: 2,
                 ..Default::default()
@@ -573,6 +496,8 @@ mod tests {
         assert!(Counters::parse(&format!("{HEADER}\n0 1 1 0 0\n")).is_err());
         assert!(Counters::parse(&format!("{HEADER}\n0 1 x 0 0 0\n")).is_err());
         assert!(Counters::parse(&format!("{HEADER}\n0 1 1 0 1 0\n0 1 1 0 1 0\n")).is_err());
+        // remote is accepts - local in every row the module writes.
+        assert!(Counters::parse(&format!("{HEADER}\n0 5 3 1 3 2\n")).is_err());
     }
 
     #[test]
@@ -711,7 +636,6 @@ mod tests {
             CpuStats {
                 accepts: 2,
                 local: 1,
-                remote: 1,
                 wake_local: 1,
                 wake_fallback: 1,
                 ..Default::default()

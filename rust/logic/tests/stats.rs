@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-use fastsocket_logic::stats::{is_local, write_table, CpuStats};
+use fastsocket_logic::read::Counts;
+use fastsocket_logic::stats::{is_local, write_table, CpuStats, COLUMNS};
 
 #[test]
 fn local_means_same_cpu() {
@@ -65,4 +66,38 @@ fn table_has_named_columns_and_one_row_per_cpu() {
          0 5 4 1 9 3 6 1 2 7 8 10 11 12 13 14 15\n\
          1 2 0 2 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
     );
+}
+
+#[test]
+fn columns_and_counts_name_the_same_fields() {
+    // Every column but the CPU and the derived `remote` is a stored count, in table order,
+    // for the module (counts) and for readers (counts_mut) alike.
+    let stored: Vec<&str> = CpuStats::default().counts().map(|(name, _)| name).collect();
+    let writable: Vec<&str> = CpuStats::default()
+        .counts_mut()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(stored, writable);
+    let columns: Vec<&str> = COLUMNS[1..]
+        .iter()
+        .copied()
+        .filter(|c| *c != "remote")
+        .collect();
+    assert_eq!(stored, columns);
+    // Each count is its own field: writing one by name changes that column only.
+    for (i, name) in stored.iter().enumerate() {
+        let mut s = CpuStats::default();
+        *s.get_mut(name).unwrap() = 100 + i as u64;
+        for other in &COLUMNS[1..] {
+            let want = match *other {
+                n if n == *name => 100 + i as u64,
+                "remote" if *name == "accepts" => 100 + i as u64,
+                _ => 0,
+            };
+            assert_eq!(s.get(other), Some(want), "{name} set, {other} read");
+        }
+    }
+    assert_eq!(CpuStats::default().get("cpu"), None);
+    assert!(CpuStats::default().get_mut("remote").is_none());
+    assert!(CpuStats::default().get_mut("nonsense").is_none());
 }

@@ -49,13 +49,7 @@ fn check_accept_counters(ctx: &mut Ctx, ipv6: bool, count: usize) -> TestResult 
             "cpu {cpu}: local rose by {}, userspace saw {seen_local} accepts there with SO_INCOMING_CPU {cpu}",
             d.local
         );
-        ensure!(
-            d.remote + d.local == d.accepts,
-            "cpu {cpu}: remote rose by {}, not accepts - local = {} - {}",
-            d.remote,
-            d.accepts,
-            d.local
-        );
+        // `remote` is checked against accepts - local in every row read (procfs::Counters).
     }
     let local = accepted.iter().filter(|a| a.is_local()).count();
     info!(

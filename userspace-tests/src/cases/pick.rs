@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use super::log::KernelWatch;
 use super::{in_ns, Context, Ctx, KnobGuard, TestResult};
 use crate::netns::{self, NetnsPair, ServerSide};
-use crate::procfs::{self, CpuStats};
+use crate::procfs::{self, Counts, CpuStats};
 use crate::server::BACKLOG;
 use crate::sys::{self, Epoll, EventFd};
 

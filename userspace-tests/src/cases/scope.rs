@@ -4,7 +4,7 @@
 use super::knob::expect_eperm_without_cap;
 use super::{connect_and_wait, in_ns, Context, Ctx, KnobGuard, TestResult};
 use crate::netns::ServerSide;
-use crate::procfs::{self, CpuStats};
+use crate::procfs::{self, Counts, CpuStats};
 use crate::server::{AcceptServer, ServerOpts};
 
 /// Writes `value` to `knob`, expecting EINVAL, and checks that the value did not change.

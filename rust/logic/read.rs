@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Reading the table of `/proc/net/fastsocket` back (the test runner): what a reader needs
+//! beyond [`stats`](crate::stats), which the module writes the table with. Host only: the
+//! module does not include this file.
+
+use crate::stats::CpuStats;
+
+/// A reader's operations on one CPU's counts.
+pub trait Counts {
+    /// All handshakes counted by the wake-up path.
+    fn wakes(&self) -> u64;
+
+    /// The stored count of column `name` (every column of
+    /// [`COLUMNS`](crate::stats::COLUMNS) but `cpu` and the derived `remote`), `None` for
+    /// another name.
+    fn get_mut(&mut self, name: &str) -> Option<&mut u64>;
+
+    /// [`CpuStats::counts`], writable, in the same order.
+    fn counts_mut(&mut self) -> impl Iterator<Item = (&'static str, &mut u64)>;
+}
+
+impl Counts for CpuStats {
+    fn wakes(&self) -> u64 {
+        self.wake_local + self.wake_pulled + self.wake_fallback + self.wake_held
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut u64> {
+        self.counts_mut().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    fn counts_mut(&mut self) -> impl Iterator<Item = (&'static str, &mut u64)> {
+        [
+            ("accepts", &mut self.accepts),
+            ("local", &mut self.local),
+            ("queued", &mut self.queued),
+            ("wake_local", &mut self.wake_local),
+            ("wake_pulled", &mut self.wake_pulled),
+            ("wake_fallback", &mut self.wake_fallback),
+            ("wake_held", &mut self.wake_held),
+            ("queue_local", &mut self.queue_local),
+            ("queue_steal", &mut self.queue_steal),
+            ("queue_stolen", &mut self.queue_stolen),
+            ("queue_fallback", &mut self.queue_fallback),
+            ("rfd_ports", &mut self.rfd_ports),
+            ("rfd_fallback", &mut self.rfd_fallback),
+            ("rfd_steered", &mut self.rfd_steered),
+            ("rfd_local", &mut self.rfd_local),
+        ]
+        .into_iter()
+    }
+}
