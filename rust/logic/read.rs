@@ -4,7 +4,7 @@
 //! beyond [`stats`](crate::stats), which the module writes the table with. Host only: the
 //! module does not include this file.
 
-use crate::stats::CpuStats;
+use crate::stats::{counts, CpuStats};
 
 /// A reader's operations on one CPU's counts.
 pub trait Counts {
@@ -30,23 +30,6 @@ impl Counts for CpuStats {
     }
 
     fn counts_mut(&mut self) -> impl Iterator<Item = (&'static str, &mut u64)> {
-        [
-            ("accepts", &mut self.accepts),
-            ("local", &mut self.local),
-            ("queued", &mut self.queued),
-            ("wake_local", &mut self.wake_local),
-            ("wake_pulled", &mut self.wake_pulled),
-            ("wake_fallback", &mut self.wake_fallback),
-            ("wake_held", &mut self.wake_held),
-            ("queue_local", &mut self.queue_local),
-            ("queue_steal", &mut self.queue_steal),
-            ("queue_stolen", &mut self.queue_stolen),
-            ("queue_fallback", &mut self.queue_fallback),
-            ("rfd_ports", &mut self.rfd_ports),
-            ("rfd_fallback", &mut self.rfd_fallback),
-            ("rfd_steered", &mut self.rfd_steered),
-            ("rfd_local", &mut self.rfd_local),
-        ]
-        .into_iter()
+        counts!(self, &mut).into_iter()
     }
 }

@@ -73,26 +73,34 @@ impl CpuStats {
 
     /// The stored counts with their column names, in table order.
     pub fn counts(&self) -> impl Iterator<Item = (&'static str, &u64)> {
-        [
-            ("accepts", &self.accepts),
-            ("local", &self.local),
-            ("queued", &self.queued),
-            ("wake_local", &self.wake_local),
-            ("wake_pulled", &self.wake_pulled),
-            ("wake_fallback", &self.wake_fallback),
-            ("wake_held", &self.wake_held),
-            ("queue_local", &self.queue_local),
-            ("queue_steal", &self.queue_steal),
-            ("queue_stolen", &self.queue_stolen),
-            ("queue_fallback", &self.queue_fallback),
-            ("rfd_ports", &self.rfd_ports),
-            ("rfd_fallback", &self.rfd_fallback),
-            ("rfd_steered", &self.rfd_steered),
-            ("rfd_local", &self.rfd_local),
-        ]
-        .into_iter()
+        counts!(self, &).into_iter()
     }
 }
+
+/// The stored counts of a [`CpuStats`] `$s` with their column names, in table order:
+/// `counts!(s, &)` or `counts!(s, &mut)`, one list of fields for readers and writers.
+macro_rules! counts {
+    ($s:expr, $($r:tt)+) => {
+        [
+            ("accepts", $($r)+ $s.accepts),
+            ("local", $($r)+ $s.local),
+            ("queued", $($r)+ $s.queued),
+            ("wake_local", $($r)+ $s.wake_local),
+            ("wake_pulled", $($r)+ $s.wake_pulled),
+            ("wake_fallback", $($r)+ $s.wake_fallback),
+            ("wake_held", $($r)+ $s.wake_held),
+            ("queue_local", $($r)+ $s.queue_local),
+            ("queue_steal", $($r)+ $s.queue_steal),
+            ("queue_stolen", $($r)+ $s.queue_stolen),
+            ("queue_fallback", $($r)+ $s.queue_fallback),
+            ("rfd_ports", $($r)+ $s.rfd_ports),
+            ("rfd_fallback", $($r)+ $s.rfd_fallback),
+            ("rfd_steered", $($r)+ $s.rfd_steered),
+            ("rfd_local", $($r)+ $s.rfd_local),
+        ]
+    };
+}
+pub(crate) use counts;
 
 /// The columns of `/proc/net/fastsocket`, in order: the CPU, then one per count of
 /// [`CpuStats`] (`remote` derived from `accepts` and `local`). Readers (the test runner,

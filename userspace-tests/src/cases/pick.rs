@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use super::log::KernelWatch;
 use super::{in_ns, Context, Ctx, KnobGuard, TestResult};
 use crate::netns::{self, NetnsPair, ServerSide};
-use crate::procfs::{self, Counts, CpuStats};
+use crate::procfs::{self, Counters, Counts, CpuStats};
 use crate::server::BACKLOG;
 use crate::sys::{self, Epoll, EventFd};
 
@@ -128,9 +128,14 @@ fn listen(pair: &NetnsPair) -> TestResult<(TcpListener, SocketAddr)> {
 /// connections whose handshake completed on `cpu` are queued (the client's connect() returns
 /// before the server has the connection).
 fn wait_queued(cpu: usize, want: u64) -> TestResult {
+    wait_queued_in(&procfs::read_counters, cpu, want)
+}
+
+/// [`wait_queued`] with the counters `read` returns (those of another namespace).
+fn wait_queued_in(read: &dyn Fn() -> TestResult<Counters>, cpu: usize, want: u64) -> TestResult {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
-        let counters = procfs::read_counters()?;
+        let counters = read()?;
         if counters.cpu(cpu).queued == want {
             return Ok(());
         }
@@ -144,6 +149,27 @@ fn wait_queued(cpu: usize, want: u64) -> TestResult {
                 .iter()
                 .map(|(c, s)| (*c, s.queued))
                 .collect::<Vec<_>>()
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits until the counters `read` returns show a wake-up on `cpu` since `before` (a
+/// handshake completed there) and returns `cpu`'s counts since `before`.
+fn wait_wake(
+    read: &dyn Fn() -> TestResult<Counters>,
+    before: &Counters,
+    cpu: usize,
+) -> TestResult<CpuStats> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let delta = read()?.since(before)?.cpu(cpu);
+        if delta.wakes() > 0 {
+            return Ok(delta);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "set-up: no handshake counted on cpu {cpu} within {SETTLE_TIMEOUT:?}"
         );
         thread::sleep(Duration::from_millis(1));
     }
@@ -532,18 +558,7 @@ fn busy_epoll_attempt(
             }
             let before = procfs::read_counters()?;
             let port = client.connect(addr)?;
-            let deadline = Instant::now() + SETTLE_TIMEOUT;
-            let wakes = loop {
-                let delta = procfs::read_counters()?.since(&before)?.cpu(a_cpu);
-                if delta.wakes() > 0 {
-                    break delta;
-                }
-                ensure!(
-                    Instant::now() < deadline,
-                    "set-up: no handshake counted on cpu {a_cpu} within {SETTLE_TIMEOUT:?}"
-                );
-                thread::sleep(Duration::from_millis(1));
-            };
+            let wakes = wait_wake(&procfs::read_counters, &before, a_cpu)?;
             let elapsed = present.elapsed();
             let CpuStats {
                 wake_local,
@@ -665,19 +680,8 @@ fn netns_exit_attempt(ctx: &mut Ctx, a_cpu: usize, b_cpu: usize) -> TestResult<A
     let mut client = Connector::start(pair.client_ns())?;
     // Created in the namespace, so the listener belongs to it wherever it is used.
     let (listener, addr) = in_ns(&ns, || listen(&pair))?;
-    let wait_queued = |want: u64| -> TestResult {
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        while counters()?.cpu(a_cpu).queued != want {
-            ensure!(
-                Instant::now() < deadline,
-                "set-up: {want} connection(s) not queued on cpu {a_cpu} in {ns}"
-            );
-            thread::sleep(Duration::from_millis(1));
-        }
-        Ok(())
-    };
     client.connect(addr)?;
-    wait_queued(1)?;
+    wait_queued_in(&counters, a_cpu, 1)?;
     let worker = ParkedWorker::accept_on(a_cpu, &listener)?;
     // From here A counts as present on its CPU, for 100 ms.
     let present = Instant::now();
@@ -705,18 +709,7 @@ fn netns_exit_attempt(ctx: &mut Ctx, a_cpu: usize, b_cpu: usize) -> TestResult<A
             }
             let before = counters()?;
             client.connect(addr)?;
-            let deadline = Instant::now() + SETTLE_TIMEOUT;
-            let wakes = loop {
-                let delta = counters()?.since(&before)?.cpu(a_cpu);
-                if delta.wakes() > 0 {
-                    break delta;
-                }
-                ensure!(
-                    Instant::now() < deadline,
-                    "set-up: no handshake counted on cpu {a_cpu} within {SETTLE_TIMEOUT:?}"
-                );
-                thread::sleep(Duration::from_millis(1));
-            };
+            let wakes = wait_wake(&counters, &before, a_cpu)?;
             let elapsed = present.elapsed();
             held_at.set(Some(Instant::now()));
             let seen = format!(
