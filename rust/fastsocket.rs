@@ -13,11 +13,13 @@ mod netstate;
 mod rfd;
 mod stats;
 mod sys;
+mod vfs;
 
 /// The pure-logic files (`rust/logic/*.rs`), which the host crate in `rust/logic` also builds
 /// as a library for `cargo test`, hence their `pub` items.
 #[expect(unreachable_pub)]
 mod logic {
+    pub(crate) mod fifo;
     pub(crate) mod ports;
     pub(crate) mod recent;
     pub(crate) mod rfd;
@@ -27,6 +29,7 @@ mod logic {
 use listen::queues::{self, Queues};
 use logic::rfd::Walk;
 use netstate::NetState;
+use sys::global::Installed;
 use sys::pernet::PerNetRegistration;
 use sys::{
     cpu,
@@ -34,6 +37,7 @@ use sys::{
     net::{Net, RcuReadSection, Sock},
     rcu::{self, Published},
     reqq::Req,
+    sockfs::{KeptInode, ReusableInode},
 };
 
 module! {
@@ -119,6 +123,14 @@ impl Hooks for FastSocketHooks {
     fn rps_cpu(rcu: &RcuReadSection<'_>, net: &Net, sport: u16, dport: u16) -> Option<u32> {
         rfd::rps_cpu(NetState::of(net, rcu)?, net, sport, dport)
     }
+
+    fn inode_get(rcu: &RcuReadSection<'_>) -> Option<ReusableInode> {
+        vfs::inode_get(rcu)
+    }
+
+    fn inode_put(rcu: &RcuReadSection<'_>, inode: KeptInode) -> Result<(), KeptInode> {
+        vfs::inode_put(rcu, inode)
+    }
 }
 
 static HOOKS: HooksVTable = hooks::vtable::<FastSocketHooks>();
@@ -130,6 +142,8 @@ struct FastSocket {
     // period, whose code is the module's.
     _net: PerNetRegistration<NetState>,
     _hooks: hooks::Registration,
+    // No hook reaches the socket inode cache any more: it frees what it keeps.
+    _vfs: Installed<vfs::InodeCache>,
     _rcu: RcuBarrier,
 }
 
@@ -144,12 +158,14 @@ impl Drop for RcuBarrier {
 
 impl kernel::Module for FastSocket {
     fn init(_module: &'static ThisModule) -> Result<Self> {
+        let vfs = vfs::InodeCache::install()?;
         let net = NetState::register()?;
         let hooks = hooks::Registration::register(&HOOKS)?;
-        pr_info!("loaded: accept locality on net.fastsocket.listen_ports, Receive Flow Deliver on net.fastsocket.rfd, counters in /proc/net/fastsocket\n");
+        pr_info!("loaded: accept locality on net.fastsocket.listen_ports, Receive Flow Deliver on net.fastsocket.rfd, socket inode cache on net.fastsocket.vfs, counters in /proc/net/fastsocket\n");
         Ok(Self {
             _net: net,
             _hooks: hooks,
+            _vfs: vfs,
             _rcu: RcuBarrier,
         })
     }

@@ -13,6 +13,7 @@ use crate::sys::{
     rcu,
     sysctl::{IntKnob, Knobs, TextKnob},
 };
+use crate::vfs;
 use crate::FastSocketHooks;
 use core::fmt;
 use kernel::{c_str, prelude::*};
@@ -29,9 +30,11 @@ const LISTEN_PULL: usize = 3;
 const LISTEN_QUEUES: usize = 4;
 /// Index of `net.fastsocket.rfd` in [`KNOBS`].
 const RFD: usize = 5;
+/// Index of `net.fastsocket.vfs` in [`KNOBS`].
+const VFS: usize = 6;
 
 /// The integer knobs under `/proc/sys/net/fastsocket/` of each namespace.
-static KNOBS: [IntKnob; 6] = [
+static KNOBS: [IntKnob; 7] = [
     // The module's master switch in this namespace.
     IntKnob {
         name: c_str!("enabled"),
@@ -80,6 +83,14 @@ static KNOBS: [IntKnob; 6] = [
         max: 1,
         default: 1,
     },
+    // Lightweight socket files: whether sockets created and closed by tasks of this namespace
+    // reuse socket inode objects kept per CPU (see Documentation/vfs.md).
+    IntKnob {
+        name: c_str!("vfs"),
+        min: 0,
+        max: 1,
+        default: 1,
+    },
 ];
 
 /// The state of every namespace.
@@ -88,7 +99,7 @@ static PER_NET: PerNet<NetState> = PerNet::new();
 /// The module's state in one network namespace.
 pub(crate) struct NetState {
     // The knobs are dropped first: no write can race with the teardown of the rest.
-    knobs: Knobs<6>,
+    knobs: Knobs<7>,
     listen_ports: TextKnob<ListenPorts>,
     /// The listeners of this namespace that have per-CPU queues; dropping it gives their
     /// connections back to the listeners' own queues.
@@ -133,6 +144,11 @@ impl NetState {
     /// Whether Receive Flow Deliver is on (`net.fastsocket.rfd` and `enabled`).
     pub(crate) fn rfd(&self) -> bool {
         self.enabled() && self.knobs.get(RFD) != 0
+    }
+
+    /// Whether the socket inode cache is on (`net.fastsocket.vfs` and `enabled`).
+    pub(crate) fn vfs(&self) -> bool {
+        self.enabled() && self.knobs.get(VFS) != 0
     }
 
     /// Accept-locality state of `cpu`.
@@ -188,6 +204,7 @@ impl NetData for NetState {
         });
         let rows = self.counters.snapshot().map(|(c, mut stats)| {
             stats.queued = queued.get(c as usize).copied().unwrap_or(0).into();
+            stats.vfs_idle = rcu::read_section(|rcu| vfs::idle(rcu, c)) as u64;
             (c, stats)
         });
         write_table(out, rows)

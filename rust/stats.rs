@@ -25,6 +25,9 @@ pub(crate) struct CpuCounters {
     rfd_fallback: AtomicU64,
     rfd_steered: AtomicU64,
     rfd_local: AtomicU64,
+    vfs_reused: AtomicU64,
+    vfs_new: AtomicU64,
+    vfs_kept: AtomicU64,
 }
 
 /// How a listener's waiters were woken for a connection that completed on some CPU.
@@ -124,6 +127,21 @@ impl Counters {
         }
     }
 
+    /// Counts a socket created on `cpu` with the inode cache on: `reused` if it got an object
+    /// from the cache.
+    pub(crate) fn record_vfs_get(&self, cpu: u32, reused: bool) {
+        if let Some(c) = self.0.get(cpu) {
+            bump(if reused { &c.vfs_reused } else { &c.vfs_new });
+        }
+    }
+
+    /// Counts a closed socket's inode object kept by `cpu`'s cache.
+    pub(crate) fn record_vfs_kept(&self, cpu: u32) {
+        if let Some(c) = self.0.get(cpu) {
+            bump(&c.vfs_kept);
+        }
+    }
+
     /// A snapshot of every possible CPU's counters.
     pub(crate) fn snapshot(&self) -> impl Iterator<Item = (u32, CpuStats)> + '_ {
         self.0.iter().map(|(cpu, c)| {
@@ -147,6 +165,11 @@ impl Counters {
                     rfd_fallback: get(&c.rfd_fallback),
                     rfd_steered: get(&c.rfd_steered),
                     rfd_local: get(&c.rfd_local),
+                    vfs_reused: get(&c.vfs_reused),
+                    vfs_new: get(&c.vfs_new),
+                    vfs_kept: get(&c.vfs_kept),
+                    // A gauge read from the cache, not counted here.
+                    vfs_idle: 0,
                 },
             )
         })

@@ -7,6 +7,7 @@
 
 #![no_std]
 
+pub mod fifo;
 pub mod ports;
 pub mod read;
 pub mod recent;

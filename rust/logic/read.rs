@@ -6,6 +6,10 @@
 
 use crate::stats::{counts, CpuStats};
 
+/// The columns of [`COLUMNS`](crate::stats::COLUMNS) that are gauges (a value now, which may
+/// go down), not counters.
+pub const GAUGES: [&str; 2] = ["queued", "vfs_idle"];
+
 /// A reader's operations on one CPU's counts.
 pub trait Counts {
     /// All handshakes counted by the wake-up path.

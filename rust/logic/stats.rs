@@ -54,6 +54,17 @@ pub struct CpuStats {
     pub rfd_steered: u64,
     /// Segments whose RPS decision on this CPU found this CPU owning their destination port.
     pub rfd_local: u64,
+    /// Sockets created on this CPU that got a socket inode object from the module's cache
+    /// (lightweight socket files).
+    pub vfs_reused: u64,
+    /// Sockets created on this CPU, with the cache on, that found no reusable object in it and
+    /// got a new one from the slab.
+    pub vfs_new: u64,
+    /// Closed sockets whose inode object this CPU's cache kept for reuse.
+    pub vfs_kept: u64,
+    /// Socket inode objects waiting in this CPU's cache now (a gauge shared by every
+    /// namespace, not a counter).
+    pub vfs_idle: u64,
 }
 
 impl CpuStats {
@@ -97,6 +108,10 @@ macro_rules! counts {
             ("rfd_fallback", $($r)+ $s.rfd_fallback),
             ("rfd_steered", $($r)+ $s.rfd_steered),
             ("rfd_local", $($r)+ $s.rfd_local),
+            ("vfs_reused", $($r)+ $s.vfs_reused),
+            ("vfs_new", $($r)+ $s.vfs_new),
+            ("vfs_kept", $($r)+ $s.vfs_kept),
+            ("vfs_idle", $($r)+ $s.vfs_idle),
         ]
     };
 }
@@ -105,7 +120,7 @@ pub(crate) use counts;
 /// The columns of `/proc/net/fastsocket`, in order: the CPU, then one per count of
 /// [`CpuStats`] (`remote` derived from `accepts` and `local`). Readers (the test runner,
 /// `fastsocket-stat`) find columns by these names, as later features add columns.
-pub const COLUMNS: [&str; 17] = [
+pub const COLUMNS: [&str; 21] = [
     "cpu",
     "accepts",
     "local",
@@ -123,6 +138,10 @@ pub const COLUMNS: [&str; 17] = [
     "rfd_fallback",
     "rfd_steered",
     "rfd_local",
+    "vfs_reused",
+    "vfs_new",
+    "vfs_kept",
+    "vfs_idle",
 ];
 
 /// Writes the table of `/proc/net/fastsocket`: a header ([`COLUMNS`]), then one row per CPU.

@@ -9,6 +9,7 @@
 use super::net::{Net, RcuReadSection, Sock, SockGuard};
 use super::rcu::{Published, RcuBox};
 use super::reqq::Req;
+use super::sockfs::{KeptInode, ReusableInode};
 use crate::logic::rfd::Walk;
 use core::{
     ffi::{c_int, c_uint},
@@ -121,6 +122,18 @@ pub(crate) trait Hooks {
     fn rps_cpu(_rcu: &RcuReadSection<'_>, _net: &Net, _sport: u16, _dport: u16) -> Option<u32> {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
+
+    /// A socket is being created (`sock_alloc()`, process context): an inode object kept by
+    /// [`Hooks::inode_put`] for it, or `None` for a new one from the slab.
+    fn inode_get(_rcu: &RcuReadSection<'_>) -> Option<ReusableInode> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// The inode of a closed socket was torn down (process context): keep it (`Ok`), or give
+    /// it back (`Err`) for the kernel to free after a grace period.
+    fn inode_put(_rcu: &RcuReadSection<'_>, _inode: KeptInode) -> Result<(), KeptInode> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
 }
 
 /// A local port search of the kernel (see [`Hooks::port_walk`]).
@@ -218,6 +231,16 @@ pub(crate) const fn vtable<T: Hooks>() -> HooksVTable {
         },
         rps_cpu: if T::HAS_RPS_CPU {
             Some(rps_cpu_trampoline::<T>)
+        } else {
+            None
+        },
+        inode_get: if T::HAS_INODE_GET {
+            Some(inode_get_trampoline::<T>)
+        } else {
+            None
+        },
+        inode_put: if T::HAS_INODE_PUT {
+            Some(inode_put_trampoline::<T>)
         } else {
             None
         },
@@ -485,6 +508,37 @@ unsafe extern "C" fn rps_cpu_trampoline<T: Hooks>(
     T::rps_cpu(&rcu, net, sport, dport)
         .and_then(|cpu| c_int::try_from(cpu).ok())
         .unwrap_or(-1)
+}
+
+/// # Safety
+///
+/// Called by the kernel from `sock_alloc_inode()` through `fastsocket_sock_inode_get()`, in
+/// process context inside `rcu_read_lock()`; a returned object passes to the kernel, which
+/// initialises it for a new socket.
+unsafe extern "C" fn inode_get_trampoline<T: Hooks>() -> *mut bindings::socket_alloc {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    T::inode_get(&rcu).map_or(ptr::null_mut(), ReusableInode::into_raw)
+}
+
+/// # Safety
+///
+/// Called by the kernel from sockfs's `destroy_inode` through `fastsocket_sock_inode_put()`,
+/// in process context inside `rcu_read_lock()`, with `ei`, the object of a socket whose inode
+/// was torn down: if this returns true the module owns it, else the kernel still does.
+unsafe extern "C" fn inode_put_trampoline<T: Hooks>(ei: *mut bindings::socket_alloc) -> bool {
+    // SAFETY: The kernel holds `rcu_read_lock()` around the call.
+    let rcu = unsafe { RcuReadSection::assume() };
+    // SAFETY: `ei` is the object handed over; if it comes back, `into_raw()` returns its
+    // ownership to the kernel with `false`.
+    let kept = unsafe { KeptInode::from_raw(ei) };
+    match T::inode_put(&rcu, kept) {
+        Ok(()) => true,
+        Err(kept) => {
+            kept.into_raw();
+            false
+        }
+    }
 }
 
 /// The hooks of one module, registered with the kernel for as long as this value lives.

@@ -6,6 +6,7 @@
 //! top of it (`stats`, `netstate`, and later `listen` and `steer`) has none.
 
 pub(crate) mod cpu;
+pub(crate) mod global;
 pub(crate) mod hold;
 pub(crate) mod hooks;
 pub(crate) mod lock;
@@ -14,6 +15,7 @@ pub(crate) mod percpu;
 pub(crate) mod pernet;
 pub(crate) mod rcu;
 pub(crate) mod reqq;
+pub(crate) mod sockfs;
 pub(crate) mod sysctl;
 pub(crate) mod task;
 pub(crate) mod text;

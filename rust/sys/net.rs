@@ -32,6 +32,21 @@ impl Net {
         unsafe { &*ptr.cast() }
     }
 
+    /// The network namespace of the calling task, `None` once the task has left its
+    /// namespaces (an exiting task closes its last files after that).
+    pub(crate) fn current<'a>(_rcu: &'a RcuReadSection<'_>) -> Option<&'a Self> {
+        // SAFETY: `get_current()` is the running task. Only the task itself replaces or
+        // clears its `nsproxy` (setns(), unshare(), exit), and it does not run while this
+        // does (it runs this, or this interrupts it).
+        let nsproxy = unsafe { (*bindings::get_current()).nsproxy };
+        if nsproxy.is_null() {
+            return None;
+        }
+        // SAFETY: A task's `nsproxy` holds a reference on its `net_ns`, which therefore
+        // outlives this call and the caller's use of it within `_rcu`.
+        Some(unsafe { Self::from_raw((*nsproxy).net_ns) })
+    }
+
     /// The C pointer, for calls into the kernel.
     pub(crate) fn as_raw(&self) -> *mut bindings::net {
         self.0.get()

@@ -138,3 +138,31 @@ pub(crate) fn read_section<R>(f: impl FnOnce(&RcuReadSection<'_>) -> R) -> R {
     unsafe { bindings::rcu_read_unlock() };
     res
 }
+
+/// A point in RCU's time: [`GraceState::passed`] says whether a full grace period has elapsed
+/// since, so that no read-side section that began before it can still be running.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GraceState(kernel::ffi::c_ulong);
+
+impl GraceState {
+    /// Now (`get_state_synchronize_rcu()`). Starts no grace period: one that someone else
+    /// starts later ends it.
+    pub(crate) fn now() -> Self {
+        // SAFETY: Reads RCU's grace-period counter; callable from any context but NMI.
+        Self(unsafe { bindings::get_state_synchronize_rcu() })
+    }
+
+    /// Now, making sure a grace period that ends it is under way
+    /// (`start_poll_synchronize_rcu()`; it takes an RCU node lock when it has to start one).
+    pub(crate) fn start() -> Self {
+        // SAFETY: Callable from any context but NMI; it does not sleep.
+        Self(unsafe { bindings::start_poll_synchronize_rcu() })
+    }
+
+    /// Whether a full grace period has passed since `self` was taken.
+    pub(crate) fn passed(self) -> bool {
+        // SAFETY: Compares `self.0`, a value from one of the two functions above, with RCU's
+        // counter; any context but NMI.
+        unsafe { bindings::poll_state_synchronize_rcu(self.0) }
+    }
+}

@@ -26,6 +26,8 @@ pub const LISTEN_HOLD_MS: &str = "listen_hold_ms";
 pub const LISTEN_PULL: &str = "listen_pull";
 pub const LISTEN_QUEUES: &str = "listen_queues";
 pub const RFD: &str = "rfd";
+/// The socket inode cache (lightweight socket files).
+pub const VFS: &str = "vfs";
 /// The TCP line of the socket summary (sockets in use, in TIME_WAIT), per netns.
 pub const SOCKSTAT: &str = "/proc/thread-self/net/sockstat";
 const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
@@ -87,7 +89,7 @@ impl Hooks {
 
 /// One CPU's row of /proc/net/fastsocket: the module's own type (`rust/logic/stats.rs`),
 /// whose column names (`COLUMNS` there) the module writes the table with.
-pub use fastsocket_logic::read::Counts;
+pub use fastsocket_logic::read::{Counts, GAUGES};
 pub use fastsocket_logic::stats::CpuStats;
 
 /// Columns every version of the table had: a table without one of them is malformed. The
@@ -178,15 +180,15 @@ impl Counters {
         sum
     }
 
-    /// Per-CPU increase since `earlier`; counters must never go down (`queued`, a gauge,
-    /// keeps its value now).
+    /// Per-CPU increase since `earlier`; counters must never go down (gauges, [`GAUGES`],
+    /// keep their value now).
     pub fn since(&self, earlier: &Counters) -> Result<Counters, String> {
         let mut per_cpu = BTreeMap::new();
         for (&cpu, now) in &self.per_cpu {
             let then = earlier.cpu(cpu);
             let mut stats = *now;
             for ((name, count), (_, before)) in stats.counts_mut().zip(then.counts()) {
-                if name != "queued" {
+                if !GAUGES.contains(&name) {
                     *count = count.checked_sub(*before).ok_or_else(|| {
                         format!("cpu {cpu}: {name} went down from {before} to {count}")
                     })?;

@@ -46,6 +46,10 @@ fn table_has_named_columns_and_one_row_per_cpu() {
         rfd_fallback: 13,
         rfd_steered: 14,
         rfd_local: 15,
+        vfs_reused: 16,
+        vfs_new: 17,
+        vfs_kept: 18,
+        vfs_idle: 19,
     };
     let rows = [
         (0, cpu0),
@@ -62,9 +66,9 @@ fn table_has_named_columns_and_one_row_per_cpu() {
         out,
         "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held \
          queue_local queue_steal queue_stolen queue_fallback rfd_ports rfd_fallback \
-         rfd_steered rfd_local\n\
-         0 5 4 1 9 3 6 1 2 7 8 10 11 12 13 14 15\n\
-         1 2 0 2 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+         rfd_steered rfd_local vfs_reused vfs_new vfs_kept vfs_idle\n\
+         0 5 4 1 9 3 6 1 2 7 8 10 11 12 13 14 15 16 17 18 19\n\
+         1 2 0 2 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
     );
 }
 

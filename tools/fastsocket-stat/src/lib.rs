@@ -22,7 +22,7 @@ pub const MAX_KNOB_BYTES: usize = 8192;
 pub const MAX_KNOBS: usize = 64;
 
 /// Columns that are gauges (a value now), not monotonically increasing counters.
-pub const GAUGES: &[&str] = &["queued"];
+pub const GAUGES: &[&str] = &["queued", "vfs_idle"];
 
 /// Whether column `name` is a gauge.
 pub fn is_gauge(name: &str) -> bool {

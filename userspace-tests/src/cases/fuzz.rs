@@ -165,7 +165,8 @@ fn all_features_on() -> TestResult {
         (procfs::LISTEN_PORTS, "all"),
         (procfs::LISTEN_PULL, "1"),
         (procfs::LISTEN_QUEUES, "1"),
-        ("rfd", "1"),
+        (procfs::RFD, "1"),
+        (procfs::VFS, "1"),
     ] {
         if Path::new(&procfs::knob_path(knob)).exists() {
             procfs::write_knob(knob, value.as_bytes())

@@ -27,7 +27,7 @@ struct IntKnob {
     max: i64,
 }
 
-const INT_KNOBS: [IntKnob; 6] = [
+const INT_KNOBS: [IntKnob; 7] = [
     IntKnob {
         name: procfs::ENABLED,
         min: 0,
@@ -55,6 +55,11 @@ const INT_KNOBS: [IntKnob; 6] = [
     },
     IntKnob {
         name: procfs::RFD,
+        min: 0,
+        max: 1,
+    },
+    IntKnob {
+        name: procfs::VFS,
         min: 0,
         max: 1,
     },

@@ -18,6 +18,7 @@ mod rfd;
 mod scope;
 mod stat;
 mod toggles;
+mod vfs;
 mod workers;
 
 pub use log::kmemleak_baseline;
@@ -194,6 +195,9 @@ const TESTS: &[Test] = &[
     )
     .limit(600),
     Test::new("live_view_totals", stat::live_view_totals).limit(120),
+    Test::new("vfs_cache_reuses", vfs::vfs_cache_reuses).limit(600),
+    Test::new("vfs_socket_semantics", vfs::vfs_socket_semantics).limit(120),
+    Test::new("vfs_unload_live_sockets", vfs::vfs_unload_live_sockets).limit(300),
     Test::new("kernel_log_clean", log::kernel_log_clean),
 ];
 
@@ -336,6 +340,11 @@ impl KnobGuard {
     /// Sets `rfd`, restored to the default 1.
     pub fn rfd(value: &str) -> TestResult<KnobGuard> {
         KnobGuard::set(procfs::RFD, value, "1")
+    }
+
+    /// Sets `vfs`, restored to the default 1.
+    pub fn vfs(value: &str) -> TestResult<KnobGuard> {
+        KnobGuard::set(procfs::VFS, value, "1")
     }
 }
 

@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Lightweight socket files, first step: a per-CPU cache of socket inode objects.
+//!
+//! Without the module every socket takes its inode object (`struct socket_alloc`: the socket
+//! and its sockfs inode) from the slab, and every close queues an RCU callback that returns it
+//! a grace period later, cold. With `net.fastsocket.vfs` on in the namespace of the task that
+//! closes a socket, the closing CPU keeps the torn-down object (at most [`CAPACITY`] per
+//! CPU, oldest first); a socket created on that CPU by a task of such a namespace takes the
+//! oldest one once a grace period has passed since it was kept, instead of a new one. The
+//! kernel initialises it as it does a new one, so nothing a program sees changes. Objects
+//! that find the cache full, or that nobody reuses, are freed as without the module; unloading
+//! the module frees every kept object. See `Documentation/vfs.md`.
+
+use crate::logic::fifo::Fifo;
+use crate::netstate::NetState;
+use crate::sys::{
+    cpu,
+    global::{Global, Installed},
+    net::{Net, RcuReadSection},
+    percpu::{Alloc, PerCpu},
+    rcu::GraceState,
+    sockfs::{KeptInode, ReusableInode},
+};
+use kernel::{new_spinlock, prelude::*, sync::SpinLock};
+
+/// The most objects one CPU keeps: about 200 KiB of socket inode objects per CPU.
+pub(crate) const CAPACITY: usize = 256;
+
+/// One CPU's kept objects, oldest first.
+struct Kept {
+    fifo: Fifo<KeptInode, KVec<Option<KeptInode>>>,
+    /// The grace-period state this CPU last made sure a grace period would end.
+    started: Option<GraceState>,
+}
+
+impl Kept {
+    fn new() -> Result<Self> {
+        let mut slots = KVec::with_capacity(CAPACITY, GFP_KERNEL)?;
+        for _ in 0..CAPACITY {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        Ok(Self {
+            fifo: Fifo::new(slots).ok_or(EINVAL)?,
+            started: None,
+        })
+    }
+}
+
+/// One CPU's cache.
+#[pin_data]
+struct CpuCache {
+    #[pin]
+    kept: SpinLock<Kept>,
+}
+
+impl CpuCache {
+    fn new() -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            kept <- new_spinlock!(Kept::new()?),
+        })
+    }
+}
+
+/// Every CPU's kept socket inode objects.
+pub(crate) struct InodeCache(PerCpu<CpuCache>);
+
+/// The cache, reached by the hooks while the module is loaded.
+static CACHE: Global<InodeCache> = Global::new();
+
+impl InodeCache {
+    /// Sets up an empty cache for every possible CPU and publishes it to the hooks; dropping
+    /// the result frees every object it still keeps.
+    pub(crate) fn install() -> Result<Installed<InodeCache>> {
+        let cpus = PerCpu::pin_init_with(Alloc::MaySleep, |_| CpuCache::new())?;
+        CACHE.install(Self(cpus))
+    }
+
+    fn take(&self) -> Option<ReusableInode> {
+        self.0
+            .get(cpu::current())?
+            .kept
+            .lock()
+            .fifo
+            .pop_if(KeptInode::reuse)
+    }
+
+    fn keep(&self, inode: KeptInode) -> Result<(), KeptInode> {
+        let Some(cache) = self.0.get(cpu::current()) else {
+            return Err(inode);
+        };
+        let mut kept = cache.kept.lock();
+        let since = inode.since();
+        kept.fifo.push(inode)?;
+        // Without a grace period under way the object would wait for someone else's: start
+        // one, once per grace-period state.
+        if kept.started != Some(since) {
+            kept.started = Some(GraceState::start());
+        }
+        Ok(())
+    }
+}
+
+/// How many objects `cpu`'s cache keeps now.
+pub(crate) fn idle(rcu: &RcuReadSection<'_>, cpu: u32) -> usize {
+    CACHE
+        .get(rcu)
+        .and_then(|cache| cache.0.get(cpu))
+        .map_or(0, |c| c.kept.lock().fifo.len())
+}
+
+/// The namespace state of the calling task, if the cache is on there.
+fn state_of_current<'a>(rcu: &'a RcuReadSection<'_>) -> Option<&'a NetState> {
+    NetState::of(Net::current(rcu)?, rcu).filter(|state| state.vfs())
+}
+
+/// A socket is being created by the calling task: an object from this CPU's cache, if the
+/// cache is on in the task's namespace and one is reusable.
+pub(crate) fn inode_get(rcu: &RcuReadSection<'_>) -> Option<ReusableInode> {
+    let state = state_of_current(rcu)?;
+    let got = CACHE.get(rcu)?.take();
+    state.counters.record_vfs_get(cpu::current(), got.is_some());
+    got
+}
+
+/// A socket closed by the calling task was torn down: keep its object if the cache is on in
+/// the task's namespace and this CPU's has room.
+pub(crate) fn inode_put(rcu: &RcuReadSection<'_>, inode: KeptInode) -> Result<(), KeptInode> {
+    let (Some(state), Some(cache)) = (state_of_current(rcu), CACHE.get(rcu)) else {
+        return Err(inode);
+    };
+    cache.keep(inode)?;
+    state.counters.record_vfs_kept(cpu::current());
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! Lightweight socket files: the module's socket inode cache is used, and nothing a program
+//! or a tool can observe changes, checked with the cache on and off in the same run.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::sendfile::sendfile;
+use nix::sys::socket::{
+    getsockopt, recvmsg, sendmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessage,
+    ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
+use nix::sys::stat::{fstat, SFlag};
+use nix::unistd::{dup, dup3};
+
+use super::{Context, Ctx, KnobGuard, TestResult};
+use crate::procfs::{self, CpuStats};
+use crate::{module, sys};
+
+/// socket() + close() cycles of the reuse test (the issue's kmemleak target: 100k).
+const CYCLES: usize = 100_000;
+/// Sockets kept open together in the reuse test, whose inode numbers must differ.
+const LIVE: usize = 64;
+/// The most objects one CPU's cache keeps (rust/vfs/mod.rs, `CAPACITY`).
+const CAPACITY: u64 = 256;
+/// Live sockets when the module is unloaded.
+const UNLOAD_LIVE: usize = 10_000;
+
+/// The socket inode number of `fd`, checked to be a socket as fstat() and /proc see it.
+fn socket_inode(fd: &impl AsFd) -> TestResult<u64> {
+    let st = fstat(fd.as_fd()).context("fstat")?;
+    ensure!(
+        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK,
+        "fstat mode {:o} is not S_IFSOCK",
+        st.st_mode
+    );
+    let link = fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+        .context("readlink /proc/self/fd")?;
+    let want = format!("socket:[{}]", st.st_ino);
+    ensure!(
+        link.to_str() == Some(want.as_str()),
+        "/proc/self/fd reads {link:?}, fstat says {want}"
+    );
+    Ok(st.st_ino)
+}
+
+fn tcp_socket() -> TestResult<OwnedFd> {
+    socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .context("socket")
+}
+
+/// The vfs columns of all CPUs since `before`, and the largest `vfs_idle` of a CPU now.
+fn vfs_since(before: &procfs::Counters) -> TestResult<(CpuStats, u64)> {
+    let now = procfs::read_counters()?;
+    let idle = now.per_cpu.values().map(|c| c.vfs_idle).max().unwrap_or(0);
+    Ok((now.since(before)?.total(), idle))
+}
+
+/// Sockets made and closed with the cache on reuse kept objects, with unique inode numbers
+/// that fstat(), /proc/self/fd and /proc/net/tcp agree on; with it off the cache is not used.
+pub fn vfs_cache_reuses(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    let _on = KnobGuard::vfs("1")?;
+    let before = procfs::read_counters()?;
+    let mut live: Vec<OwnedFd> = Vec::with_capacity(LIVE);
+    for i in 0..CYCLES {
+        let fd = tcp_socket()?;
+        if i % 1000 < LIVE {
+            // Every thousandth run of LIVE sockets: open together, distinct inodes.
+            live.push(fd);
+            if live.len() == LIVE {
+                let inodes: HashSet<u64> =
+                    live.iter().map(socket_inode).collect::<TestResult<_>>()?;
+                ensure!(
+                    inodes.len() == LIVE,
+                    "{LIVE} open sockets share inode numbers: {} distinct",
+                    inodes.len()
+                );
+                live.clear();
+            }
+        }
+    }
+    let (on, idle) = vfs_since(&before)?;
+    info!(
+        "cache on: {CYCLES} sockets, {} reused, {} new, {} kept, at most {idle} idle on a CPU",
+        on.vfs_reused, on.vfs_new, on.vfs_kept
+    );
+    ensure!(
+        on.vfs_reused + on.vfs_new >= CYCLES as u64,
+        "{CYCLES} sockets made, the cache counted {}",
+        on.vfs_reused + on.vfs_new
+    );
+    ensure!(
+        on.vfs_reused > 0 && on.vfs_kept > 0,
+        "the cache was not used: {on:?}"
+    );
+    ensure!(
+        idle <= CAPACITY,
+        "{idle} objects idle on a CPU, at most {CAPACITY}"
+    );
+
+    // A listener on a reused object: its inode is the one /proc/net/tcp and ss -e show.
+    let listener = TcpListener::bind("127.0.0.1:0").context("bind")?;
+    let ino = socket_inode(&listener)?;
+    let port = listener.local_addr().context("local_addr")?.port();
+    let tcp = fs::read_to_string(procfs::TCP4).context("reading /proc/net/tcp")?;
+    let row = tcp
+        .lines()
+        .find(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(&format!(":{port:04X}")))
+        })
+        .ok_or(format!("no /proc/net/tcp row for port {port}"))?;
+    ensure!(
+        row.split_whitespace().nth(9) == Some(ino.to_string().as_str()),
+        "/proc/net/tcp row {row:?} does not name inode {ino}"
+    );
+    let ss = Command::new("ss")
+        .args(["-tlnpeH", &format!("sport = :{port}")])
+        .output()
+        .context("running ss")?;
+    let ss = String::from_utf8_lossy(&ss.stdout);
+    ensure!(
+        ss.contains(&format!("ino:{ino}")) && ss.contains(&format!("pid={}", std::process::id())),
+        "ss -tlnpe does not show inode {ino} and this process: {ss:?}"
+    );
+    drop(listener);
+
+    // Off: the cache is not asked.
+    let _off = KnobGuard::vfs("0")?;
+    let before = procfs::read_counters()?;
+    for _ in 0..2000 {
+        socket_inode(&tcp_socket()?)?;
+    }
+    let (off, _) = vfs_since(&before)?;
+    ensure!(
+        off.vfs_reused + off.vfs_new + off.vfs_kept == 0,
+        "the cache was used with vfs=0: {off:?}"
+    );
+    Ok(())
+}
+
+/// What a program does with socket descriptors, on sockets that (with the cache on) were
+/// made from reused objects: every step must behave as without the cache.
+fn socket_calls() -> TestResult {
+    // Warm the cache so that the sockets below come from it when it is on.
+    for _ in 0..1000 {
+        drop(tcp_socket()?);
+    }
+    let (a, mut b) = UnixStream::pair().context("socketpair")?;
+    let ino = socket_inode(&a)?;
+
+    // SO_PEERCRED names this process; a socket option reads back what was set.
+    let cred = getsockopt(&a, sockopt::PeerCredentials).context("SO_PEERCRED")?;
+    ensure!(
+        cred.pid() == std::process::id() as i32 && cred.uid() == 0,
+        "SO_PEERCRED: pid {} uid {}",
+        cred.pid(),
+        cred.uid()
+    );
+    setsockopt(&a, sockopt::RcvBuf, &65536).context("SO_RCVBUF")?;
+    let rcvbuf = getsockopt(&a, sockopt::RcvBuf).context("SO_RCVBUF")?;
+    ensure!(rcvbuf >= 65536, "SO_RCVBUF reads {rcvbuf}");
+
+    // dup, fcntl(F_DUPFD), dup3 with O_CLOEXEC: the same socket.
+    let d1 = dup(&a).context("dup")?;
+    let fd = fcntl(&a, FcntlArg::F_DUPFD(200)).context("F_DUPFD")?;
+    ensure!(fd >= 200, "F_DUPFD(200) gave {fd}");
+    let mut d3 = dup(&a).context("dup")?;
+    dup3(&a, &mut d3, OFlag::O_CLOEXEC).context("dup3")?;
+    for d in [d1.as_raw_fd(), fd, d3.as_raw_fd()] {
+        let link = fs::read_link(format!("/proc/self/fd/{d}")).context("readlink")?;
+        ensure!(
+            link.to_str() == Some(format!("socket:[{ino}]").as_str()),
+            "fd {d} reads {link:?}, not socket:[{ino}]"
+        );
+    }
+    File::from(d1)
+        .write_all(b"1")
+        .context("write through dup")?;
+
+    // exec: a descriptor without FD_CLOEXEC is inherited, with it not.
+    let inherited = dup(&a).context("dup")?;
+    let script = format!(
+        "test \"$(readlink /proc/self/fd/{i})\" = 'socket:[{ino}]' && printf 2 >&{i} && \
+         test ! -e /proc/self/fd/{c}",
+        i = inherited.as_raw_fd(),
+        c = d3.as_raw_fd()
+    );
+    let status = Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .context("sh")?;
+    ensure!(
+        status.success(),
+        "the exec'd shell saw: {status} ({script})"
+    );
+    drop(inherited);
+    let mut two = [0u8; 2];
+    b.read_exact(&mut two)
+        .context("reading what the dup and the shell wrote")?;
+    ensure!(&two == b"12", "read {two:?}, not \"12\"");
+
+    // close_range closes the duplicates; the original stays.
+    sys::close_range(fd as u32, fd as u32).context("close_range")?;
+    ensure!(
+        !std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists(),
+        "fd {fd} still open after close_range"
+    );
+
+    // SCM_RIGHTS: the received descriptor is the same socket.
+    let tcp = tcp_socket()?;
+    let tcp_ino = socket_inode(&tcp)?;
+    let fds = [tcp.as_raw_fd()];
+    sendmsg::<()>(
+        a.as_raw_fd(),
+        &[IoSlice::new(b"3")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .context("sendmsg SCM_RIGHTS")?;
+    drop(tcp);
+    let mut byte = [0u8; 1];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let received = {
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        let msg = recvmsg::<()>(b.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            .context("recvmsg")?;
+        let mut got = None;
+        for c in msg.cmsgs().context("cmsgs")? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                got = fds.first().copied();
+            }
+        }
+        (msg.bytes, got)
+    };
+    let (1, Some(passed)) = received else {
+        return Err(format!(
+            "recvmsg: {received:?}, not one byte and a descriptor"
+        ));
+    };
+    let passed_ino =
+        fs::metadata(format!("/proc/self/fd/{passed}")).context("stat of the passed fd")?;
+    ensure!(
+        std::os::unix::fs::MetadataExt::ino(&passed_ino) == tcp_ino,
+        "the passed descriptor is inode {}, sent {tcp_ino}",
+        std::os::unix::fs::MetadataExt::ino(&passed_ino)
+    );
+    sys::close_range(passed as u32, passed as u32).context("closing the passed fd")?;
+
+    // epoll sees data written on the other end.
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
+    epoll
+        .add(&b, EpollEvent::new(EpollFlags::EPOLLIN, 7))
+        .context("epoll_ctl")?;
+    // sendfile from a file into the socket.
+    let path = "/tmp/fastsocket-vfs-sendfile";
+    fs::write(path, b"sendfile").context("writing the file")?;
+    let file = File::open(path).context("open")?;
+    let sent = sendfile(&a, &file, None, 8).context("sendfile")?;
+    ensure!(sent == 8, "sendfile sent {sent} bytes");
+    let mut events = [EpollEvent::empty()];
+    let n = epoll
+        .wait(&mut events, EpollTimeout::from(5000u16))
+        .context("epoll_wait")?;
+    ensure!(n == 1 && events[0].data() == 7, "epoll_wait: {n} events");
+    let mut got = [0u8; 8];
+    b.read_exact(&mut got)
+        .context("reading what sendfile sent")?;
+    ensure!(&got == b"sendfile", "read {got:?}");
+    let _ = fs::remove_file(path);
+    Ok(())
+}
+
+/// Every call of [`socket_calls`] behaves the same with the cache on (its sockets reusing
+/// kept objects) and off.
+pub fn vfs_socket_semantics(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    for value in ["1", "0"] {
+        let _knob = KnobGuard::vfs(value)?;
+        let before = procfs::read_counters()?;
+        socket_calls().map_err(|e| format!("vfs={value}: {e}"))?;
+        let (used, _) = vfs_since(&before)?;
+        if value == "1" {
+            ensure!(
+                used.vfs_reused > 0,
+                "vfs=1: no socket reused an object: {used:?}"
+            );
+        } else {
+            ensure!(used.vfs_reused == 0, "vfs=0: the cache was used: {used:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Unloading the module with many live sockets made from reused objects, and objects kept:
+/// the sockets keep working and close cleanly afterwards (the kernel log and kmemleak are
+/// checked by `kernel_log_clean`).
+pub fn vfs_unload_live_sockets(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    let _on = KnobGuard::vfs("1")?;
+    let limit = sys::raise_open_files_limit(UNLOAD_LIVE as u64 + 1024).context("RLIMIT_NOFILE")?;
+    ensure!(limit > UNLOAD_LIVE as u64, "open files limit {limit}");
+    for _ in 0..2000 {
+        drop(tcp_socket()?);
+    }
+    let before = procfs::read_counters()?;
+    let live: Vec<OwnedFd> = (0..UNLOAD_LIVE)
+        .map(|_| tcp_socket())
+        .collect::<TestResult<_>>()?;
+    let (pair_a, mut pair_b) = UnixStream::pair().context("socketpair")?;
+    let (made, idle) = vfs_since(&before)?;
+    info!(
+        "{UNLOAD_LIVE} live sockets, {} from the cache; {idle} objects idle on a CPU",
+        made.vfs_reused
+    );
+    ensure!(
+        made.vfs_reused > 0,
+        "no live socket came from the cache: {made:?}"
+    );
+    module::rmmod()?;
+    procfs::read_hooks()?.expect(None)?;
+    let inodes: HashSet<u64> = live.iter().map(socket_inode).collect::<TestResult<_>>()?;
+    ensure!(
+        inodes.len() == UNLOAD_LIVE,
+        "{} distinct inodes",
+        inodes.len()
+    );
+    (&pair_a)
+        .write_all(b"after")
+        .context("write after unload")?;
+    let mut got = [0u8; 5];
+    pair_b.read_exact(&mut got).context("read after unload")?;
+    ensure!(&got == b"after", "read {got:?}");
+    drop(live);
+    drop((pair_a, pair_b));
+    ctx.insmod()
+}
