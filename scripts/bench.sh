@@ -18,11 +18,12 @@
 # (Receive Flow Deliver). See scripts/guest/bench.sh.
 #
 # BENCH_RUNS (5), BENCH_SECONDS (5), ICOUNT_RUNS (3), ICOUNT_SECONDS (3) tune the length;
+# BENCH_ARMS (all; e.g. "B0 T TV0": only those arms of each workload),
 # BENCH_CPUS ("1 2"), BENCH_ICOUNT_CPUS (BENCH_CPUS: the vCPU counts of the icount boots),
 # BENCH_CLOCKS ("wall icount") and BENCH_WORKLOADS ("W1 W2 W3") what runs; LOCKPROF_WORKLOADS
 # ("W1 W3") what make lockprof profiles; BENCH_NOTE, a line of text, goes to machine.txt as
 # "note:" (say there why a run was reduced).
-# A run with BENCH_WORKLOADS, BENCH_CPUS, BENCH_ICOUNT_CPUS or BENCH_CLOCKS set is a partial
+# A run with BENCH_WORKLOADS, BENCH_ARMS, BENCH_CPUS, BENCH_ICOUNT_CPUS or BENCH_CLOCKS set is a partial
 # run: it does not replace results/bench-latest (the last full run); it is kept as
 # results/bench-partial-STAMP and the report shows it in a section of its own, beside the full
 # run's (never mixed into one table), while it is newer than the full run.
@@ -37,7 +38,10 @@ iruns=${ICOUNT_RUNS:-3} iseconds=${ICOUNT_SECONDS:-3}
 cpu_list=${BENCH_CPUS:-1 2} clocks=${BENCH_CLOCKS:-wall icount} workloads=${BENCH_WORKLOADS:-W1 W2 W3}
 icount_cpus=${BENCH_ICOUNT_CPUS:-$cpu_list} lock_workloads=${LOCKPROF_WORKLOADS:-W1 W3}
 partial=0
-[ -n "${BENCH_CPUS:-}${BENCH_ICOUNT_CPUS:-}${BENCH_CLOCKS:-}${BENCH_WORKLOADS:-}" ] && partial=1
+[ -n "${BENCH_CPUS:-}${BENCH_ICOUNT_CPUS:-}${BENCH_CLOCKS:-}${BENCH_WORKLOADS:-}${BENCH_ARMS:-}" ] && partial=1
+# BENCH_ARMS: only these arms of each workload (the guest script lists them).
+arms_env=()
+[ -z "${BENCH_ARMS:-}" ] || arms_env=(env "BENCH_ARMS=$BENCH_ARMS")
 # The vCPU counts of the boots of one clock.
 cpus_of() { if [ "$1" = icount ]; then echo "$icount_cpus"; else echo "$cpu_list"; fi; }
 guest="$top/scripts/guest/bench.sh"
@@ -45,7 +49,7 @@ ko=$FASTSOCKET_CACHE/module/$FLAVOUR/fastsocket.ko
 # make lockprof: the perf kernel under perf lock, then the lockstat kernel.
 kdir_of() { echo "$FASTSOCKET_CACHE/build/$1-$KVER"; }
 ko_of() { echo "$FASTSOCKET_CACHE/module/$1/fastsocket.ko"; }
-harness="stock arms (B0, B1, B2) with the module not loaded (rmmod); C (rfd=0), T (defaults, rfd=1: Receive Flow Deliver on; for W1's passive side it changes nothing, nginx's port is outside the ephemeral range, it steers only the client's replies), T0 (W1), TQ0 (W1 only: T with listen_queues=0, no per-CPU accept queues) and TR0 (W2, W3: T with rfd=0, the module without RFD) with a fresh insmod and their knobs written and read back in every namespace (initial, client, backend); ip_local_port_range 10000-65000 in every namespace (no service port inside, as RFD needs) and RPS on every CPU on every veth end; servers restarted for every arm after the module state is set; arms in a Williams Latin-square order, shifted each round (mirrored in rounds n+1 to 2n for an odd number of arms); one 2 s warm-up and one measured run per arm and round; W2/W3 warm-ups traced (sock:inet_sock_set_state) for active-connection locality, measured runs untraced"
+harness="stock arms (B0, B1, B2) with the module not loaded (rmmod); C (rfd=0), T (defaults, rfd=1: Receive Flow Deliver on; for W1's passive side it changes nothing, nginx's port is outside the ephemeral range, it steers only the client's replies), T0 (W1), TQ0 (W1 only: T with listen_queues=0, no per-CPU accept queues), TR0 (W2, W3: T with rfd=0, the module without RFD) and TV0 (T with vfs=0, no socket inode cache) with a fresh insmod and their knobs written and read back in every namespace (initial, client, backend); ip_local_port_range 10000-65000 in every namespace (no service port inside, as RFD needs) and RPS on every CPU on every veth end; servers restarted for every arm after the module state is set; arms in a Williams Latin-square order, shifted each round (mirrored in rounds n+1 to 2n for an odd number of arms); one 2 s warm-up and one measured run per arm and round; W2/W3 warm-ups traced (sock:inet_sock_set_state) for active-connection locality, measured runs untraced"
 
 if [ "$dry" = 1 ]; then
 	case "$what" in
@@ -55,7 +59,7 @@ if [ "$dry" = 1 ]; then
 				r=$runs s=$seconds
 				[ "$clock" = icount ] && r=$iruns s=$iseconds
 				log "boot: $clock, $cpus vCPU(s): $r rounds x ${s}s per arm"
-				BENCH_DRY_RUN=1 BENCH_DRY_CPUS=$cpus bash "$guest" "$ko" /dev/null "$clock" "$r" "$s" "$workloads"
+				BENCH_DRY_RUN=1 BENCH_DRY_CPUS=$cpus "${arms_env[@]}" bash "$guest" "$ko" /dev/null "$clock" "$r" "$s" "$workloads"
 			done
 		done ;;
 	lockprof)
@@ -97,7 +101,7 @@ mkdir -p "$out" "$top/results"
 	if [ "$what" = lockprof ]; then
 		echo "workloads: $lock_workloads"
 	elif [ "$partial" = 1 ]; then
-		echo "partial: workloads $workloads; clocks $clocks; wall at $cpu_list vCPU(s), icount at $icount_cpus vCPU(s); $runs wall rounds x ${seconds}s, $iruns icount rounds x ${iseconds}s"
+		echo "partial: workloads $workloads; arms ${BENCH_ARMS:-all}; clocks $clocks; wall at $cpu_list vCPU(s), icount at $icount_cpus vCPU(s); $runs wall rounds x ${seconds}s, $iruns icount rounds x ${iseconds}s"
 	fi
 } >"$out/machine.txt"
 # Appends one boot's duration to machine.txt.
@@ -116,7 +120,7 @@ bench)
 			[ "$clock" = icount ] && r=$iruns s=$iseconds icount=(--icount)
 			log "$clock, $cpus vCPU(s): $r rounds x ${s}s per arm, workloads $workloads"
 			timed "$clock, $cpus vCPU(s), $r rounds x ${s}s, $workloads" bash "$top/scripts/vm-run.sh" --cpus "$cpus" "${icount[@]}" --rwdir "$out" -- \
-				bash "$guest" "$ko" "$out/bench.tsv" "$clock" "$r" "$s" "$workloads"
+				"${arms_env[@]}" bash "$guest" "$ko" "$out/bench.tsv" "$clock" "$r" "$s" "$workloads"
 		done
 	done
 	;;

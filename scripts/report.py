@@ -35,6 +35,7 @@ ARMS = {
            "W1 only)",
     "TR0": "fastsocket, rfd=0: the module without Receive Flow Deliver (in every namespace; "
            "W2, W3)",
+    "TV0": "fastsocket, vfs=0: the module without the socket inode cache (in every namespace)",
 }
 # What the arms meant in runs of the harness before Receive Flow Deliver (no "rfd" in its
 # "harness:" line): the module had no RFD, ip_local_port_range was 1024-65000.

@@ -19,7 +19,7 @@
 # scripts/guest/vfsbench.sh); VFSBENCH_CLOCKS ("wall icount profile") the boots that run. A run
 # with VFSBENCH_CLOCKS, VFSBENCH_CASES or VFSBENCH_CONFIGS (e.g. "threads:1 procs:2") set is
 # partial: kept as results/vfsbench-partial-STAMP, results/vfsbench-latest unchanged.
-# VFSBENCH_ARMS ("stock T"; also C, TR0, TL0, TH0, TP0, TQ0: the module with one part or knob
+# VFSBENCH_ARMS ("stock T"; also C, TR0, TL0, TH0, TP0, TQ0, TV0: the module with one part or knob
 # off, see scripts/guest/vfsbench.sh) and VFSBENCH_PROFILE_ARMS ("stock") choose the arms.
 set -euo pipefail
 # shellcheck source=scripts/env.sh

@@ -25,7 +25,8 @@ PART_ARMS = [("C", "`enabled=0`: every hook called, none does anything"),
              ("TL0", "`listen_ports` empty: Receive Flow Deliver without accept locality"),
              ("TH0", "`listen_hold_ms=0`: no hold"),
              ("TP0", "`listen_pull=0`: no pull"),
-             ("TQ0", "`listen_queues=0`: the listener's own queue, no per-CPU queues")]
+             ("TQ0", "`listen_queues=0`: the listener's own queue, no per-CPU queues"),
+             ("TV0", "`vfs=0`: no socket inode cache")]
 # Identical icount runs differ by far less than this: a smaller difference is not read as one.
 ICOUNT_MIN_EFFECT = 0.005
 

@@ -85,7 +85,8 @@ set_knob() {
 # the module costs, the module loaded with one part off in both namespaces: C (enabled=0:
 # every hook returns at once), TR0 (rfd=0: no Receive Flow Deliver), TL0 (listen_ports
 # empty: no listener in scope of accept locality); and one knob of accept locality off: TH0
-# (listen_hold_ms=0), TP0 (listen_pull=0), TQ0 (listen_queues=0).
+# (listen_hold_ms=0), TP0 (listen_pull=0), TQ0 (listen_queues=0); and TV0 (vfs=0: no socket
+# inode cache).
 module_for() { # arm
 	if [ -e /sys/module/fastsocket ]; then rmmod fastsocket; fi
 	case "$1" in
@@ -100,6 +101,7 @@ module_for() { # arm
 	TH0) insmod "$ko" && set_knob listen_hold_ms=0 ;;
 	TP0) insmod "$ko" && set_knob listen_pull=0 ;;
 	TQ0) insmod "$ko" && set_knob listen_queues=0 ;;
+	TV0) insmod "$ko" && set_knob vfs=0 ;;
 	*) log "unknown arm $1"; return 1 ;;
 	esac
 	log "  module: loaded ($1); initial: $(knobs_of -)"

@@ -307,8 +307,9 @@ pub fn vfs_socket_semantics(ctx: &mut Ctx) -> TestResult {
 }
 
 /// Unloading the module with many live sockets made from reused objects, and objects kept:
-/// the sockets keep working and close cleanly afterwards (the kernel log and kmemleak are
-/// checked by `kernel_log_clean`).
+/// the sockets keep working and close cleanly afterwards; sockets made before the module
+/// loads are kept when they close after (the kernel log and kmemleak are checked by
+/// `kernel_log_clean`).
 pub fn vfs_unload_live_sockets(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let _on = KnobGuard::vfs("1")?;
@@ -347,5 +348,17 @@ pub fn vfs_unload_live_sockets(ctx: &mut Ctx) -> TestResult {
     ensure!(&got == b"after", "read {got:?}");
     drop(live);
     drop((pair_a, pair_b));
-    ctx.insmod()
+
+    // Sockets made without the module, closed with it: their objects join the cache.
+    let early: Vec<OwnedFd> = (0..100).map(|_| tcp_socket()).collect::<TestResult<_>>()?;
+    ctx.insmod()?;
+    let before = procfs::read_counters()?;
+    drop(early);
+    let (closed, _) = vfs_since(&before)?;
+    ensure!(
+        closed.vfs_kept >= 100,
+        "100 sockets made before the module loaded, closed after: {} kept",
+        closed.vfs_kept
+    );
+    Ok(())
 }
