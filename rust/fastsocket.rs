@@ -31,6 +31,7 @@ use logic::rfd::Walk;
 use netstate::NetState;
 use sys::global::Installed;
 use sys::pernet::PerNetRegistration;
+use sys::shrinker;
 use sys::{
     cpu,
     hooks::{self, AcceptPick, Hooks, HooksVTable, PortSearch},
@@ -142,7 +143,9 @@ struct FastSocket {
     // period, whose code is the module's.
     _net: PerNetRegistration<NetState>,
     _hooks: hooks::Registration,
-    // No hook reaches the socket inode cache any more: it frees what it keeps.
+    // No hook reaches the socket inode cache any more: its shrinker goes, then the cache
+    // frees what it keeps.
+    _vfs_shrinker: shrinker::Registration<vfs::InodeCache>,
     _vfs: Installed<vfs::InodeCache>,
     _rcu: RcuBarrier,
 }
@@ -159,12 +162,14 @@ impl Drop for RcuBarrier {
 impl kernel::Module for FastSocket {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let vfs = vfs::InodeCache::install()?;
+        let vfs_shrinker = vfs::InodeCache::shrinker()?;
         let net = NetState::register()?;
         let hooks = hooks::Registration::register(&HOOKS)?;
         pr_info!("loaded: accept locality on net.fastsocket.listen_ports, Receive Flow Deliver on net.fastsocket.rfd, socket inode cache on net.fastsocket.vfs, counters in /proc/net/fastsocket\n");
         Ok(Self {
             _net: net,
             _hooks: hooks,
+            _vfs_shrinker: vfs_shrinker,
             _vfs: vfs,
             _rcu: RcuBarrier,
         })

@@ -15,6 +15,7 @@ pub(crate) mod percpu;
 pub(crate) mod pernet;
 pub(crate) mod rcu;
 pub(crate) mod reqq;
+pub(crate) mod shrinker;
 pub(crate) mod sockfs;
 pub(crate) mod sysctl;
 pub(crate) mod task;

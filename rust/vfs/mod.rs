@@ -9,8 +9,9 @@
 //! CPU, oldest first); a socket created on that CPU by a task of such a namespace takes the
 //! oldest one once a grace period has passed since it was kept, instead of a new one. The
 //! kernel initialises it as it does a new one, so nothing a program sees changes. Objects
-//! that find the cache full, or that nobody reuses, are freed as without the module; unloading
-//! the module frees every kept object. See `Documentation/vfs.md`.
+//! that find the cache full are freed as without the module; the memory manager's shrinker
+//! frees kept ones when memory runs low, and unloading the module frees every kept object.
+//! See `Documentation/vfs.md`.
 
 use crate::logic::fifo::Fifo;
 use crate::netstate::NetState;
@@ -20,9 +21,10 @@ use crate::sys::{
     net::{Net, RcuReadSection},
     percpu::{Alloc, PerCpu},
     rcu::GraceState,
+    shrinker::{self, Shrink},
     sockfs::{KeptInode, ReusableInode},
 };
-use kernel::{new_spinlock, prelude::*, sync::SpinLock};
+use kernel::{c_str, new_spinlock, prelude::*, sync::SpinLock};
 
 /// The most objects one CPU keeps: about 200 KiB of socket inode objects per CPU.
 pub(crate) const CAPACITY: usize = 256;
@@ -76,6 +78,12 @@ impl InodeCache {
         CACHE.install(Self(cpus))
     }
 
+    /// Lets the memory manager shrink the cache (every CPU's kept objects) while the result
+    /// lives; it must be dropped before the module's code goes away.
+    pub(crate) fn shrinker() -> Result<shrinker::Registration<InodeCache>> {
+        shrinker::Registration::register(c_str!("fastsocket-sock-inodes"), &CACHE)
+    }
+
     fn take(&self) -> Option<ReusableInode> {
         self.0
             .get(cpu::current())?
@@ -98,6 +106,24 @@ impl InodeCache {
             kept.started = Some(GraceState::start());
         }
         Ok(())
+    }
+}
+
+impl Shrink for InodeCache {
+    fn count(&self) -> usize {
+        self.0.iter().map(|(_, c)| c.kept.lock().fifo.len()).sum()
+    }
+
+    /// Frees the oldest objects, CPU by CPU (after a grace period, as the kernel would).
+    fn scan(&self, n: usize) -> usize {
+        let mut freed = 0;
+        for (_, cache) in self.0.iter() {
+            let mut kept = cache.kept.lock();
+            while freed < n && kept.fifo.pop_if(Ok::<_, KeptInode>).is_some() {
+                freed += 1;
+            }
+        }
+        freed
     }
 }
 

@@ -68,7 +68,8 @@ fn vfs_since(before: &procfs::Counters) -> TestResult<(CpuStats, u64)> {
 }
 
 /// Sockets made and closed with the cache on reuse kept objects, with unique inode numbers
-/// that fstat(), /proc/self/fd and /proc/net/tcp agree on; with it off the cache is not used.
+/// that fstat(), /proc/self/fd and /proc/net/tcp agree on; the shrinker empties the cache;
+/// with it off the cache is not used.
 pub fn vfs_cache_reuses(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let _on = KnobGuard::vfs("1")?;
@@ -108,6 +109,18 @@ pub fn vfs_cache_reuses(ctx: &mut Ctx) -> TestResult {
     ensure!(
         idle <= CAPACITY,
         "{idle} objects idle on a CPU, at most {CAPACITY}"
+    );
+
+    // Memory pressure (here: dropping the slab caches) empties the cache through its shrinker.
+    fs::write("/proc/sys/vm/drop_caches", "2").context("writing /proc/sys/vm/drop_caches")?;
+    let left: u64 = procfs::read_counters()?
+        .per_cpu
+        .values()
+        .map(|c| c.vfs_idle)
+        .sum();
+    ensure!(
+        left == 0,
+        "{left} objects still kept after drop_caches (shrinker)"
     );
 
     // A listener on a reused object: its inode is the one /proc/net/tcp and ss -e show.
