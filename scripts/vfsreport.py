@@ -279,9 +279,11 @@ def section(results, lines):
               "`files->file_lock`) or N processes (a table each); each worker runs the fixed "
               "number of operations; the window runs from the first worker's start to the last "
               "one's end (warm-up outside it). Arms: **stock** = the module not loaded; **T** = "
-              "the current module loaded with its defaults, a control (the module has no "
-              "socket-file path yet; for accept its listen path and Receive Flow Deliver are in "
-              "play: accept's listener and the client's connect()s are in its scope).", ""]
+              "the current module loaded with its defaults: its socket inode cache (`vfs=1`, the "
+              "first step of the lighter socket-file path) for every case, and for accept its "
+              "listen path and Receive Flow Deliver (accept's listener and the client's "
+              "connect()s are in its scope); a run without a TV0 arm (below) predates the cache "
+              "and had no socket-file path.", ""]
     icount_cpus = sorted({r["cpus"] for r in rows if r["clock"] == "icount"})
     for clock in ("icount", "wall"):
         if any(r["clock"] == clock for r in rows):

@@ -19,8 +19,8 @@
 # connections come from CLIENT_NS (lib.sh) over veth to a listener on SERVER_IP:8090 in the
 # initial namespace.
 # Arms (VFSBENCH_ARMS, default "stock T"): stock (the module NOT loaded) and T (the current
-# module loaded afresh with its defaults, read back in both namespaces; a control: the module
-# has no socket-file path yet); C, TR0 and TL0 (module_for below) tell its parts' costs apart.
+# module loaded afresh with its defaults, read back in both namespaces: its socket inode cache
+# included); C, TR0, TL0, TV0... (module_for below) tell its parts' costs apart.
 # Each round runs the arms in the Williams order of lib.sh's round_order (stock, T; then T,
 # stock; ...), every case of an arm in one go after its insmod/rmmod.
 #
