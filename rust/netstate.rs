@@ -204,7 +204,7 @@ impl NetData for NetState {
         });
         let rows = self.counters.snapshot().map(|(c, mut stats)| {
             stats.queued = queued.get(c as usize).copied().unwrap_or(0).into();
-            stats.vfs_idle = rcu::read_section(|rcu| vfs::idle(rcu, c)) as u64;
+            (stats.vfs_idle, stats.vfs_kept) = rcu::read_section(|rcu| vfs::cpu_counts(rcu, c));
             (c, stats)
         });
         write_table(out, rows)

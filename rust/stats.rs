@@ -27,7 +27,6 @@ pub(crate) struct CpuCounters {
     rfd_local: AtomicU64,
     vfs_reused: AtomicU64,
     vfs_new: AtomicU64,
-    vfs_kept: AtomicU64,
 }
 
 /// How a listener's waiters were woken for a connection that completed on some CPU.
@@ -127,19 +126,11 @@ impl Counters {
         }
     }
 
-    /// Counts a socket created on `cpu` with the inode cache on: `reused` if it got an object
-    /// from the cache.
-    pub(crate) fn record_vfs_get(&self, cpu: u32, reused: bool) {
-        if let Some(c) = self.0.get(cpu) {
-            bump(if reused { &c.vfs_reused } else { &c.vfs_new });
-        }
-    }
-
-    /// Counts a closed socket's inode object kept by `cpu`'s cache.
-    pub(crate) fn record_vfs_kept(&self, cpu: u32) {
-        if let Some(c) = self.0.get(cpu) {
-            bump(&c.vfs_kept);
-        }
+    /// Counts a socket created on the running CPU with the inode cache on: `reused` if it got
+    /// an object from the cache.
+    pub(crate) fn record_vfs_get(&self, reused: bool) {
+        let c = self.0.local();
+        bump(if reused { &c.vfs_reused } else { &c.vfs_new });
     }
 
     /// A snapshot of every possible CPU's counters.
@@ -167,8 +158,8 @@ impl Counters {
                     rfd_local: get(&c.rfd_local),
                     vfs_reused: get(&c.vfs_reused),
                     vfs_new: get(&c.vfs_new),
-                    vfs_kept: get(&c.vfs_kept),
-                    // A gauge read from the cache, not counted here.
+                    // Read from the cache, shared by every namespace: not counted here.
+                    vfs_kept: 0,
                     vfs_idle: 0,
                 },
             )

@@ -60,7 +60,8 @@ pub struct CpuStats {
     /// Sockets created on this CPU, with the cache on, that found no reusable object in it and
     /// got a new one from the slab.
     pub vfs_new: u64,
-    /// Closed sockets whose inode object this CPU's cache kept for reuse.
+    /// Closed sockets whose inode object this CPU's cache kept for reuse (the cache is shared
+    /// by every namespace: so is this count).
     pub vfs_kept: u64,
     /// Socket inode objects waiting in this CPU's cache now (a gauge shared by every
     /// namespace, not a counter).

@@ -114,6 +114,14 @@ impl<T: Sync> PerCpu<T> {
         Some(unsafe { &*bindings::per_cpu_ptr(self.ptr.as_ptr(), cpu).cast::<T>() })
     }
 
+    /// The slot of the CPU the caller runs on (it may migrate right after: the slot of the CPU
+    /// it ran on then, which is as good for data other CPUs may also use).
+    pub(crate) fn local(&self) -> &T {
+        // SAFETY: The running CPU is a possible CPU, so by the type invariant its slot holds a
+        // `T`, which lives as long as `self`; `per_cpu_ptr()` only computes its address.
+        unsafe { &*bindings::per_cpu_ptr(self.ptr.as_ptr(), cpu::current()).cast::<T>() }
+    }
+
     /// Every possible CPU with its slot.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
         cpu::possible().filter_map(move |cpu| Some((cpu, self.get(cpu)?)))

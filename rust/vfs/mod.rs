@@ -4,10 +4,10 @@
 //!
 //! Without the module every socket takes its inode object (`struct socket_alloc`: the socket
 //! and its sockfs inode) from the slab, and every close queues an RCU callback that returns it
-//! a grace period later, cold. With `net.fastsocket.vfs` on in the namespace of the task that
-//! closes a socket, the closing CPU keeps the torn-down object (at most [`CAPACITY`] per
-//! CPU, oldest first); a socket created on that CPU by a task of such a namespace takes the
-//! oldest one once a grace period has passed since it was kept, instead of a new one. The
+//! a grace period later, cold. With the module loaded the closing CPU keeps the torn-down
+//! object (at most [`CAPACITY`] per CPU, oldest first); a socket created on that CPU by a task
+//! of a namespace with `net.fastsocket.vfs` on takes the oldest one once a grace period has
+//! passed since it was kept, instead of a new one. The
 //! kernel initialises it as it does a new one, so nothing a program sees changes. Objects
 //! that find the cache full are freed as without the module; the memory manager's shrinker
 //! frees kept ones when memory runs low, and unloading the module frees every kept object.
@@ -16,7 +16,6 @@
 use crate::logic::fifo::Fifo;
 use crate::netstate::NetState;
 use crate::sys::{
-    cpu,
     global::{Global, Installed},
     net::{Net, RcuReadSection},
     percpu::{Alloc, PerCpu},
@@ -34,6 +33,8 @@ struct Kept {
     fifo: Fifo<KeptInode, KVec<Option<KeptInode>>>,
     /// The grace-period state this CPU last made sure a grace period would end.
     started: Option<GraceState>,
+    /// Objects this CPU kept since the module loaded.
+    total: u64,
 }
 
 impl Kept {
@@ -45,6 +46,7 @@ impl Kept {
         Ok(Self {
             fifo: Fifo::new(slots).ok_or(EINVAL)?,
             started: None,
+            total: 0,
         })
     }
 }
@@ -85,21 +87,14 @@ impl InodeCache {
     }
 
     fn take(&self) -> Option<ReusableInode> {
-        self.0
-            .get(cpu::current())?
-            .kept
-            .lock()
-            .fifo
-            .pop_if(KeptInode::reuse)
+        self.0.local().kept.lock().fifo.pop_if(KeptInode::reuse)
     }
 
     fn keep(&self, inode: KeptInode) -> Result<(), KeptInode> {
-        let Some(cache) = self.0.get(cpu::current()) else {
-            return Err(inode);
-        };
-        let mut kept = cache.kept.lock();
+        let mut kept = self.0.local().kept.lock();
         let since = inode.since();
         kept.fifo.push(inode)?;
+        kept.total += 1;
         // Without a grace period under way the object would wait for someone else's: start
         // one, once per grace-period state.
         if kept.started != Some(since) {
@@ -127,12 +122,15 @@ impl Shrink for InodeCache {
     }
 }
 
-/// How many objects `cpu`'s cache keeps now.
-pub(crate) fn idle(rcu: &RcuReadSection<'_>, cpu: u32) -> usize {
+/// How many objects `cpu`'s cache keeps now, and kept in all since the module loaded.
+pub(crate) fn cpu_counts(rcu: &RcuReadSection<'_>, cpu: u32) -> (u64, u64) {
     CACHE
         .get(rcu)
         .and_then(|cache| cache.0.get(cpu))
-        .map_or(0, |c| c.kept.lock().fifo.len())
+        .map_or((0, 0), |c| {
+            let kept = c.kept.lock();
+            (kept.fifo.len() as u64, kept.total)
+        })
 }
 
 /// The namespace state of the calling task, if the cache is on there.
@@ -145,17 +143,18 @@ fn state_of_current<'a>(rcu: &'a RcuReadSection<'_>) -> Option<&'a NetState> {
 pub(crate) fn inode_get(rcu: &RcuReadSection<'_>) -> Option<ReusableInode> {
     let state = state_of_current(rcu)?;
     let got = CACHE.get(rcu)?.take();
-    state.counters.record_vfs_get(cpu::current(), got.is_some());
+    state.counters.record_vfs_get(got.is_some());
     got
 }
 
-/// A socket closed by the calling task was torn down: keep its object if the cache is on in
-/// the task's namespace and this CPU's has room.
+/// A socket was closed and torn down: keep its object if this CPU's cache has room.
+///
+/// Whatever the namespace: the objects are all alike, only taking one is the namespace's
+/// choice, and not looking the namespace up keeps the close path cheap (a closing socket's
+/// namespace is not at hand, and the task's may not be the socket's).
 pub(crate) fn inode_put(rcu: &RcuReadSection<'_>, inode: KeptInode) -> Result<(), KeptInode> {
-    let (Some(state), Some(cache)) = (state_of_current(rcu), CACHE.get(rcu)) else {
-        return Err(inode);
-    };
-    cache.keep(inode)?;
-    state.counters.record_vfs_kept(cpu::current());
-    Ok(())
+    match CACHE.get(rcu) {
+        Some(cache) => cache.keep(inode),
+        None => Err(inode),
+    }
 }

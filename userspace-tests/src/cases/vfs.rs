@@ -158,9 +158,11 @@ pub fn vfs_cache_reuses(ctx: &mut Ctx) -> TestResult {
         socket_inode(&tcp_socket()?)?;
     }
     let (off, _) = vfs_since(&before)?;
+    // (Closing sockets still fill the cache, shared by every namespace: only taking from it
+    // is the namespace's choice.)
     ensure!(
-        off.vfs_reused + off.vfs_new + off.vfs_kept == 0,
-        "the cache was used with vfs=0: {off:?}"
+        off.vfs_reused + off.vfs_new == 0,
+        "the cache was asked with vfs=0: {off:?}"
     );
     Ok(())
 }
