@@ -7,6 +7,7 @@
 #   make bench-dry-run  the arm schedule of make bench (order, module state, knobs), no VM
 #   make soak      trinity, stress-ng and load/unload cycles under load, for longer (SOAK_MINUTES, SOAK_CYCLES)
 #   make vfsbench  socket-file microbenchmark (socket, accept, socketpair + close), stock vs T, and its profile
+#   make grub-check  boot a Debian 12 disk with GRUB: install guide's boot steps for real (not in make test)
 #
 # Kernel trees are cached in $(FASTSOCKET_CACHE) (default /var/cache/fastsocket-rs), keyed by
 # kernel package version, patch series, config and toolchain.
@@ -20,7 +21,7 @@ TESTS_BIN := userspace-tests/target/release/fastsocket-tests
 	host-test userspace vm-test test demo bench bench-dry-run lockprof soak vfsbench checkpatch clean help
 
 help:
-	@sed -n '2,12p' Makefile
+	@sed -n '2,13p' Makefile
 
 all: test
 
@@ -106,7 +107,7 @@ vfsbench: module-perf
 # (the module, fastsocket-stat, modules-load.d and sysctl.d files); Documentation/operations.md.
 # DEB_FLAVOUR=perf (default: the lean benchmark config) or debug.
 DEB_FLAVOUR ?= perf
-.PHONY: deb deb-test
+.PHONY: deb deb-test grub-check
 deb: deps
 	@DEB_FLAVOUR=$(DEB_FLAVOUR) bash $(S)/deb.sh
 
@@ -116,6 +117,14 @@ deb: deps
 DEB_TEST_FLAVOUR ?= debug
 deb-test: deps
 	@DEB_FLAVOUR=$(DEB_TEST_FLAVOUR) bash $(S)/deb-test.sh
+
+# The GRUB part of Documentation/operations.md for real (not in make test: about 10 minutes):
+# a Debian 12 disk image (debootstrap, cached; grub-pc on MBR) booted under QEMU five times,
+# through GRUB each time, installing, booting once, falling back, making the default and
+# purging with the guide's commands. GRUB_CHECK_FLAVOUR=debug (default) or perf.
+GRUB_CHECK_FLAVOUR ?= debug
+grub-check: deps
+	@DEB_FLAVOUR=$(GRUB_CHECK_FLAVOUR) bash $(S)/grub-check.sh
 
 # The kernel patches follow the kernel's coding style.
 checkpatch: kernel
