@@ -7,11 +7,10 @@
 //! a grace period later, cold. With the module loaded the closing CPU keeps the torn-down
 //! object (at most [`CAPACITY`] per CPU, oldest first); a socket created on that CPU by a task
 //! of a namespace with `net.fastsocket.vfs` on takes the oldest one once a grace period has
-//! passed since it was kept, instead of a new one. The
-//! kernel initialises it as it does a new one, so nothing a program sees changes. Objects
-//! that find the cache full are freed as without the module; the memory manager's shrinker
-//! frees kept ones when memory runs low, and unloading the module frees every kept object.
-//! See `Documentation/vfs.md`.
+//! passed since it was kept, instead of a new one. The kernel initialises it as it does a new
+//! one, so nothing a program sees changes. Objects that find the cache full are freed as
+//! without the module; the memory manager's shrinker frees kept ones when memory runs low,
+//! and unloading the module frees every kept object. See `Documentation/vfs.md`.
 
 use crate::logic::fifo::Fifo;
 use crate::netstate::NetState;
