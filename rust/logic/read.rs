@@ -10,6 +10,13 @@ use crate::stats::{counts, CpuStats};
 /// go down), not counters.
 pub const GAUGES: [&str; 2] = ["queued", "vfs_idle"];
 
+/// The columns of the socket inode cache. They do not count the namespace's connections:
+/// `vfs_kept` and `vfs_idle` are the cache's, one per CPU for the whole machine (the same in
+/// every namespace, moving whatever its knobs say), and `vfs_reused` and `vfs_new` count the
+/// sockets created by the namespace's tasks, which may be sockets of another namespace (a
+/// listener of another namespace accepted from a task of this one).
+pub const CACHE_COLUMNS: [&str; 4] = ["vfs_reused", "vfs_new", "vfs_kept", "vfs_idle"];
+
 /// A reader's operations on one CPU's counts.
 pub trait Counts {
     /// All handshakes counted by the wake-up path.
@@ -22,6 +29,10 @@ pub trait Counts {
 
     /// [`CpuStats::counts`], writable, in the same order.
     fn counts_mut(&mut self) -> impl Iterator<Item = (&'static str, &mut u64)>;
+
+    /// The counts of the namespace's connections: these counts with the [`CACHE_COLUMNS`]
+    /// zeroed.
+    fn connections(&self) -> Self;
 }
 
 impl Counts for CpuStats {
@@ -35,5 +46,15 @@ impl Counts for CpuStats {
 
     fn counts_mut(&mut self) -> impl Iterator<Item = (&'static str, &mut u64)> {
         counts!(self, &mut).into_iter()
+    }
+
+    fn connections(&self) -> Self {
+        let mut only = *self;
+        for (name, count) in only.counts_mut() {
+            if CACHE_COLUMNS.contains(&name) {
+                *count = 0;
+            }
+        }
+        only
     }
 }

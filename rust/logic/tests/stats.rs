@@ -99,3 +99,26 @@ fn columns_and_counts_name_the_same_fields() {
     assert!(CpuStats::default().get_mut("remote").is_none());
     assert!(CpuStats::default().get_mut("nonsense").is_none());
 }
+
+#[test]
+fn connection_counts_leave_out_the_cache_columns() {
+    use fastsocket_logic::read::{Counts, CACHE_COLUMNS};
+    let mut c = CpuStats {
+        accepts: 3,
+        rfd_local: 2,
+        vfs_reused: 4,
+        vfs_new: 1,
+        vfs_kept: 5,
+        vfs_idle: 6,
+        ..Default::default()
+    };
+    let only = c.connections();
+    assert_eq!((only.accepts, only.rfd_local), (3, 2));
+    assert_eq!(
+        (only.vfs_reused, only.vfs_new, only.vfs_kept, only.vfs_idle),
+        (0, 0, 0, 0)
+    );
+    for name in CACHE_COLUMNS {
+        assert!(c.get_mut(name).is_some(), "{name} is not a column");
+    }
+}

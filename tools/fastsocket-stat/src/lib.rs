@@ -248,6 +248,12 @@ impl Interval {
         self.share(cpu, "rfd_local", &["rfd_local", "rfd_steered"])
     }
 
+    /// The share of the sockets created with the socket inode cache on that reused a kept
+    /// inode object.
+    pub fn reuse_pct(&self, cpu: Option<u32>) -> Option<f64> {
+        self.share(cpu, "vfs_reused", &["vfs_reused", "vfs_new"])
+    }
+
     /// The later read.
     pub fn now(&self) -> &Table {
         &self.now
@@ -274,6 +280,7 @@ impl Interval {
             rates,
             local_pct: self.local_pct(cpu),
             rx_local_pct: self.rx_local_pct(cpu),
+            reuse_pct: self.reuse_pct(cpu),
         }
     }
 }
@@ -370,6 +377,14 @@ const COLUMNS: &[Column] = &[
         heading: "rx-local%",
         cell: |i, c| pct_cell(i, i.rx_local_pct(c), &["rfd_local", "rfd_steered"]),
     },
+    Column {
+        heading: "reused/s",
+        cell: |i, c| rate_cell(i, c, "vfs_reused"),
+    },
+    Column {
+        heading: "reuse%",
+        cell: |i, c| pct_cell(i, i.reuse_pct(c), &["vfs_reused", "vfs_new"]),
+    },
 ];
 
 /// What an absent column shows.
@@ -436,6 +451,9 @@ pub struct Row {
     /// Percentage of the interval's RFD decisions that found the segment on its port's
     /// owner (`rfd_local / (rfd_local + rfd_steered)`); `null` without any.
     pub rx_local_pct: Option<f64>,
+    /// Percentage of the interval's sockets created with the socket inode cache on that
+    /// reused a kept object (`vfs_reused / (vfs_reused + vfs_new)`); `null` without any.
+    pub reuse_pct: Option<f64>,
 }
 
 impl Row {
@@ -448,6 +466,7 @@ impl Row {
             rates: None,
             local_pct: None,
             rx_local_pct: None,
+            reuse_pct: None,
         }
     }
 }

@@ -40,6 +40,8 @@ fn every_column_of_the_help_is_in_the_manual_page() {
         "rfd-fallbk/s",
         "steered/s",
         "rx-local%",
+        "reused/s",
+        "reuse%",
     ] {
         assert!(
             HELP.contains(column.trim_end_matches("/s")),

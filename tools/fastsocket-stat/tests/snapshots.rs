@@ -385,3 +385,19 @@ fn rejects_bad_arguments() {
         assert!(!err.contains('\n'), "one line: {err:?}");
     }
 }
+
+#[test]
+fn socket_inode_cache_columns() {
+    // The columns the socket inode cache added (vfs_*), as the module writes them.
+    let then = table("cpu accepts local remote vfs_reused vfs_new vfs_kept vfs_idle\n0 0 0 0 100 20 110 256\n1 0 0 0 0 0 0 0\n");
+    let now = table("cpu accepts local remote vfs_reused vfs_new vfs_kept vfs_idle\n0 0 0 0 460 60 500 31\n1 0 0 0 50 0 40 2\n");
+    let i = Interval::between(&then, &now, Duration::from_secs(2)).unwrap();
+    assert!(close(i.rate(None, "vfs_reused").unwrap(), 410.0 / 2.0));
+    // CPU 0: 360 reused of 400 created; all: 410 of 450.
+    assert!(close(i.reuse_pct(Some(0)).unwrap(), 90.0));
+    assert!(close(i.reuse_pct(None).unwrap(), 100.0 * 410.0 / 450.0));
+    assert_eq!(i.delta(None, "vfs_idle"), None, "a gauge has no delta");
+    // No socket created on a CPU in the interval: no share.
+    let idle = Interval::between(&now, &now, Duration::from_secs(1)).unwrap();
+    assert_eq!(idle.reuse_pct(Some(1)), None);
+}

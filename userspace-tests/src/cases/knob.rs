@@ -2,7 +2,7 @@
 
 use super::{connect_and_wait, Context, Ctx, KnobGuard, TestResult};
 use crate::netns::ServerSide;
-use crate::procfs::{self, CpuStats};
+use crate::procfs::{self, Counts, CpuStats};
 use crate::server::AcceptServer;
 use crate::sys::{self, ChildWrite};
 
@@ -14,7 +14,10 @@ pub fn knob_disable(ctx: &mut Ctx) -> TestResult {
     let _enabled = KnobGuard::enabled("0")?;
     let before = procfs::read_counters()?;
     connect_and_wait(&pair, &server, 50)?;
-    let delta = procfs::read_counters()?.since(&before)?.total();
+    let delta = procfs::read_counters()?
+        .since(&before)?
+        .total()
+        .connections();
     ensure!(
         delta == CpuStats::default(),
         "with enabled=0 the counters still rose: {delta:?} after 50 accepts"

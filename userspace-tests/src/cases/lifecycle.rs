@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::{Ctx, TestResult, ACCEPT_TIMEOUT};
 use crate::client::LoopClient;
 use crate::netns::ServerSide;
+use crate::procfs::Counts;
 use crate::server::AcceptServer;
 use crate::{module, procfs};
 
@@ -66,7 +67,7 @@ pub fn unload_reload(ctx: &mut Ctx) -> TestResult {
     ctx.insmod()?;
     check_loaded(ctx)?;
     let counters = procfs::read_counters()?;
-    let total = counters.total();
+    let total = counters.total().connections();
     ensure!(
         total == Default::default(),
         "counters are not zero after reloading: {total:?}"
