@@ -16,9 +16,10 @@ module=$FASTSOCKET_CACHE/module/debug/fastsocket.ko
 for f in "$bin" "$module"; do
 	[ -e "$f" ] || { log "no $f: run make soak (it builds both)"; exit 1; }
 done
-# Guest time: the fuzzing, about 10 s per cycle under TCG with room to spare, and 20 minutes
-# for the boot, the rounds that overrun the deadline, the final checks and kmemleak.
-timeout=$((minutes * 60 + cycles * 10 + 1200))
+# Guest time: the fuzzing, about 16 s per cycle and its control cycle under TCG with room to
+# spare, and 20 minutes for the boot, the rounds that overrun the deadline, the final checks
+# and kmemleak.
+timeout=$((minutes * 60 + cycles * 16 + 1200))
 mkdir -p "$top/results"
 out=$top/results/soak-$(date -u +%Y%m%d-%H%M%S).log
 log "$minutes min of fuzzing, $cycles load/unload cycles; VM timeout ${timeout}s; log ${out#"$top"/}"

@@ -706,7 +706,10 @@ fn is_kmalloc(cache: &str) -> bool {
     cache.starts_with("kmalloc-") || cache.starts_with("dma-kmalloc-")
 }
 
-fn read_memory() -> TestResult<(Memory, BTreeMap<String, u64>)> {
+/// One sample: the totals and the bytes per slab cache.
+type Sample = (Memory, BTreeMap<String, u64>);
+
+fn read_memory() -> TestResult<Sample> {
     let slabinfo = fs::read_to_string("/proc/slabinfo").context("reading /proc/slabinfo")?;
     let meminfo = fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
     let caches = parse_slabinfo(&slabinfo)?;
@@ -748,42 +751,110 @@ fn top_growth(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> 
     top.join(", ")
 }
 
+/// What a soak's cycles do: the module's, or the control's (the same listener, client and
+/// connections with the module never loaded), whose memory growth is the load's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arm {
+    Module,
+    Control,
+}
+
 /// One cycle: insmod, every feature on, a listener of its own served by a loop client while
-/// the module is on, then with `enabled=0`, then unloaded; nothing may fail or be lost.
-fn cycle(ctx: &Ctx, pair: &NetnsPair, n: usize) -> TestResult<usize> {
-    ctx.insmod()?;
-    all_features_on()?;
+/// the module is on, then with `enabled=0`, then unloaded; nothing may fail or be lost. The
+/// control's cycle serves the same connections in three steps without the module.
+fn cycle(ctx: &Ctx, pair: &NetnsPair, n: usize, arm: Arm) -> TestResult<usize> {
+    let module_on = arm == Arm::Module;
+    if module_on {
+        ctx.insmod()?;
+        all_features_on()?;
+    }
     // Listening with the module on gives the listener per-CPU queues.
     let server = AcceptServer::start(pair.server_ip(false), &ctx.cpus, None)?;
     let client = LoopClient::start(pair.client_ns(), server.addr())?;
     let phases = (|| {
         server
             .wait_for(CYCLE_CONNECTIONS, ACCEPT_TIMEOUT)
-            .context("module on")?;
-        let accepts = procfs::read_counters()?.total().accepts;
-        ensure!(accepts > 0, "the module counted no accept while on");
-        procfs::write_knob(procfs::ENABLED, b"0").context("writing 0 to enabled")?;
+            .context(if module_on { "module on" } else { "control" })?;
+        if module_on {
+            let accepts = procfs::read_counters()?.total().accepts;
+            ensure!(accepts > 0, "the module counted no accept while on");
+            procfs::write_knob(procfs::ENABLED, b"0").context("writing 0 to enabled")?;
+        }
         server
             .wait_for(server.accepted() + CYCLE_CONNECTIONS, ACCEPT_TIMEOUT)
             .context("enabled=0")?;
-        module::rmmod()?;
+        if module_on {
+            module::rmmod()?;
+        }
         server
             .wait_for(server.accepted() + CYCLE_CONNECTIONS, ACCEPT_TIMEOUT)
             .context("unloaded")
     })();
     let stats = client.stop()?;
-    phases.map_err(|e| format!("cycle {n}: {e}"))?;
+    phases.map_err(|e| format!("{arm:?} cycle {n}: {e}"))?;
     server.wait_for(stats.connected, ACCEPT_TIMEOUT)?;
     let accepted = server.stop()?.len();
     stats
         .check_all_answered()
-        .map_err(|e| format!("cycle {n}: {e}"))?;
+        .map_err(|e| format!("{arm:?} cycle {n}: {e}"))?;
     ensure!(
         accepted == stats.connected,
-        "cycle {n}: the client connected {} times, the server accepted {accepted}",
+        "{arm:?} cycle {n}: the client connected {} times, the server accepted {accepted}",
         stats.connected
     );
     Ok(accepted)
+}
+
+/// Runs `cycles` cycles of `arm`, sampling the kernel's memory after each one (in the same
+/// state every time: module not loaded, under load).
+fn run_cycles(
+    ctx: &Ctx,
+    pair: &NetnsPair,
+    cycles: usize,
+    arm: Arm,
+) -> TestResult<(usize, Vec<Sample>)> {
+    let start = Instant::now();
+    let mut connections = 0;
+    let mut samples = Vec::with_capacity(cycles);
+    for n in 1..=cycles {
+        connections += cycle(ctx, pair, n, arm)?;
+        samples.push(read_memory()?);
+        if n % 10 == 0 && n < cycles {
+            let (first, now) = (&samples[0].0, &samples[n - 1].0);
+            info!(
+                "{arm:?}: {n} cycles, {:.1?}; kmalloc {} since cycle 1",
+                start.elapsed(),
+                kib(now.kmalloc as i128 - first.kmalloc as i128)
+            );
+        }
+    }
+    Ok((connections, samples))
+}
+
+/// Prints what the cycles of `arm` grew, from the first cycle (which warms slab pages and
+/// per-CPU chunks up) to the last, and returns the module-related growth.
+fn report_growth(arm: Arm, samples: &[Sample]) -> i128 {
+    let ((first, first_caches), (last, last_caches)) = (&samples[0], &samples[samples.len() - 1]);
+    let delta = |f: fn(&Memory) -> u64| f(last) as i128 - f(first) as i128;
+    info!(
+        "{arm:?}: memory after cycle 1: kmalloc {} KiB, per-CPU {} KiB, vmalloc {} KiB, all \
+         slab {} KiB",
+        first.kmalloc >> 10,
+        first.percpu >> 10,
+        first.vmalloc >> 10,
+        first.slab >> 10
+    );
+    info!(
+        "{arm:?}: growth from cycle 1 to {}: kmalloc {}, per-CPU {}, vmalloc {}, all slab {}; \
+         most grown caches: {}",
+        samples.len(),
+        kib(delta(|m| m.kmalloc)),
+        kib(delta(|m| m.percpu)),
+        kib(delta(|m| m.vmalloc)),
+        kib(delta(|m| m.slab)),
+        top_growth(first_caches, last_caches)
+    );
+    delta(Memory::module_related)
 }
 
 pub fn soak_load_unload(ctx: &mut Ctx) -> TestResult {
@@ -799,58 +870,39 @@ pub fn soak_load_unload(ctx: &mut Ctx) -> TestResult {
     module::rmmod().context("unloading before the first cycle")?;
     let start = Instant::now();
     let ctx: &Ctx = ctx;
-    let ((connections, samples), load) = served.under_load(|| {
-        let mut connections = 0;
-        let mut samples = Vec::with_capacity(cycles);
-        for n in 1..=cycles {
-            connections += cycle(ctx, &served.pair, n)?;
-            // Sampled in the same state every time: unloaded, under load.
-            samples.push(read_memory()?);
-            if n % 10 == 0 && n < cycles {
-                let (first, now) = (&samples[0].0, &samples[n - 1].0);
-                info!(
-                    "{n} cycles, {:.1?}; kmalloc {} since cycle 1",
-                    start.elapsed(),
-                    kib(now.kmalloc as i128 - first.kmalloc as i128)
-                );
-            }
-        }
-        Ok((connections, samples))
-    })?;
-    let took = start.elapsed();
-    // The first cycle warms caches up (slab pages, per-CPU chunks): growth counts from it.
-    let ((first, first_caches), (last, last_caches)) = (&samples[0], &samples[cycles - 1]);
-    let delta = |f: fn(&Memory) -> u64| f(last) as i128 - f(first) as i128;
+    // The control first, under the same load: what the kernel's memory does over as many
+    // cycles of the same connections when the module is never loaded.
+    let (((control_connections, control), control_took, (connections, samples)), load) = served
+        .under_load(|| {
+            let control = run_cycles(ctx, &served.pair, cycles, Arm::Control)?;
+            let control_took = start.elapsed();
+            let module = run_cycles(ctx, &served.pair, cycles, Arm::Module)?;
+            Ok((control, control_took, module))
+        })?;
+    let took = start.elapsed() - control_took;
     info!(
-        "{cycles} cycles of insmod, knobs on, enabled=0, rmmod in {took:.1?}: {connections} \
-         connections to the cycles' own listeners, {} wrk requests to nginx and through \
-         haproxy in {} run(s), 0 errors",
+        "{cycles} cycles of insmod, knobs on, enabled=0, rmmod in {took:.1?} ({connections} \
+         connections to the cycles' own listeners) after {cycles} control cycles without the \
+         module in {control_took:.1?} ({control_connections} connections); {} wrk requests to \
+         nginx and through haproxy in {} run(s), 0 errors",
         load.requests, load.runs
     );
+    let control_growth = report_growth(Arm::Control, &control);
+    let growth = report_growth(Arm::Module, &samples);
     info!(
-        "memory after cycle 1: kmalloc {} KiB, per-CPU {} KiB, vmalloc {} KiB, all slab {} KiB",
-        first.kmalloc >> 10,
-        first.percpu >> 10,
-        first.vmalloc >> 10,
-        first.slab >> 10
+        "kmalloc + per-CPU + vmalloc growth over {cycles} cycles: module {}, control {}",
+        kib(growth),
+        kib(control_growth)
     );
-    info!(
-        "growth from cycle 1 to {cycles}: kmalloc {}, per-CPU {}, vmalloc {}, all slab {}; \
-         most grown caches: {}",
-        kib(delta(|m| m.kmalloc)),
-        kib(delta(|m| m.percpu)),
-        kib(delta(|m| m.vmalloc)),
-        kib(delta(|m| m.slab)),
-        top_growth(first_caches, last_caches)
-    );
-    let growth = delta(Memory::module_related);
     let allowed = (GROWTH_NOISE + GROWTH_PER_CYCLE * (cycles as u64 - 1)) as i128;
     ensure!(
         growth <= allowed,
-        "kmalloc + per-CPU + vmalloc grew by {} over {} cycles (allowed {}): a leak per cycle",
+        "kmalloc + per-CPU + vmalloc grew by {} over {} cycles (allowed {}; the control grew \
+         {}): a leak per cycle",
         kib(growth),
         cycles - 1,
-        kib(allowed)
+        kib(allowed),
+        kib(control_growth)
     );
     ctx.insmod()?;
     all_features_on()?;
