@@ -21,8 +21,9 @@ pub const MAX_KNOB_BYTES: usize = 8192;
 /// The most knobs read from the sysctl directory.
 pub const MAX_KNOBS: usize = 64;
 
-/// Columns that are gauges (a value now), not monotonically increasing counters.
-pub const GAUGES: &[&str] = &["queued", "vfs_idle"];
+/// Columns that are gauges (a value now), not monotonically increasing counters: the
+/// module's own list.
+pub use fastsocket_logic::read::GAUGES;
 
 /// Whether column `name` is a gauge.
 pub fn is_gauge(name: &str) -> bool {
