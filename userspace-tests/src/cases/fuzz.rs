@@ -92,19 +92,25 @@ const SOAK_TRINITY_SYSCALLS: u64 = 4000;
 const TRINITY_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// stress-ng's stressors and their bogo-op counts in the CI slice, per address family: the
-/// TCP ones take the family as an option, the others (`sockmany` and `sockabuse`, IPv4
-/// only, `sockfd`, unix sockets, and `sockdiag`, whose bogo ops are the attributes of the
-/// AF_UNIX sock_diag replies it asks for: `CONFIG_UNIX_DIAG` in configs/base.config) run with
-/// IPv4.
+/// TCP ones (and `udp`) take the family as an option, the others (`sockmany` and
+/// `sockabuse`, IPv4 only, `sockfd`, unix sockets, `sockdiag`, whose bogo ops are the
+/// attributes of the AF_UNIX sock_diag replies it asks for: `CONFIG_UNIX_DIAG` in
+/// configs/base.config, and `rawsock`, raw IPv4 sockets) run with IPv4. `udp`, `rawsock`,
+/// `sockfd` and `sockdiag` do not reach the listen or connect hooks; their sockets go
+/// through the socket inode cache like every other.
 const CI_STRESSORS_V4: &[(&str, u64)] = &[
     ("sock", 50),
     ("epoll", 50),
+    ("udp", 1000),
     ("sockmany", 250),
     ("sockabuse", 10),
     ("sockfd", 250),
     ("sockdiag", 2000),
+    ("rawsock", 1000),
 ];
-const CI_STRESSORS_V6: &[(&str, u64)] = &[("sock", 50), ("epoll", 50)];
+const CI_STRESSORS_V6: &[(&str, u64)] = &[("sock", 50), ("epoll", 50), ("udp", 1000)];
+/// The stressors that take `--NAME-domain`.
+const DOMAIN_STRESSORS: [&str; 3] = ["sock", "epoll", "udp"];
 /// A soak's rounds run this many times the CI slice's counts (the counts of the shortened
 /// soak of Documentation/reliability.md).
 const SOAK_STRESS_SCALE: u64 = 10;
@@ -556,7 +562,7 @@ fn run_stress_ng(
     for &(name, count) in stressors {
         args.extend([format!("--{name}"), "1".into()]);
         args.extend([format!("--{name}-ops"), count.to_string()]);
-        if ["sock", "epoll"].contains(&name) {
+        if DOMAIN_STRESSORS.contains(&name) {
             args.extend([format!("--{name}-domain"), domain.into()]);
         }
     }
@@ -611,7 +617,7 @@ fn stress_rounds(dir: &Path, soak: Option<Duration>) -> TestResult<BTreeMap<Stri
         };
         let scaled: Vec<(&str, u64)> = stressors.iter().map(|&(n, c)| (n, c * scale)).collect();
         for (name, count) in run_stress_ng(dir, domain, &scaled)? {
-            let key = if ["sock", "epoll"].contains(&name.as_str()) {
+            let key = if DOMAIN_STRESSORS.contains(&name.as_str()) {
                 format!("{name}-{domain}")
             } else {
                 name

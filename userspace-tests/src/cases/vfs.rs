@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::sendfile::sendfile;
 use nix::sys::socket::{
@@ -17,7 +17,7 @@ use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use nix::sys::stat::{fstat, SFlag};
-use nix::unistd::{dup, dup3};
+use nix::unistd::{dup, dup2, dup3, pipe};
 
 use super::{Context, Ctx, KnobGuard, TestResult};
 use crate::procfs::{self, CpuStats};
@@ -202,6 +202,18 @@ fn socket_calls() -> TestResult {
             "fd {d} reads {link:?}, not socket:[{ino}]"
         );
     }
+    // dup2 onto an open descriptor (another socket's, closed by it): the same socket.
+    let mut d2 = tcp_socket()?;
+    dup2(&a, &mut d2).context("dup2")?;
+    let link = fs::read_link(format!("/proc/self/fd/{}", d2.as_raw_fd())).context("readlink")?;
+    ensure!(
+        link.to_str() == Some(format!("socket:[{ino}]").as_str()),
+        "dup2's fd reads {link:?}, not socket:[{ino}]"
+    );
+    drop(d2);
+    // lsof attributes the socket to this process, with its inode.
+    let lsof = lsof_inode(&a)?;
+    ensure!(lsof == ino, "lsof says inode {lsof}, fstat {ino}");
     File::from(d1)
         .write_all(b"1")
         .context("write through dup")?;
@@ -297,7 +309,36 @@ fn socket_calls() -> TestResult {
         .context("reading what sendfile sent")?;
     ensure!(&got == b"sendfile", "read {got:?}");
     let _ = fs::remove_file(path);
+
+    // splice from the socket into a pipe.
+    (&b).write_all(b"splice").context("write")?;
+    let (pipe_r, pipe_w) = pipe().context("pipe")?;
+    let moved = splice(&a, None, &pipe_w, None, 6, SpliceFFlags::empty()).context("splice")?;
+    ensure!(moved == 6, "splice moved {moved} bytes");
+    let mut spliced = [0u8; 6];
+    File::from(pipe_r)
+        .read_exact(&mut spliced)
+        .context("reading the pipe")?;
+    ensure!(&spliced == b"splice", "the pipe gave {spliced:?}");
     Ok(())
+}
+
+/// The inode lsof gives for descriptor `fd` of this process (`-F pi`: process, inode).
+fn lsof_inode(fd: &impl AsRawFd) -> TestResult<u64> {
+    let out = Command::new("lsof")
+        .args(["-nP", "-a", "-p", &std::process::id().to_string()])
+        .args(["-d", &fd.as_raw_fd().to_string(), "-F", "pi"])
+        .output()
+        .context("lsof")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pid = format!("p{}", std::process::id());
+    ensure!(
+        text.lines().any(|l| l == pid),
+        "lsof does not name this process: {text:?}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix('i')?.parse().ok())
+        .ok_or_else(|| format!("lsof gave no inode: {text:?}"))
 }
 
 /// Every call of [`socket_calls`] behaves the same with the cache on (its sockets reusing
