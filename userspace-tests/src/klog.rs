@@ -8,6 +8,8 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
+use procfs_core::{FromRead, MountEntry};
+
 /// Text of the warning that `fault_detection` logs on purpose; `kernel_log_clean`
 /// ignores lines containing it.
 pub const DELIBERATE_FAULT: &str = "fastsocket-tests deliberate fault";
@@ -73,11 +75,14 @@ pub fn write_kmsg(message: &str) -> io::Result<()> {
         .write_all(format!("{message}\n").as_bytes())
 }
 
+/// Whether the /proc/mounts text `mounts` has a file system mounted on `dir`.
+fn mounted_on(mounts: impl Read, dir: &str) -> io::Result<bool> {
+    let mounts = Vec::<MountEntry>::from_read(mounts).map_err(io::Error::other)?;
+    Ok(mounts.iter().any(|mount| mount.fs_file == dir))
+}
+
 fn debugfs_mounted() -> io::Result<bool> {
-    let mounts = fs::read_to_string("/proc/mounts")?;
-    Ok(mounts
-        .lines()
-        .any(|line| line.split_whitespace().nth(1) == Some(DEBUGFS)))
+    mounted_on(File::open("/proc/mounts")?, DEBUGFS)
 }
 
 /// Outcome of a kmemleak scan.
@@ -152,6 +157,18 @@ impl LogWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_mount_points() {
+        let mounts = "sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0\n\
+                      debugfs /sys/kernel/debug debugfs rw,relatime 0 0\n\
+                      /dev/vda1 /mnt/a\\011b ext4 rw 0 0\n";
+        assert!(mounted_on(mounts.as_bytes(), DEBUGFS).unwrap());
+        assert!(mounted_on(mounts.as_bytes(), "/mnt/a\tb").unwrap());
+        assert!(!mounted_on(mounts.as_bytes(), "/sys/kernel/tracing").unwrap());
+        assert!(mounted_on("debugfs /sys/kernel/debug\n".as_bytes(), DEBUGFS).is_err());
+        assert!(debugfs_mounted().is_ok());
+    }
 
     #[test]
     fn formats_kmsg_records() {

@@ -2,11 +2,19 @@
 //!
 //! All per-netns files are read through /proc/thread-self so that a thread that
 //! setns()'d into another namespace sees that namespace's files.
+//!
+//! The kernel's own files are parsed by procfs-core where it has a parser (/proc/net/tcp),
+//! always fed the text of the /proc/thread-self path (procfs's /proc/net functions would show
+//! the thread group leader's namespace). It has none for /proc/net/netstat,
+//! /proc/net/sockstat and the CPU lists of sysfs: those parsers are ours.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::io;
+
+use procfs_core::net::{TcpNetEntries, TcpNetEntry, TcpState};
+use procfs_core::{ExplicitSystemInfo, FromReadSI};
 
 use crate::sys;
 
@@ -253,25 +261,35 @@ pub fn read_netstat(group: &str, names: &[&str]) -> Result<Vec<u64>, String> {
         .collect()
 }
 
+/// The IPv4 TCP sockets in /proc/net/tcp format, parsed by procfs-core.
+pub fn parse_tcp4(text: &str) -> Result<Vec<TcpNetEntry>, String> {
+    // The parser reads the addresses in the host's byte order (as the kernel prints them)
+    // and uses nothing else of the system information.
+    let system = ExplicitSystemInfo {
+        boot_time_secs: 0,
+        ticks_per_second: 0,
+        page_size: 0,
+        is_little_endian: cfg!(target_endian = "little"),
+    };
+    TcpNetEntries::from_read(text.as_bytes(), &system)
+        .map(|entries| entries.0)
+        .map_err(|e| e.to_string())
+}
+
+/// [`parse_tcp4`] of the calling thread's netns.
+pub fn read_tcp4() -> Result<Vec<TcpNetEntry>, String> {
+    parse_tcp4(&read(TCP4)?).map_err(|e| format!("{TCP4}: {e}"))
+}
+
 /// The accept queue lengths (`rx_queue`, which is `sk_ack_backlog` for listeners) of every
 /// IPv4 listener on `port` (several share it with SO_REUSEPORT) in /proc/net/tcp format, in
 /// the order listed.
 pub fn parse_tcp_listen_queues(text: &str, port: u16) -> Result<Vec<u32>, String> {
-    const LISTEN: &str = "0A";
-    let port_hex = format!("{port:04X}");
-    text.lines()
-        .skip(1)
-        .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| {
-            f.len() > 4
-                && f[3] == LISTEN
-                && f[1].rsplit_once(':').is_some_and(|(_, p)| p == port_hex)
-        })
-        .map(|f| {
-            let rx = f[4].split_once(':').map_or("", |(_, rx)| rx);
-            u32::from_str_radix(rx, 16).map_err(|e| format!("bad queues {:?}: {e}", f[4]))
-        })
-        .collect()
+    Ok(parse_tcp4(text)?
+        .into_iter()
+        .filter(|s| s.state == TcpState::Listen && s.local_address.port() == port)
+        .map(|s| s.rx_queue)
+        .collect())
 }
 
 /// The accept queue length of the one IPv4 listener on `port` in /proc/net/tcp format.
@@ -688,6 +706,26 @@ mod tests {
             Vec::<u32>::new()
         );
         assert!(parse_tcp_listen_queues(&bad, 80).is_err());
+        // Every row is parsed, whichever port it is on.
+        assert!(parse_tcp_listen_queues(&bad, 81).is_err());
+        let sockets = parse_tcp4(text).unwrap();
+        assert_eq!(sockets.len(), 3);
+        assert_eq!(
+            (sockets[1].local_address.port(), sockets[1].state.clone()),
+            (0xA4CB, TcpState::Established)
+        );
+        assert_eq!(
+            (sockets[1].remote_address.port(), sockets[1].inode),
+            (50000, 2)
+        );
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                sockets[2].local_address,
+                "127.0.0.1:80".parse::<std::net::SocketAddr>().unwrap()
+            );
+        }
+        assert!(parse_tcp4("header only\n").unwrap().is_empty());
+        assert!(parse_tcp4("header\n   0: 0100007F:0050\n").is_err());
     }
 
     #[test]

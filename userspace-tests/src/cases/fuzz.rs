@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use procfs_core::{FromRead, Meminfo};
+
 use super::apps::{check_body, start_haproxy, start_nginx, wrk_until, Daemon, Load, WorkDir};
 use super::log::KernelWatch;
 use super::{Context, Ctx, TestResult, ACCEPT_TIMEOUT};
@@ -697,15 +699,13 @@ fn parse_slabinfo(text: &str) -> Result<BTreeMap<String, u64>, String> {
     Ok(caches)
 }
 
-/// A /proc/meminfo figure (`Name:   123 kB`) in bytes.
-fn meminfo_bytes(text: &str, name: &str) -> Result<u64, String> {
-    text.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
-            rest.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| format!("/proc/meminfo has no {name}"))
+/// `Percpu` and `VmallocUsed` of /proc/meminfo in bytes, parsed by procfs-core.
+fn meminfo_bytes(text: &str) -> Result<(u64, u64), String> {
+    let meminfo = Meminfo::from_read(text.as_bytes()).map_err(|e| format!("/proc/meminfo: {e}"))?;
+    let percpu = meminfo
+        .per_cpu
+        .ok_or_else(|| "/proc/meminfo has no Percpu".to_owned())?;
+    Ok((percpu, meminfo.vmalloc_used))
 }
 
 fn is_kmalloc(cache: &str) -> bool {
@@ -719,6 +719,7 @@ fn read_memory() -> TestResult<Sample> {
     let slabinfo = fs::read_to_string("/proc/slabinfo").context("reading /proc/slabinfo")?;
     let meminfo = fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
     let caches = parse_slabinfo(&slabinfo)?;
+    let (percpu, vmalloc) = meminfo_bytes(&meminfo)?;
     let memory = Memory {
         kmalloc: caches
             .iter()
@@ -726,8 +727,8 @@ fn read_memory() -> TestResult<Sample> {
             .map(|(_, b)| b)
             .sum(),
         slab: caches.values().sum(),
-        percpu: meminfo_bytes(&meminfo, "Percpu")?,
-        vmalloc: meminfo_bytes(&meminfo, "VmallocUsed")?,
+        percpu,
+        vmalloc,
     };
     Ok((memory, caches))
 }
@@ -953,6 +954,27 @@ mod tests {
         assert_eq!(ops["sockabuse"], 50);
     }
 
+    /// A 6.x kernel's /proc/meminfo.
+    const MEMINFO: &str = "MemTotal:        2000000 kB\nMemFree:         1500000 kB\n\
+        MemAvailable:    1800000 kB\nBuffers:            7296 kB\nCached:           100332 kB\n\
+        SwapCached:            0 kB\nActive:            62064 kB\nInactive:          48212 kB\n\
+        Active(anon):         44 kB\nInactive(anon):     5760 kB\nActive(file):      62020 kB\n\
+        Inactive(file):    42452 kB\nUnevictable:           0 kB\nMlocked:               0 kB\n\
+        SwapTotal:             0 kB\nSwapFree:              0 kB\nZswap:                 0 kB\n\
+        Zswapped:              0 kB\nDirty:               236 kB\nWriteback:             0 kB\n\
+        AnonPages:         10288 kB\nMapped:            11944 kB\nShmem:             10152 kB\n\
+        KReclaimable:      30380 kB\nSlab:              75816 kB\nSReclaimable:      30380 kB\n\
+        SUnreclaim:        45436 kB\nKernelStack:        1568 kB\nPageTables:         1844 kB\n\
+        SecPageTables:         0 kB\nNFS_Unstable:          0 kB\nBounce:                0 kB\n\
+        WritebackTmp:          0 kB\nCommitLimit:     1000000 kB\nCommitted_AS:      70340 kB\n\
+        VmallocTotal:   34359738367 kB\nVmallocUsed:          20 kB\nVmallocChunk:          0 kB\n\
+        Percpu:             1234 kB\nAnonHugePages:         0 kB\nShmemHugePages:        0 kB\n\
+        ShmemPmdMapped:        0 kB\nFileHugePages:         0 kB\nFilePmdMapped:         0 kB\n\
+        Unaccepted:            0 kB\nBalloon:               0 kB\nHugePages_Total:       0\n\
+        HugePages_Free:        0\nHugePages_Rsvd:        0\nHugePages_Surp:        0\n\
+        Hugepagesize:       2048 kB\nHugetlb:               0 kB\nDirectMap4k:       28672 kB\n\
+        DirectMap2M:     2068480 kB\nDirectMap1G:           0 kB\n";
+
     #[test]
     fn parses_memory_figures() {
         let slabinfo = "slabinfo - version: 2.1\n\
@@ -965,11 +987,10 @@ mod tests {
         assert!(is_kmalloc("kmalloc-cg-1k") && is_kmalloc("dma-kmalloc-64"));
         assert!(!is_kmalloc("tw_sock_TCP"));
         assert!(parse_slabinfo("kmalloc-8 x\n").is_err());
-        let meminfo =
-            "MemTotal:        2000000 kB\nPercpu:             1234 kB\nVmallocUsed:       20 kB\n";
-        assert_eq!(meminfo_bytes(meminfo, "Percpu").unwrap(), 1234 * 1024);
-        assert_eq!(meminfo_bytes(meminfo, "VmallocUsed").unwrap(), 20 * 1024);
-        assert!(meminfo_bytes(meminfo, "Slab").is_err());
+        assert_eq!(meminfo_bytes(MEMINFO).unwrap(), (1234 * 1024, 20 * 1024));
+        assert!(meminfo_bytes(&MEMINFO.replace("Percpu:", "Other:")).is_err());
+        assert!(meminfo_bytes(&MEMINFO.replace("VmallocUsed:", "Other:")).is_err());
+        assert!(meminfo_bytes(&MEMINFO.replace("20 kB", "x kB")).is_err());
         let (before, after) = (caches.clone(), {
             let mut c = caches;
             *c.get_mut("kmalloc-64").unwrap() += 4096;

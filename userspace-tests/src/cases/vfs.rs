@@ -127,17 +127,13 @@ pub fn vfs_cache_reuses(ctx: &mut Ctx) -> TestResult {
     let listener = TcpListener::bind("127.0.0.1:0").context("bind")?;
     let ino = socket_inode(&listener)?;
     let port = listener.local_addr().context("local_addr")?.port();
-    let tcp = fs::read_to_string(procfs::TCP4).context("reading /proc/net/tcp")?;
+    let tcp = procfs::read_tcp4()?;
     let row = tcp
-        .lines()
-        .find(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|a| a.ends_with(&format!(":{port:04X}")))
-        })
+        .iter()
+        .find(|s| s.local_address.port() == port)
         .ok_or(format!("no /proc/net/tcp row for port {port}"))?;
     ensure!(
-        row.split_whitespace().nth(9) == Some(ino.to_string().as_str()),
+        row.inode == ino,
         "/proc/net/tcp row {row:?} does not name inode {ino}"
     );
     let ss = Command::new("ss")
