@@ -2,7 +2,11 @@
 //!
 //! Runs inside the test guest as root: loads the module, drives TCP traffic through veth
 //! pairs between network namespaces and checks the module's /proc and sysctl interface
-//! and the kernel log. Prints one line per test and a final `N passed, N failed` line.
+//! and the kernel log. libtest-mimic runs the tests one after the other and prints a
+//! `test NAME ... ok` or `... FAILED` line for each (what a test prints goes in between),
+//! then every failure's reason and its `test result:` line; a failed test's reason is also
+//! printed as it fails (`# NAME failed: ...`). The time each test took comes next, and the
+//! last line is `N passed, N failed`.
 
 /// Prints an informational `# ...` line.
 macro_rules! info {
@@ -32,12 +36,14 @@ mod sys;
 mod tracefs;
 mod watchdog;
 
-use std::any::Any;
 use std::io::Write;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use libtest_mimic::{ColorSetting, Failed, Trial};
+
+use cases::{Ctx, Test};
 
 const USAGE: &str =
     "usage: fastsocket-tests --module PATH/fastsocket.ko [--filter SUBSTR[,SUBSTR...]] [--fault-check] [--known-gaps]";
@@ -74,14 +80,33 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     }))
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(msg) = payload.downcast_ref::<&str>() {
-        msg
-    } else if let Some(msg) = payload.downcast_ref::<String>() {
-        msg
-    } else {
-        "non-string panic payload"
+/// libtest-mimic's settings: the trials run one after the other on this thread, in the
+/// order given (already filtered by [`cases::selected`]), without colours (logs are text).
+fn harness_args() -> libtest_mimic::Arguments {
+    libtest_mimic::Arguments {
+        test_threads: Some(1),
+        color: Some(ColorSetting::Never),
+        ..Default::default()
     }
+}
+
+/// The trial of `test`: its body runs with the shared context under the watchdog. The
+/// reason of a failure is printed at once, not only in libtest-mimic's list at the end, so
+/// that a run the guest never finishes (a kernel panic, the VM's timeout) still shows it.
+fn trial(test: &'static Test, ctx: &Arc<Mutex<Ctx>>, progress: &watchdog::Shared) -> Trial {
+    let (ctx, progress) = (Arc::clone(ctx), Arc::clone(progress));
+    Trial::test(test.name, move || {
+        let mut ctx = ctx.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = watchdog::run(&progress, test.name, test.limit, || (test.run)(&mut ctx));
+        if let Err(reason) = &result {
+            let mut lines = reason.lines();
+            info!("{} failed: {}", test.name, lines.next().unwrap_or_default());
+            for line in lines {
+                info!("  {line}");
+            }
+        }
+        result.map_err(Failed::from)
+    })
 }
 
 fn main() -> ExitCode {
@@ -114,44 +139,22 @@ fn main() -> ExitCode {
     }
     // Before the module is first loaded: only leaks that appear during the suite count.
     cases::kmemleak_baseline();
-    let mut ctx = cases::Ctx::new(args.module, cpus);
+    let ctx = Arc::new(Mutex::new(Ctx::new(args.module, cpus)));
     let progress = watchdog::start();
-    let (mut passed, mut failed) = (0, 0);
-    for test in tests {
-        let start = Instant::now();
-        watchdog::begin(&progress, test.name, test.limit);
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| (test.run)(&mut ctx)));
-        watchdog::end(&progress);
-        let reason = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(reason)) => Some(reason),
-            Err(payload) => Some(format!("panicked: {}", panic_message(&*payload))),
-        };
-        match reason {
-            None => {
-                passed += 1;
-                progress.lock().unwrap_or_else(|e| e.into_inner()).passed += 1;
-                println!("ok   {} ({} ms)", test.name, start.elapsed().as_millis());
-            }
-            Some(reason) => {
-                failed += 1;
-                progress.lock().unwrap_or_else(|e| e.into_inner()).failed += 1;
-                let mut lines = reason.lines();
-                println!("FAIL {}: {}", test.name, lines.next().unwrap_or_default());
-                for line in lines {
-                    println!("#   {line}");
-                }
-            }
-        }
-        let _ = std::io::stdout().flush();
+    let trials = tests
+        .into_iter()
+        .map(|test| trial(test, &ctx, &progress))
+        .collect();
+    let conclusion = libtest_mimic::run(&harness_args(), trials);
+    for (name, took, _) in watchdog::finished(&progress) {
+        info!("{name} took {} ms", took.as_millis());
     }
-    println!("{passed} passed, {failed} failed");
+    println!(
+        "{} passed, {} failed",
+        conclusion.num_passed, conclusion.num_failed
+    );
     let _ = std::io::stdout().flush();
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    conclusion.exit_code()
 }
 
 #[cfg(test)]
@@ -170,6 +173,11 @@ mod tests {
         assert_eq!(args.module, PathBuf::from("/m.ko"));
         assert_eq!(args.filter.as_deref(), Some("knob"));
         assert!(args.fault_check);
+        assert!(!args.known_gaps);
+        let args = parse(&["--known-gaps", "--module", "/m.ko"])
+            .unwrap()
+            .unwrap();
+        assert!(args.known_gaps && !args.fault_check && args.filter.is_none());
     }
 
     #[test]
@@ -178,5 +186,67 @@ mod tests {
         assert!(parse(&["--module"]).is_err());
         assert!(parse(&["--module", "/m.ko", "--bogus"]).is_err());
         assert!(parse(&["--help"]).unwrap().is_none());
+    }
+
+    fn passes(_: &mut Ctx) -> cases::TestResult {
+        Ok(())
+    }
+
+    fn fails(_: &mut Ctx) -> cases::TestResult {
+        Err("first line\nsecond line".into())
+    }
+
+    fn panics(_: &mut Ctx) -> cases::TestResult {
+        panic!("boom")
+    }
+
+    /// Names out of alphabetical order: the trials must keep this order.
+    static FAKE: [Test; 4] = [
+        Test {
+            name: "b_pass",
+            run: passes,
+            limit: std::time::Duration::from_secs(60),
+        },
+        Test {
+            name: "a_fail",
+            run: fails,
+            limit: std::time::Duration::from_secs(60),
+        },
+        Test {
+            name: "c_panics",
+            run: panics,
+            limit: std::time::Duration::from_secs(60),
+        },
+        Test {
+            name: "a_pass",
+            run: passes,
+            limit: std::time::Duration::from_secs(60),
+        },
+    ];
+
+    #[test]
+    fn runs_the_trials_in_order_and_reports_failures_in_full() {
+        let ctx = Arc::new(Mutex::new(Ctx::new("/m.ko".into(), vec![0])));
+        let progress = watchdog::Shared::default();
+        let trials = FAKE.iter().map(|t| trial(t, &ctx, &progress)).collect();
+        let log = std::env::temp_dir().join(format!(
+            "fastsocket-tests-harness-{}.log",
+            std::process::id()
+        ));
+        let args = libtest_mimic::Arguments {
+            logfile: Some(log.to_string_lossy().into_owned()),
+            ..harness_args()
+        };
+        let conclusion = libtest_mimic::run(&args, trials);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert_eq!((conclusion.num_passed, conclusion.num_failed), (2, 2));
+        assert_eq!(conclusion.exit_code(), ExitCode::from(101));
+        let order: Vec<&str> = watchdog::finished(&progress).iter().map(|f| f.0).collect();
+        assert_eq!(order, ["b_pass", "a_fail", "c_panics", "a_pass"]);
+        assert!(text.contains("test b_pass   ... ok\n"), "{text}");
+        assert!(text.contains("test a_fail   ... FAILED\n"), "{text}");
+        assert!(text.contains("first line\nsecond line"), "{text}");
+        assert!(text.contains("test panicked: boom"), "{text}");
     }
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use procfs_core::process::Stat;
 use procfs_core::FromRead;
 
+use crate::cases::TestResult;
+
 /// How often the watchdog looks at the running test.
 const PERIOD: Duration = Duration::from_millis(500);
 
@@ -20,8 +22,8 @@ const PERIOD: Duration = Duration::from_millis(500);
 pub struct Progress {
     /// The running test, when it started and its limit.
     running: Option<(&'static str, Instant, Duration)>,
-    pub passed: usize,
-    pub failed: usize,
+    /// The finished tests in the order they ran: name, time taken, whether it passed.
+    finished: Vec<(&'static str, Duration, bool)>,
 }
 
 pub type Shared = Arc<Mutex<Progress>>;
@@ -43,12 +45,43 @@ pub fn start() -> Shared {
     progress
 }
 
-pub fn begin(progress: &Shared, name: &'static str, limit: Duration) {
+/// Runs the body of test `name` with `limit` watched, and records its outcome (for the
+/// summary the watchdog prints) and how long it took. A body that panics counts as failed;
+/// the panic goes on to the caller.
+pub fn run(
+    progress: &Shared,
+    name: &'static str,
+    limit: Duration,
+    body: impl FnOnce() -> TestResult,
+) -> TestResult {
     lock(progress).running = Some((name, Instant::now(), limit));
+    let mut running = Running {
+        progress,
+        passed: false,
+    };
+    let result = body();
+    running.passed = result.is_ok();
+    result
 }
 
-pub fn end(progress: &Shared) {
-    lock(progress).running = None;
+/// Moves the running test to the finished ones when dropped, also when its body panicked.
+struct Running<'a> {
+    progress: &'a Shared,
+    passed: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(self.progress);
+        if let Some((name, started, _)) = state.running.take() {
+            state.finished.push((name, started.elapsed(), self.passed));
+        }
+    }
+}
+
+/// The finished tests in the order they ran: name, time taken, whether it passed.
+pub fn finished(progress: &Shared) -> Vec<(&'static str, Duration, bool)> {
+    lock(progress).finished.clone()
 }
 
 fn watch(progress: &Shared) {
@@ -61,16 +94,19 @@ fn watch(progress: &Shared) {
         if started.elapsed() < limit {
             continue;
         }
+        let passed = state.finished.iter().filter(|test| test.2).count();
+        let failed = state.finished.len() - passed + 1;
+        // Ends libtest-mimic's open `test NAME ... ` line the way it ends a failed test's.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "FAIL {name}: watchdog: the test did not finish within {limit:?} (a lost wake-up or \
-             a hang); the tests after it are not run"
+            "FAILED\n# watchdog: {name} did not finish within {limit:?} (a lost wake-up or a \
+             hang); the tests after it are not run"
         );
         for line in thread_states() {
             let _ = writeln!(out, "#   {line}");
         }
-        let _ = writeln!(out, "{} passed, {} failed", state.passed, state.failed + 1);
+        let _ = writeln!(out, "{passed} passed, {failed} failed");
         let _ = out.flush();
         std::process::exit(1);
     }
@@ -120,9 +156,22 @@ mod tests {
     #[test]
     fn tracks_the_running_test() {
         let progress = Shared::default();
-        begin(&progress, "x", Duration::from_secs(1));
-        assert_eq!(lock(&progress).running.map(|r| r.0), Some("x"));
-        end(&progress);
+        let result = run(&progress, "x", Duration::from_secs(1), || {
+            assert_eq!(lock(&progress).running.map(|r| r.0), Some("x"));
+            Err("no".into())
+        });
+        assert!(result.is_err());
+        assert!(lock(&progress).running.is_none());
+        let panicked = std::panic::catch_unwind(|| {
+            run(&progress, "y", Duration::from_secs(1), || panic!("boom"))
+        });
+        assert!(panicked.is_err());
+        run(&progress, "z", Duration::from_secs(1), || Ok(())).unwrap();
+        let outcomes: Vec<_> = finished(&progress)
+            .iter()
+            .map(|&(name, _, passed)| (name, passed))
+            .collect();
+        assert_eq!(outcomes, [("x", false), ("y", false), ("z", true)]);
         assert!(lock(&progress).running.is_none());
     }
 }
