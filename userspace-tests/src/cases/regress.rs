@@ -13,9 +13,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{open, OFlag};
+use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl;
+use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
-use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+use nix::unistd::{gettid, setgroups, setresgid, setresuid, Gid, Uid};
 
 use super::log::KernelWatch;
 use super::{Context, Ctx, TestResult, ACCEPT_TIMEOUT};
@@ -123,12 +125,12 @@ fn long_writes(userns: bool, knob: &CString, big: &[u8], long: &[u8], slots: &[A
         }
     }
     let flags = if userns {
-        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
+        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET
     } else {
-        libc::CLONE_NEWNET
+        CloneFlags::CLONE_NEWNET
     };
-    if let Err(e) = sys::unshare(flags) {
-        return fail(STAGE_UNSHARE, e);
+    if let Err(e) = unshare(flags) {
+        return fail(STAGE_UNSHARE, e.into());
     }
     if userns {
         let maps = write_once(c"/proc/self/setgroups", b"deny")
@@ -174,7 +176,7 @@ fn run_long_writes(userns: bool, knob: &CString, big: &[u8], long: &[u8]) -> Tes
         Some(_) => {}
         None => {
             // Stuck in the kernel: SIGKILL takes effect only once the write returns.
-            let _ = child.signal(libc::SIGKILL);
+            let _ = child.signal(Signal::SIGKILL);
             child.abandon();
             return Err(format!(
                 "the child's writes to {} did not finish within {WRITES_TIMEOUT:?} (the 1 MiB \
@@ -365,11 +367,11 @@ fn churn_server(
     accepted: mpsc::Sender<TestResult>,
     end: mpsc::Receiver<()>,
 ) {
-    if let Err(e) = sys::unshare(libc::CLONE_NEWNET) {
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
         let _ = tid.send(Err(format!("unshare(CLONE_NEWNET): {e}")));
         return;
     }
-    let _ = tid.send(Ok(sys::gettid()));
+    let _ = tid.send(Ok(gettid().as_raw()));
     if linked.recv().is_err() {
         return;
     }
