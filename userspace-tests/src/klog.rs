@@ -1,8 +1,7 @@
 //! The live kernel log (/dev/kmsg) and kmemleak.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::thread;
@@ -136,15 +135,12 @@ pub struct LogWatch {
 
 impl LogWatch {
     pub fn new() -> io::Result<LogWatch> {
-        let kmsg = OpenOptions::new()
+        let mut kmsg = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(KMSG)?;
-        // SAFETY: plain syscall on an open fd; SEEK_END on /dev/kmsg moves the reader past
-        // the last record.
-        if unsafe { libc::lseek(kmsg.as_raw_fd(), 0, libc::SEEK_END) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // SEEK_END on /dev/kmsg moves the reader past the last record.
+        kmsg.seek(SeekFrom::End(0))?;
         Ok(LogWatch { kmsg })
     }
 

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::sys;
+use nix::sched::{setns, CloneFlags};
 
 /// Where `ip netns add` puts its namespace files.
 pub const NETNS_DIR: &str = "/var/run/netns";
@@ -278,7 +278,7 @@ where
     thread::Builder::new()
         .name(format!("in-{ns}"))
         .spawn(move || {
-            sys::setns_net(&file)?;
+            setns(&file, CloneFlags::CLONE_NEWNET)?;
             Ok(f())
         })
 }
@@ -289,7 +289,7 @@ pub fn run_in<T: Send, F: FnOnce() -> T + Send>(ns: &str, f: F) -> io::Result<T>
     let file = open_netns(ns)?;
     thread::scope(|scope| {
         let handle = scope.spawn(move || {
-            sys::setns_net(&file)?;
+            setns(&file, CloneFlags::CLONE_NEWNET)?;
             Ok(f())
         });
         handle

@@ -16,6 +16,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::sys::epoll::EpollFlags;
+use nix::sys::socket::SockFlag;
+use nix::unistd::gettid;
+
 use crate::{netns, sys};
 
 pub const BACKLOG: i32 = 512;
@@ -49,12 +53,12 @@ pub enum EpollMode {
 }
 
 impl EpollMode {
-    fn events(self) -> libc::c_int {
-        libc::EPOLLIN
+    fn events(self) -> EpollFlags {
+        EpollFlags::EPOLLIN
             | match self {
-                EpollMode::Exclusive => libc::EPOLLEXCLUSIVE,
-                EpollMode::Level => 0,
-                EpollMode::Edge => libc::EPOLLET,
+                EpollMode::Exclusive => EpollFlags::EPOLLEXCLUSIVE,
+                EpollMode::Level => EpollFlags::empty(),
+                EpollMode::Edge => EpollFlags::EPOLLET,
             }
     }
 }
@@ -378,7 +382,7 @@ impl Worker {
                 .pinned
                 .lock()
                 .unwrap()
-                .push((sys::gettid(), cpu));
+                .push((gettid().as_raw(), cpu));
         }
         let Waiter::Epoll(mode) = self.waiter else {
             return Ok(None);
@@ -388,7 +392,7 @@ impl Worker {
             .add(&*self.listener, mode.events())
             .map_err(|e| io::Error::new(e.kind(), format!("epoll_ctl {mode:?}: {e}")))?;
         epoll
-            .add(self.stop_fd(), libc::EPOLLIN)
+            .add(self.stop_fd(), EpollFlags::EPOLLIN)
             .map_err(|e| io::Error::new(e.kind(), format!("epoll_ctl of the eventfd: {e}")))?;
         Ok(Some(epoll))
     }
@@ -454,7 +458,10 @@ impl Worker {
 
     fn accept_until_eagain(&self) {
         loop {
-            match sys::accept4(&*self.listener, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+            match sys::accept4(
+                &*self.listener,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            ) {
                 Ok(conn) => self.handle(conn),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

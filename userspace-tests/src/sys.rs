@@ -1,20 +1,43 @@
-//! Thin safe wrappers around the libc calls the tests need.
+//! Thin safe wrappers around the system calls the tests need: on nix where it has them,
+//! on libc (each call with its reason) where it does not.
 
 use std::ffi::CStr;
-use std::fs::File;
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::mount::MsFlags;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::sys::epoll::{EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::eventfd::EfdFlags;
+use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::select::{select, FdSet};
+use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::socket::{
+    self, setsockopt, sockopt, AddressFamily, Backlog, GetSockOpt, Shutdown, SockFlag, SockType,
+    SockaddrStorage,
+};
+use nix::sys::stat::Mode;
+use nix::sys::time::TimeSpec;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::time::{clock_gettime, ClockId};
+use nix::unistd::{fork, ForkResult, Pid};
+use nix::{getsockopt_impl, setsockopt_impl, sockopt_impl};
+
 /// `CAP_NET_ADMIN` from linux/capability.h.
 pub const CAP_NET_ADMIN: u32 = 12;
 
-/// Turns a `-1` return value into the current `errno`.
+/// Turns a `-1` return value of a raw libc call into the current `errno`.
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
         Err(io::Error::last_os_error())
@@ -30,27 +53,23 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
 
 /// Restricts thread `tid` (of any process) to `cpu`.
 pub fn pin_thread(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
-    // SAFETY: as in `set_current_thread_cpus`.
-    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
-    // SAFETY: as in `set_current_thread_cpus`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    check(unsafe { libc::sched_setaffinity(tid, mem::size_of_val(&set), &set) })?;
-    Ok(())
+    set_thread_cpus(Pid::from_raw(tid), &[cpu])
 }
 
 /// Lets the calling thread run on any of `cpus`.
 pub fn set_current_thread_cpus(cpus: &[usize]) -> io::Result<()> {
-    // SAFETY: cpu_set_t is a plain bitmask for which all-zeroes is a valid (empty) value.
-    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    // Pid 0: the calling thread.
+    set_thread_cpus(Pid::from_raw(0), cpus)
+}
+
+/// sched_setaffinity() of thread `tid` to `cpus` (`EINVAL` for a CPU beyond CPU_SETSIZE).
+/// Async-signal-safe.
+fn set_thread_cpus(tid: Pid, cpus: &[usize]) -> io::Result<()> {
+    let mut set = CpuSet::new();
     for &cpu in cpus {
-        // SAFETY: CPU_SET only sets a bit in `set`, with a bounds-checked index (it panics
-        // rather than writing out of bounds for cpu >= CPU_SETSIZE).
-        unsafe { libc::CPU_SET(cpu, &mut set) };
+        set.set(cpu)?;
     }
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 means the calling thread.
-    check(unsafe { libc::sched_setaffinity(0, mem::size_of_val(&set), &set) })?;
-    Ok(())
+    Ok(sched_setaffinity(tid, &set)?)
 }
 
 /// A thread of this process as `/proc/self/task/<tid>/stat` shows it: its state letter
@@ -78,40 +97,23 @@ pub fn thread_state(tid: libc::pid_t) -> io::Result<(char, usize)> {
     Ok((state, cpu))
 }
 
-/// The calling thread's id.
-pub fn gettid() -> libc::pid_t {
-    // SAFETY: gettid takes no arguments and cannot fail.
-    unsafe { libc::gettid() }
-}
-
-/// unshare(2) with `flags` (`CLONE_NEWNET`, ...): for the calling thread only where the
-/// flags allow. Async-signal-safe.
-pub fn unshare(flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain syscall.
-    check(unsafe { libc::unshare(flags) })?;
-    Ok(())
-}
-
 /// CLOCK_MONOTONIC in nanoseconds. Async-signal-safe.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is valid for writes.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC always exists: no error to expect.
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap_or(TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 /// Gives the IPv4 address `addr`/`prefix` to interface `name` of the calling thread's
 /// network namespace and brings it up (`addr` `None`: only up), as `ip addr add` and
 /// `ip link set up` do, with ioctls.
 pub fn configure_interface(name: &str, addr: Option<(std::net::Ipv4Addr, u8)>) -> io::Result<()> {
-    // SAFETY: plain syscall.
-    let fd =
-        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: `fd` was just returned by socket and is owned by nobody else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sock = socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     let request = || -> io::Result<libc::ifreq> {
         // SAFETY: all-zeroes is a valid ifreq.
         let mut req: libc::ifreq = unsafe { mem::zeroed() };
@@ -125,18 +127,22 @@ pub fn configure_interface(name: &str, addr: Option<(std::net::Ipv4Addr, u8)>) -
         }
         Ok(req)
     };
+    // On libc: nix has no SIOC[GS]IF* calls, and its ioctl macros only generate unsafe fns.
     let ioctl = |op: libc::c_ulong, req: &mut libc::ifreq| -> io::Result<()> {
         // SAFETY: `req` is a valid ifreq, which these SIOC[GS]IF* requests read and write.
         check(unsafe { libc::ioctl(sock.as_raw_fd(), op as _, ptr::from_mut(req)) })?;
         Ok(())
     };
+    // A sockaddr_in in a sockaddr: port (0) in sa_data[0..2], the address in sa_data[2..6].
     let sockaddr_v4 = |ip: std::net::Ipv4Addr| {
-        // SAFETY: all-zeroes is a valid sockaddr_in.
-        let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
-        sin.sin_family = libc::AF_INET as libc::sa_family_t;
-        sin.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
-        // SAFETY: sockaddr_in and sockaddr have the same size; ifreq keeps a sockaddr.
-        unsafe { mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+        let mut sa_data = [0 as libc::c_char; 14];
+        for (dst, src) in sa_data[2..6].iter_mut().zip(ip.octets()) {
+            *dst = src as libc::c_char;
+        }
+        libc::sockaddr {
+            sa_family: libc::AF_INET as libc::sa_family_t,
+            sa_data,
+        }
     };
     if let Some((ip, prefix)) = addr {
         let mut req = request()?;
@@ -161,79 +167,77 @@ pub fn configure_interface(name: &str, addr: Option<(std::net::Ipv4Addr, u8)>) -
 
 /// The CPU the calling thread runs on right now.
 pub fn current_cpu() -> io::Result<usize> {
-    // SAFETY: sched_getcpu takes no arguments and only reads per-thread state.
-    let cpu = check(unsafe { libc::sched_getcpu() })?;
-    Ok(cpu as usize)
+    Ok(nix::sched::sched_getcpu()?)
 }
 
+sockopt_impl!(
+    /// `SO_INCOMING_CPU` (not among nix's options): the CPU that last processed a packet
+    /// for the socket, or -1.
+    IncomingCpu,
+    GetOnly,
+    libc::SOL_SOCKET,
+    libc::SO_INCOMING_CPU,
+    i32
+);
+
+sockopt_impl!(
+    /// `TCP_SYNCNT` (not among nix's options): how often a connect() retransmits its SYN
+    /// before it fails with `ETIMEDOUT`.
+    TcpSynCnt,
+    SetOnly,
+    libc::IPPROTO_TCP,
+    libc::TCP_SYNCNT,
+    i32
+);
+
+/// `IP_LOCAL_PORT_RANGE` from linux/in.h (6.3 on; not in the libc crate).
+const IP_LOCAL_PORT_RANGE: libc::c_int = 51;
+
+sockopt_impl!(
+    /// `IP_LOCAL_PORT_RANGE` (not among nix's options): the range of ports an autobinding
+    /// bind() or connect() of this socket picks from, an u32 with the highest port in its
+    /// upper 16 bits and the lowest in its lower 16 bits (0: no bound).
+    IpLocalPortRange,
+    SetOnly,
+    libc::IPPROTO_IP,
+    IP_LOCAL_PORT_RANGE,
+    u32
+);
+
 /// `SO_INCOMING_CPU` of a socket: the CPU that last processed a packet for it, or -1.
-pub fn incoming_cpu(sock: &impl AsRawFd) -> io::Result<i32> {
-    let mut cpu: libc::c_int = -1;
-    let mut len = mem::size_of_val(&cpu) as libc::socklen_t;
-    // SAFETY: `cpu` and `len` are valid for writes and `len` holds the size of `cpu`.
-    check(unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_INCOMING_CPU,
-            (&mut cpu as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    })?;
-    Ok(cpu)
+pub fn incoming_cpu(sock: &impl AsFd) -> io::Result<i32> {
+    Ok(IncomingCpu.get(sock)?)
 }
 
 /// shutdown(SHUT_RDWR) on a listening socket: closes it for new connections and makes
 /// every accept() blocked on it return EINVAL.
 pub fn shutdown_listener(listener: &TcpListener) -> io::Result<()> {
-    // SAFETY: plain syscall on a socket fd owned by `listener`.
-    check(unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) })?;
-    Ok(())
-}
-
-/// Moves the calling thread (only this thread) into the network namespace `ns`,
-/// an open /var/run/netns/<name> file.
-pub fn setns_net(ns: &File) -> io::Result<()> {
-    // SAFETY: plain syscall on a valid fd; it only changes the calling thread's namespace.
-    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
-    Ok(())
+    Ok(socket::shutdown(listener.as_raw_fd(), Shutdown::Both)?)
 }
 
 /// Mounts a filesystem of type `fstype` (debugfs, tracefs: no device) on `target`.
 pub fn mount(fstype: &str, target: &str) -> io::Result<()> {
-    let cstr =
-        |s: &str| std::ffi::CString::new(s).map_err(|_| io::Error::other(format!("NUL in {s:?}")));
-    let (fstype, target) = (cstr(fstype)?, cstr(target)?);
-    // SAFETY: the strings are valid and NUL-terminated; no mount data is passed.
-    check(unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            ptr::null(),
-        )
-    })?;
-    Ok(())
+    Ok(nix::mount::mount(
+        Some(fstype),
+        target,
+        Some(fstype),
+        MsFlags::empty(),
+        None::<&str>,
+    )?)
 }
 
 /// Opens `path` write-only. Async-signal-safe: no allocation.
 pub fn open_write_only(path: &CStr) -> io::Result<OwnedFd> {
-    // SAFETY: `path` is a valid NUL-terminated string.
-    let fd = check(unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) })?;
-    // SAFETY: `fd` was just returned by open and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(open(
+        path,
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Exactly one write() syscall. Async-signal-safe: no allocation.
 pub fn write_fd(fd: &OwnedFd, data: &[u8]) -> io::Result<usize> {
-    // SAFETY: `data` is valid for reads of `data.len()` bytes; `fd` is open.
-    let written = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-    if written < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(written as usize)
-    }
+    Ok(nix::unistd::write(fd, data)?)
 }
 
 #[repr(C)]
@@ -253,7 +257,8 @@ struct CapData {
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// Removes `cap` from the calling thread's effective and permitted sets.
-/// Async-signal-safe: two raw syscalls, no allocation.
+/// Async-signal-safe: two raw syscalls, no allocation. On libc: nix has no capget() or
+/// capset().
 pub fn drop_capability(cap: u32) -> io::Result<()> {
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
@@ -278,30 +283,30 @@ pub fn drop_capability(cap: u32) -> io::Result<()> {
 
 /// A forked child process; killed (SIGKILL) and reaped on drop unless already reaped.
 pub struct ChildProcess {
-    pid: libc::pid_t,
+    pid: Pid,
     reaped: bool,
 }
 
 impl ChildProcess {
     /// Sends `sig` to the child (nothing once it has been reaped).
-    pub fn signal(&self, sig: libc::c_int) -> io::Result<()> {
+    pub fn signal(&self, sig: Signal) -> io::Result<()> {
         if self.reaped {
             return Ok(());
         }
-        send_signal(self.pid, sig)
+        Ok(kill(self.pid, sig)?)
     }
 
     /// Waits for the child to end and returns its wait status.
-    pub fn wait(&mut self) -> io::Result<i32> {
-        self.waitpid(0)?
+    pub fn wait(&mut self) -> io::Result<WaitStatus> {
+        self.waitpid(None)?
             .ok_or_else(|| io::Error::other("waitpid returned no status"))
     }
 
     /// Polls for up to `timeout` for the child to end; `None` if it still runs.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<i32>> {
+    pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<WaitStatus>> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.waitpid(libc::WNOHANG)? {
+            if let Some(status) = self.waitpid(Some(WaitPidFlag::WNOHANG))? {
                 return Ok(Some(status));
             }
             if Instant::now() > deadline {
@@ -311,21 +316,19 @@ impl ChildProcess {
         }
     }
 
-    fn waitpid(&mut self, options: libc::c_int) -> io::Result<Option<i32>> {
+    fn waitpid(&mut self, options: Option<WaitPidFlag>) -> io::Result<Option<WaitStatus>> {
         if self.reaped {
             return Err(io::Error::other("child already reaped"));
         }
-        let mut status = 0;
         loop {
-            // SAFETY: `status` is valid for writes; `pid` is our child, not yet reaped.
-            match check(unsafe { libc::waitpid(self.pid, &mut status, options) }) {
-                Ok(0) => return Ok(None),
-                Ok(_) => {
+            match waitpid(self.pid, options) {
+                Ok(WaitStatus::StillAlive) => return Ok(None),
+                Ok(status) => {
                     self.reaped = true;
                     return Ok(Some(status));
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -342,28 +345,19 @@ impl ChildProcess {
 impl Drop for ChildProcess {
     fn drop(&mut self) {
         if !self.reaped {
-            let _ = send_signal(self.pid, libc::SIGKILL);
-            let _ = self.waitpid(0);
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = self.waitpid(None);
         }
     }
 }
 
 /// Describes a wait status: `exit status 3`, `killed by signal 9`.
-pub fn describe_wait_status(status: i32) -> String {
-    if libc::WIFEXITED(status) {
-        format!("exit status {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("wait status {status:#x}")
+pub fn describe_wait_status(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exit status {code}"),
+        WaitStatus::Signaled(_, sig, _) => format!("killed by signal {}", sig as i32),
+        other => format!("wait status {other:?}"),
     }
-}
-
-/// Sends signal `sig` to process `pid`.
-pub fn send_signal(pid: i32, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain syscall; it only sends a signal.
-    check(unsafe { libc::kill(pid, sig) })?;
-    Ok(())
 }
 
 /// Runs `child` in a forked child process, which leaves with `_exit` and the returned code.
@@ -373,15 +367,17 @@ pub fn send_signal(pid: i32, sig: libc::c_int) -> io::Result<()> {
 /// The child is a copy of a multi-threaded process: `child` may only make
 /// async-signal-safe calls (no allocation, no locks, no printing).
 pub unsafe fn fork_child(child: impl FnOnce() -> u8) -> io::Result<ChildProcess> {
-    // SAFETY: fork has no memory-safety preconditions; the caller guarantees that `child`
-    // is async-signal-safe, and the child leaves with _exit, never returning into the runner.
-    let pid = check(unsafe { libc::fork() })?;
-    if pid == 0 {
-        let code = panic::catch_unwind(AssertUnwindSafe(child)).unwrap_or(u8::MAX);
-        // SAFETY: _exit ends the child at once, without running the parent's destructors.
-        unsafe { libc::_exit(code.into()) }
+    // SAFETY: the caller guarantees that `child` is async-signal-safe, and the child leaves
+    // with _exit, never returning into the runner.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            let code = panic::catch_unwind(AssertUnwindSafe(child)).unwrap_or(u8::MAX);
+            // On libc: nix has no _exit (and std's exit runs atexit handlers).
+            // SAFETY: _exit ends the child at once, without running the parent's destructors.
+            unsafe { libc::_exit(code.into()) }
+        }
+        ForkResult::Parent { child: pid } => Ok(ChildProcess { pid, reaped: false }),
     }
-    Ok(ChildProcess { pid, reaped: false })
 }
 
 /// Runs `child` in a forked child process, which exits with the returned code,
@@ -393,14 +389,12 @@ pub unsafe fn fork_child(child: impl FnOnce() -> u8) -> io::Result<ChildProcess>
 pub unsafe fn fork_and_wait(child: impl FnOnce() -> u8) -> io::Result<u8> {
     // SAFETY: passed on to the caller.
     let mut process = unsafe { fork_child(child) }?;
-    let status = process.wait()?;
-    if libc::WIFEXITED(status) {
-        Ok(libc::WEXITSTATUS(status) as u8)
-    } else {
-        Err(io::Error::other(format!(
+    match process.wait()? {
+        WaitStatus::Exited(_, code) => Ok(code as u8),
+        status => Err(io::Error::other(format!(
             "child did not exit normally ({})",
             describe_wait_status(status)
-        )))
+        ))),
     }
 }
 
@@ -451,116 +445,44 @@ pub fn write_without_capability(path: &CStr, value: &[u8], cap: u32) -> io::Resu
     })
 }
 
-/// `IP_LOCAL_PORT_RANGE` from linux/in.h (6.3 on; not in the libc crate): the range of
-/// ports an autobinding bind() or connect() of this socket picks from, an u32 with the
-/// highest port in its upper 16 bits and the lowest in its lower 16 bits (0: no bound).
-pub const IP_LOCAL_PORT_RANGE: libc::c_int = 51;
-
 /// A TCP socket of `addr`'s family (not bound, not connected), non-blocking if asked.
 pub fn tcp_socket(addr: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
     } else {
-        libc::AF_INET6
+        AddressFamily::Inet6
     };
-    let flags = if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
-    // SAFETY: plain syscall.
-    let fd =
-        check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags, 0) })?;
-    // SAFETY: `fd` was just returned by socket and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let mut flags = SockFlag::SOCK_CLOEXEC;
+    if nonblocking {
+        flags |= SockFlag::SOCK_NONBLOCK;
+    }
+    Ok(socket::socket(family, SockType::Stream, flags, None)?)
 }
 
 /// bind() of a socket to `addr` (port 0: the kernel picks one).
 pub fn bind(fd: &impl AsRawFd, addr: SocketAddr) -> io::Result<()> {
-    let (storage, len) = sockaddr(&addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-    check(unsafe { libc::bind(fd.as_raw_fd(), ptr::from_ref(&storage).cast(), len) })?;
-    Ok(())
+    Ok(socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?)
 }
 
 /// connect() of a non-blocking socket to `addr`, without waiting for the handshake: done
 /// once the kernel has given the socket its port and sent the SYN (`EINPROGRESS`).
 pub fn connect_started(fd: OwnedFd, addr: SocketAddr) -> io::Result<TcpStream> {
-    let (storage, len) = sockaddr(&addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-    match check(unsafe { libc::connect(fd.as_raw_fd(), ptr::from_ref(&storage).cast(), len) }) {
-        Ok(_) => Ok(TcpStream::from(fd)),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(TcpStream::from(fd)),
-        Err(e) => Err(e),
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Ok(()) | Err(Errno::EINPROGRESS) => Ok(TcpStream::from(fd)),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// setsockopt() of an int option.
-pub fn set_int_option(
-    fd: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` is a valid c_int of the length passed.
-    check(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            ptr::from_ref(&value).cast(),
-            mem::size_of_val(&value) as libc::socklen_t,
-        )
-    })?;
-    Ok(())
-}
-
-/// `addr` as a sockaddr for bind().
-fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zeroes is a valid value of these plain C structs.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: as above.
-            let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-            // SAFETY: sockaddr_storage is bigger than and aligned for every sockaddr type.
-            unsafe {
-                ptr::from_mut(&mut storage)
-                    .cast::<libc::sockaddr_in>()
-                    .write(sin)
-            };
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: as above.
-            let mut sin6: libc::sockaddr_in6 = unsafe { mem::zeroed() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_flowinfo = a.flowinfo();
-            sin6.sin6_addr.s6_addr = a.ip().octets();
-            sin6.sin6_scope_id = a.scope_id();
-            // SAFETY: as above.
-            unsafe {
-                ptr::from_mut(&mut storage)
-                    .cast::<libc::sockaddr_in6>()
-                    .write(sin6)
-            };
-            mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
-/// A TCP socket listening on `addr` with `backlog`, with SO_REUSEADDR (as std sets it) and,
-/// if `reuseport`, SO_REUSEPORT.
+/// A TCP socket listening on `addr` with `backlog` (at most `SOMAXCONN`, 4096: nix refuses
+/// more with `EINVAL`), with SO_REUSEADDR (as std sets it) and, if `reuseport`, SO_REUSEPORT.
 pub fn tcp_listen(addr: SocketAddr, backlog: i32, reuseport: bool) -> io::Result<TcpListener> {
     let fd = tcp_socket(&addr, false)?;
-    set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     if reuseport {
-        set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
     }
     bind(&fd, addr)?;
-    // SAFETY: plain syscall on the socket fd.
-    check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    socket::listen(&fd, Backlog::new(backlog)?)?;
     Ok(TcpListener::from(fd))
 }
 
@@ -569,30 +491,23 @@ pub fn tcp_listen(addr: SocketAddr, backlog: i32, reuseport: bool) -> io::Result
 /// timer of the caller's.
 pub fn tcp_connect_syn_retries(addr: SocketAddr, syn_retries: i32) -> io::Result<TcpStream> {
     let fd = tcp_socket(&addr, false)?;
-    set_int_option(&fd, libc::IPPROTO_TCP, libc::TCP_SYNCNT, syn_retries)?;
-    let (storage, len) = sockaddr(&addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-    match check(unsafe { libc::connect(fd.as_raw_fd(), ptr::from_ref(&storage).cast(), len) }) {
-        Ok(_) => Ok(TcpStream::from(fd)),
+    setsockopt(&fd, TcpSynCnt, &syn_retries)?;
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Ok(()) => Ok(TcpStream::from(fd)),
         // A signal interrupted the wait; the handshake goes on: wait for its outcome.
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => wait_connected(fd),
-        Err(e) => Err(e),
+        Err(Errno::EINTR) => wait_connected(fd),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Waits without a timeout for the outcome of a connect() that a signal interrupted.
 fn wait_connected(fd: OwnedFd) -> io::Result<TcpStream> {
     loop {
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is one valid pollfd.
-        match check(unsafe { libc::poll(&mut pfd, 1, -1) }) {
+        let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut pfd, PollTimeout::NONE) {
             Ok(_) => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     let stream = TcpStream::from(fd);
@@ -605,56 +520,27 @@ fn wait_connected(fd: OwnedFd) -> io::Result<TcpStream> {
 /// Raises this process's limit of open files (soft and hard) to at least `want`, as far as
 /// the hard limit and the privileges allow; returns the soft limit now.
 pub fn raise_open_files_limit(want: u64) -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is valid for writes.
-    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
-    if limit.rlim_cur >= want {
-        return Ok(limit.rlim_cur);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft >= want {
+        return Ok(soft);
     }
-    let wanted = libc::rlimit {
-        rlim_cur: want,
-        rlim_max: limit.rlim_max.max(want),
-    };
-    // SAFETY: `wanted` is a valid rlimit.
-    if check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) }).is_ok() {
+    if setrlimit(Resource::RLIMIT_NOFILE, want, hard.max(want)).is_ok() {
         return Ok(want);
     }
     // Without the privilege to raise the hard limit: up to it.
-    let capped = libc::rlimit {
-        rlim_cur: limit.rlim_max,
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: as above.
-    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) })?;
-    Ok(limit.rlim_max)
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    Ok(hard)
 }
 
 /// accept4() with `flags` (`SOCK_NONBLOCK`, `SOCK_CLOEXEC`). Async-signal-safe.
-pub fn accept4(listener: &impl AsRawFd, flags: libc::c_int) -> io::Result<TcpStream> {
-    // SAFETY: null address pointers are allowed: the peer address is not wanted.
-    let fd = check(unsafe {
-        libc::accept4(
-            listener.as_raw_fd(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-            flags,
-        )
-    })?;
-    // SAFETY: `fd` was just returned by accept4 and is owned by nobody else.
-    Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+pub fn accept4(listener: &impl AsFd, flags: SockFlag) -> io::Result<TcpStream> {
+    Ok(TcpStream::from(socket::accept4(listener.as_fd(), flags)?))
 }
 
 /// Plain accept(), whose fd gets neither O_NONBLOCK nor FD_CLOEXEC (std's accept always
 /// asks for SOCK_CLOEXEC).
-pub fn accept_plain(listener: &impl AsRawFd) -> io::Result<TcpStream> {
-    // SAFETY: null address pointers are allowed: the peer address is not wanted.
-    let fd =
-        check(unsafe { libc::accept(listener.as_raw_fd(), ptr::null_mut(), ptr::null_mut()) })?;
-    // SAFETY: `fd` was just returned by accept and is owned by nobody else.
-    Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+pub fn accept_plain(listener: &impl AsFd) -> io::Result<TcpStream> {
+    Ok(TcpStream::from(socket::accept(listener.as_fd())?))
 }
 
 /// The O_NONBLOCK and FD_CLOEXEC flags of a file descriptor.
@@ -664,100 +550,84 @@ pub struct FdFlags {
     pub cloexec: bool,
 }
 
-pub fn fd_flags(fd: &impl AsRawFd) -> io::Result<FdFlags> {
-    // SAFETY: fcntl F_GETFL and F_GETFD only read flags of an open fd.
-    let status = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-    // SAFETY: as above.
-    let fd_flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
+/// The [`FdFlags`] of `fd`, with fcntl() F_GETFL and F_GETFD.
+pub fn fd_flags(fd: &impl AsFd) -> io::Result<FdFlags> {
+    let status = fcntl(fd.as_fd(), FcntlArg::F_GETFL)?;
+    let fd_flags = fcntl(fd.as_fd(), FcntlArg::F_GETFD)?;
     Ok(FdFlags {
         nonblocking: status & libc::O_NONBLOCK != 0,
         cloexec: fd_flags & libc::FD_CLOEXEC != 0,
     })
 }
 
-fn timeout_ms(timeout: Duration) -> libc::c_int {
-    timeout.as_millis().try_into().unwrap_or(libc::c_int::MAX)
+/// `timeout` for poll() and epoll_wait(), in milliseconds, at most `i32::MAX` of them.
+fn poll_timeout(timeout: Duration) -> PollTimeout {
+    PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX)
 }
 
 /// An epoll instance.
-pub struct Epoll(OwnedFd);
+pub struct Epoll(nix::sys::epoll::Epoll);
 
 impl Epoll {
     pub fn new() -> io::Result<Epoll> {
-        // SAFETY: plain syscall.
-        let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
-        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(Epoll(nix::sys::epoll::Epoll::new(
+            EpollCreateFlags::EPOLL_CLOEXEC,
+        )?))
     }
 
     /// Adds `fd` with `events` (`EPOLLIN`, `EPOLLET`, `EPOLLEXCLUSIVE`, ...).
-    pub fn add(&self, fd: &impl AsRawFd, events: libc::c_int) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: events as u32,
-            u64: fd.as_raw_fd() as u64,
-        };
-        // SAFETY: `event` is a valid epoll_event; both fds are open.
-        check(unsafe {
-            libc::epoll_ctl(
-                self.0.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd.as_raw_fd(),
-                &mut event,
-            )
-        })?;
-        Ok(())
+    pub fn add(&self, fd: &impl AsFd, events: EpollFlags) -> io::Result<()> {
+        let data = fd.as_fd().as_raw_fd() as u64;
+        Ok(self.0.add(fd.as_fd(), EpollEvent::new(events, data))?)
     }
 
     /// Waits without a timeout for events; returns the data (the fd, see [`Epoll::add`]) of
     /// each ready entry, none if a signal interrupted the wait.
     pub fn wait_forever(&self) -> io::Result<Vec<u64>> {
-        self.wait_ms(-1)
+        self.wait(PollTimeout::NONE)
     }
 
     /// [`Epoll::wait_forever`], but returns no events after `timeout` (zero: do not wait).
     pub fn wait_timeout(&self, timeout: Duration) -> io::Result<Vec<u64>> {
-        self.wait_ms(timeout_ms(timeout))
+        self.wait(poll_timeout(timeout))
     }
 
-    fn wait_ms(&self, timeout: libc::c_int) -> io::Result<Vec<u64>> {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
-        // SAFETY: `events` is valid for writes of the number of entries passed.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.0.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as libc::c_int,
-                timeout,
-            )
-        };
-        match check(n) {
-            Ok(n) => Ok(events[..n as usize].iter().map(|e| e.u64).collect()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Vec::new()),
-            Err(e) => Err(e),
+    fn wait(&self, timeout: PollTimeout) -> io::Result<Vec<u64>> {
+        let mut events = [EpollEvent::empty(); 8];
+        match self.0.wait(&mut events, timeout) {
+            Ok(n) => Ok(events[..n].iter().map(EpollEvent::data).collect()),
+            Err(Errno::EINTR) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
         }
     }
 }
 
 /// An eventfd: a wake-up one thread sends to others waiting in poll, select or epoll.
-pub struct EventFd(OwnedFd);
+pub struct EventFd(nix::sys::eventfd::EventFd);
 
 impl EventFd {
     pub fn new() -> io::Result<EventFd> {
-        // SAFETY: plain syscall.
-        let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
+        Ok(EventFd(nix::sys::eventfd::EventFd::from_value_and_flags(
+            0, flags,
+        )?))
     }
 
     /// Makes the eventfd readable for good (nobody reads it), waking every waiter.
     pub fn signal(&self) -> io::Result<()> {
-        let one = 1u64.to_ne_bytes();
-        write_fd(&self.0, &one).map(|_| ())
+        self.0.write(1)?;
+        Ok(())
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 
 impl AsRawFd for EventFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+    fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()
     }
 }
@@ -771,83 +641,59 @@ pub struct Readable {
 
 /// Waits without a timeout with poll() until `first` or `second` is readable (or has an
 /// error or hang-up); both false if a signal interrupted the wait.
-pub fn poll_either(first: &impl AsRawFd, second: &impl AsRawFd) -> io::Result<Readable> {
-    let pfd = |fd: &dyn AsRawFd| libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let mut fds = [pfd(first), pfd(second)];
-    // SAFETY: `fds` holds two valid pollfds.
-    match check(unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) }) {
+pub fn poll_either(first: &impl AsFd, second: &impl AsFd) -> io::Result<Readable> {
+    let mut fds = [
+        PollFd::new(first.as_fd(), PollFlags::POLLIN),
+        PollFd::new(second.as_fd(), PollFlags::POLLIN),
+    ];
+    // Any revents, even bits nix does not know (None), make the fd count as readable.
+    let ready = |fd: &PollFd| fd.revents() != Some(PollFlags::empty());
+    match poll(&mut fds, PollTimeout::NONE) {
         Ok(_) => Ok(Readable {
-            first: fds[0].revents != 0,
-            second: fds[1].revents != 0,
+            first: ready(&fds[0]),
+            second: ready(&fds[1]),
         }),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Readable {
+        Err(Errno::EINTR) => Ok(Readable {
             first: false,
             second: false,
         }),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Waits without a timeout with select() until `first` or `second` is readable; both
 /// false if a signal interrupted the wait.
-pub fn select_either(first: &impl AsRawFd, second: &impl AsRawFd) -> io::Result<Readable> {
-    let (a, b) = (first.as_raw_fd(), second.as_raw_fd());
-    for raw in [a, b] {
+pub fn select_either(first: &impl AsFd, second: &impl AsFd) -> io::Result<Readable> {
+    let (a, b) = (first.as_fd(), second.as_fd());
+    for raw in [a.as_raw_fd(), b.as_raw_fd()] {
+        // nix's FdSet panics on those.
         if !(0..libc::FD_SETSIZE as libc::c_int).contains(&raw) {
             return Err(io::Error::other(format!("fd {raw} does not fit an fd_set")));
         }
     }
-    // SAFETY: all-zeroes is a valid, empty fd_set.
-    let mut set: libc::fd_set = unsafe { mem::zeroed() };
-    // SAFETY: both fds are below FD_SETSIZE (checked above), so FD_SET stays inside `set`.
-    unsafe {
-        libc::FD_SET(a, &mut set);
-        libc::FD_SET(b, &mut set);
-    }
-    let nfds = a.max(b) + 1;
-    // SAFETY: `set` is valid for reads and writes; the other sets and the timeout may be
-    // null (no timeout).
-    let n = unsafe {
-        libc::select(
-            nfds,
-            &mut set,
-            ptr::null_mut(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-        )
-    };
-    match check(n) {
-        // SAFETY: FD_ISSET reads a bit of `set` at an index checked above.
-        Ok(_) => Ok(unsafe {
-            Readable {
-                first: libc::FD_ISSET(a, &set),
-                second: libc::FD_ISSET(b, &set),
-            }
+    let mut set = FdSet::new();
+    set.insert(a);
+    set.insert(b);
+    match select(None, &mut set, None, None, None) {
+        Ok(_) => Ok(Readable {
+            first: set.contains(a),
+            second: set.contains(b),
         }),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Readable {
+        Err(Errno::EINTR) => Ok(Readable {
             first: false,
             second: false,
         }),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Waits up to `timeout` with poll() for `fd` to become readable.
-pub fn poll_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is one valid pollfd.
-    match check(unsafe { libc::poll(&mut pfd, 1, timeout_ms(timeout)) }) {
+pub fn poll_readable(fd: &impl AsFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut pfd, poll_timeout(timeout)) {
         Ok(n) => Ok(n > 0),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-        Err(e) => Err(e),
+        Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -929,22 +775,22 @@ unsafe impl<T: ZeroedShareable> Sync for Shared<T> {}
 
 impl<T: ZeroedShareable> Shared<T> {
     pub fn new(len: usize) -> io::Result<Self> {
-        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let bytes = NonZeroUsize::new(Self::bytes(len))
+            .ok_or_else(|| io::Error::other("shared memory of zero bytes"))?;
+        // SAFETY: a fresh anonymous mapping where the kernel likes; no existing memory is
+        // affected.
         let ptr = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                Self::bytes(len),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
+            mmap_anonymous(
+                None,
+                bytes,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
             )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Shared { ptr, len })
+        }?;
+        Ok(Shared {
+            ptr: ptr.cast(),
+            len,
+        })
     }
 
     fn bytes(len: usize) -> usize {
@@ -961,7 +807,7 @@ impl<T: ZeroedShareable> Shared<T> {
 impl<T: ZeroedShareable> Drop for Shared<T> {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping made in `new`; no reference outlives `self`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), Self::bytes(self.len)) };
+        let _ = unsafe { munmap(self.ptr.cast(), Self::bytes(self.len)) };
     }
 }
 
@@ -970,12 +816,14 @@ extern "C" fn interrupt(_: libc::c_int) {}
 
 /// Installs [`interrupt`] for `SIGUSR1`, without `SA_RESTART`. Async-signal-safe.
 fn interrupt_on_sigusr1() -> io::Result<()> {
-    // SAFETY: all-zeroes is a valid sigaction (empty mask, no flags).
-    let mut action: libc::sigaction = unsafe { mem::zeroed() };
-    action.sa_sigaction = interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: `action` is a valid sigaction whose handler is async-signal-safe (it does
-    // nothing); the old action is not wanted.
-    check(unsafe { libc::sigaction(libc::SIGUSR1, &action, ptr::null_mut()) })?;
+    let action = SigAction::new(
+        SigHandler::Handler(interrupt),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler is async-signal-safe (it does nothing); the old action is not
+    // wanted.
+    unsafe { sigaction(Signal::SIGUSR1, &action) }?;
     Ok(())
 }
 
@@ -1012,9 +860,10 @@ pub fn fork_accept_worker(
         }
         loop {
             if shared.close_request.load(SeqCst) != 0 {
-                // SAFETY: `fd` is this process's copy of the listener fd; it is closed once,
-                // here, and never used again.
-                unsafe { libc::close(fd) };
+                // `fd` is this process's copy of the listener fd, which `listener` owns: it
+                // is closed once, here, and `listener` is neither used nor dropped after
+                // (the child sleeps until killed and leaves with _exit).
+                let _ = nix::unistd::close(fd);
                 shared.closed.store(1, SeqCst);
                 sleep_for_good();
             }
@@ -1023,7 +872,7 @@ pub fn fork_accept_worker(
                 shared.stalled.store(1, SeqCst);
                 sleep_for_good();
             }
-            match accept4(&fd, libc::SOCK_CLOEXEC) {
+            match accept4(listener, SockFlag::SOCK_CLOEXEC) {
                 Ok(mut conn) => {
                     // Counted before replying: once a client has its reply, the count is
                     // up to date, even if the worker is killed right after.
@@ -1049,6 +898,14 @@ pub fn fork_accept_worker(
     unsafe { fork_child(child) }
 }
 
+/// close_range(first, last, 0): closes every descriptor from `first` to `last`. On libc:
+/// nix has no close_range().
+pub fn close_range(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: close_range() only closes descriptors of this process; the callers own the
+    // range they pass and no longer use the descriptors in it.
+    check(unsafe { libc::close_range(first, last, 0) }).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1058,24 +915,11 @@ mod tests {
         let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
             return 250;
         };
-        let size: libc::c_int = 1 << 20;
-        // SAFETY: `size` is a valid c_int of the length passed.
-        let ret = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                mem::size_of_val(&size) as libc::socklen_t,
-            )
-        };
-        if ret == 0 {
-            0
-        } else {
-            io::Error::last_os_error().raw_os_error().unwrap_or(251) as u8
+        match setsockopt(&sock, sockopt::RcvBufForce, &(1 << 20)) {
+            Ok(()) => 0,
+            Err(e) => e as i32 as u8,
         }
     }
-
     /// Needs root: `sudo cargo test -- --ignored`.
     #[test]
     #[ignore = "needs root"]
@@ -1102,11 +946,4 @@ mod tests {
         pin_current_thread(cpu).unwrap();
         assert_eq!(current_cpu().unwrap(), cpu);
     }
-}
-
-/// close_range(first, last, 0): closes every descriptor from `first` to `last`.
-pub fn close_range(first: u32, last: u32) -> io::Result<()> {
-    // SAFETY: close_range() only closes descriptors of this process; the callers own the
-    // range they pass and no longer use the descriptors in it.
-    check(unsafe { libc::close_range(first, last, 0) }).map(drop)
 }

@@ -8,11 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 use super::listen::Share;
 use super::{Context, Ctx, KnobGuard, TestResult};
 use crate::netns::{NetnsPair, ServerSide};
 use crate::procfs;
-use crate::sys;
 
 /// The response body: 64 bytes.
 const BODY: &str = "fastsocket-rs accept locality: sixty-four bytes of response body";
@@ -231,7 +233,7 @@ impl Daemon {
         };
         let pid = child.id() as i32;
         if child.try_wait().ok().flatten().is_none() {
-            let _ = sys::send_signal(pid, libc::SIGTERM);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {

@@ -12,6 +12,8 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use super::{Context, Ctx, TestResult, ACCEPT_TIMEOUT};
 use crate::client::{BurstClients, Timed};
 use crate::module;
@@ -363,7 +365,7 @@ fn killed_arm(pair: &NetnsPair, cpus: &[usize], arm: Arm) -> TestResult<Killed> 
         .then(procfs::read_counters)
         .transpose()?;
     thread::sleep(STALLED_BEFORE_KILL);
-    victim.signal(libc::SIGKILL).context("killing worker A")?;
+    victim.signal(Signal::SIGKILL).context("killing worker A")?;
     victim
         .wait_timeout(Duration::from_secs(10))
         .context("waitpid")?

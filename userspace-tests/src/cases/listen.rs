@@ -6,6 +6,9 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use nix::sys::socket::SockFlag;
+use nix::unistd::gettid;
+
 use super::{connect_paced, percent, Context, Ctx, KnobGuard, TestResult, ACCEPT_TIMEOUT};
 use crate::netns::{self, NetnsPair, ServerSide};
 use crate::server::{self, AcceptServer, EpollMode, ServerOpts, Waiter};
@@ -265,7 +268,7 @@ pub fn accept4_flags(ctx: &mut Ctx) -> TestResult {
     .context(format!("connecting to {addr}"))?;
 
     wait_queued(&listener)?;
-    let mut with_flags = sys::accept4(&listener, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+    let mut with_flags = sys::accept4(&listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC)
         .context("accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)")?;
     let flags = sys::fd_flags(&with_flags).context("fcntl")?;
     ensure!(
@@ -304,7 +307,7 @@ pub fn accept4_flags(ctx: &mut Ctx) -> TestResult {
     );
 
     listener.set_nonblocking(true).context("O_NONBLOCK")?;
-    match sys::accept4(&listener, libc::SOCK_CLOEXEC) {
+    match sys::accept4(&listener, SockFlag::SOCK_CLOEXEC) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         Err(e) => {
             return Err(format!(
@@ -326,7 +329,7 @@ pub fn accept4_flags(ctx: &mut Ctx) -> TestResult {
     }
     // A listener that stopped listening: EINVAL, as stock.
     sys::shutdown_listener(&listener).context("shutdown(SHUT_RDWR)")?;
-    match sys::accept4(&listener, libc::SOCK_CLOEXEC) {
+    match sys::accept4(&listener, SockFlag::SOCK_CLOEXEC) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
         other => {
             return Err(format!(
@@ -434,14 +437,14 @@ pub fn sleeping_worker_not_held(ctx: &mut Ctx) -> TestResult {
         for (here, then) in orders {
             let round = || -> TestResult<std::time::Instant> {
                 sys::pin_current_thread(here).context(format!("pinning to cpu {here}"))?;
-                let _ = to_main.send(Ok((sys::gettid(), std::time::Instant::now())));
+                let _ = to_main.send(Ok((gettid().as_raw(), std::time::Instant::now())));
                 let at = serve(&served)?;
                 sys::pin_current_thread(then).context(format!("pinning to cpu {then}"))?;
                 sys::set_current_thread_cpus(&all).context("unpinning")?;
-                let _ = to_main.send(Ok((sys::gettid(), at)));
+                let _ = to_main.send(Ok((gettid().as_raw(), at)));
                 serve(&served)
             };
-            let res = round().map(|at| (sys::gettid(), at));
+            let res = round().map(|at| (gettid().as_raw(), at));
             let _ = to_main.send(res);
         }
     });

@@ -20,6 +20,10 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+use nix::sys::socket::SockFlag;
+use nix::sys::wait::WaitStatus;
+
 use super::{percent, Context, Ctx, KnobGuard, TestResult};
 use crate::client::{self, RequestError};
 use crate::module;
@@ -266,7 +270,7 @@ fn accept_all_queued(listener: &TcpListener, cpu: usize, count: u32) -> TestResu
                 let deadline = Instant::now() + SETTLE_TIMEOUT;
                 let mut accepted = Vec::new();
                 while accepted.len() < count as usize {
-                    match sys::accept4(listener, libc::SOCK_CLOEXEC) {
+                    match sys::accept4(listener, SockFlag::SOCK_CLOEXEC) {
                         Ok(conn) => accepted.push(conn),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             let left = deadline.saturating_duration_since(Instant::now());
@@ -282,7 +286,7 @@ fn accept_all_queued(listener: &TcpListener, cpu: usize, count: u32) -> TestResu
                         Err(e) => return Err(format!("accept4: {e}")),
                     }
                 }
-                match sys::accept4(listener, libc::SOCK_CLOEXEC) {
+                match sys::accept4(listener, SockFlag::SOCK_CLOEXEC) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(accepted.len()),
                     Ok(_) => Err(format!(
                         "accepted more than the {count} connections the queue showed"
@@ -878,7 +882,7 @@ fn held_arm(
             }
             let mut a = children.remove(0);
             let b_at_kill = shared.get()[1].served.load(SeqCst);
-            a.signal(libc::SIGKILL).context("killing worker A")?;
+            a.signal(Signal::SIGKILL).context("killing worker A")?;
             let status = a
                 .wait_timeout(Duration::from_secs(10))
                 .context("waitpid")?
@@ -955,7 +959,7 @@ fn held_arm(
     };
     if let Some(status) = killed {
         ensure!(
-            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)),
             "{label}: worker A ended with {}",
             sys::describe_wait_status(status)
         );

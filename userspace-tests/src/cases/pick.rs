@@ -31,6 +31,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::sys::epoll::EpollFlags;
+use nix::unistd::gettid;
+
 use super::log::KernelWatch;
 use super::{in_ns, Context, Ctx, KnobGuard, TestResult};
 use crate::netns::{self, NetnsPair, ServerSide};
@@ -499,7 +502,7 @@ fn busy_epoll_attempt(
 ) -> TestResult<Attempt> {
     let (listener, addr) = listen(pair)?;
     let token = listener.as_raw_fd() as u64;
-    let flags = libc::EPOLLIN | libc::EPOLLEXCLUSIVE;
+    let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
     // A's entry first on the listener's wait queue: a held wake-up queues the event on busy
     // instances up to the first one with a sleeper (B's), as a stock wake-up does.
     let ea = Epoll::new().context("epoll_create1")?;
@@ -507,7 +510,8 @@ fn busy_epoll_attempt(
     let eb = Epoll::new().context("epoll_create1")?;
     eb.add(&listener, flags).context("EPOLL_CTL_ADD")?;
     let stop = EventFd::new().context("eventfd")?;
-    eb.add(&stop, libc::EPOLLIN).context("EPOLL_CTL_ADD")?;
+    eb.add(&stop, EpollFlags::EPOLLIN)
+        .context("EPOLL_CTL_ADD")?;
     let stop_token = stop.as_raw_fd() as u64;
 
     let b_tid = AtomicI32::new(0);
@@ -517,7 +521,7 @@ fn busy_epoll_attempt(
     thread::scope(|scope| {
         let b = scope.spawn(|| -> TestResult {
             sys::pin_current_thread(b_cpu).context(format!("pinning B to cpu {b_cpu}"))?;
-            b_tid.store(sys::gettid(), SeqCst);
+            b_tid.store(gettid().as_raw(), SeqCst);
             let b_go = b_go;
             if b_go.recv().is_err() {
                 return Ok(());
@@ -695,7 +699,7 @@ fn netns_exit_attempt(ctx: &mut Ctx, a_cpu: usize, b_cpu: usize) -> TestResult<A
     let seen = thread::scope(|scope| -> TestResult<Result<String, String>> {
         let b = scope.spawn(|| -> TestResult<io::Result<TcpStream>> {
             sys::pin_current_thread(b_cpu).context(format!("pinning B to cpu {b_cpu}"))?;
-            b_tid.store(sys::gettid(), SeqCst);
+            b_tid.store(gettid().as_raw(), SeqCst);
             Ok(b_listener.accept().map(|(conn, _)| conn))
         });
         let held = (|| -> TestResult<Result<String, String>> {

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::SockFlag;
+
 use super::{in_ns, Context, Ctx, KnobGuard, TestResult};
 use crate::netns::{self, NetnsPair, ServerSide};
 use crate::{procfs, sys};
@@ -172,7 +174,7 @@ fn accept_queued(listener: &TcpListener, count: u32) -> TestResult<Vec<TcpStream
             continue;
         }
         while accepted.len() < count as usize {
-            match sys::accept4(listener, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+            match sys::accept4(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
                 Ok(conn) => accepted.push(conn),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -12,6 +12,13 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{open, OFlag};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::prctl;
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::unistd::{gettid, setgroups, setresgid, setresuid, Gid, Uid};
+
 use super::log::KernelWatch;
 use super::{Context, Ctx, TestResult, ACCEPT_TIMEOUT};
 use crate::client::{BurstClients, Timed};
@@ -103,37 +110,27 @@ fn long_writes(userns: bool, knob: &CString, big: &[u8], long: &[u8], slots: &[A
         slots[STAGE_ERRNO].store(e.raw_os_error().unwrap_or(0) as u64, SeqCst);
         1
     };
-    let check = |ret: libc::c_int| {
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
     if userns {
-        // SAFETY: plain syscalls changing the credentials of this (child) process.
-        let ids = unsafe {
-            check(libc::setgroups(0, std::ptr::null()))
-                .and_then(|()| check(libc::setresgid(NOBODY, NOBODY, NOBODY)))
-                .and_then(|()| check(libc::setresuid(NOBODY, NOBODY, NOBODY)))
-        };
+        let (gid, uid) = (Gid::from_raw(NOBODY), Uid::from_raw(NOBODY));
+        let ids = setgroups(&[])
+            .and_then(|()| setresgid(gid, gid, gid))
+            .and_then(|()| setresuid(uid, uid, uid));
         if let Err(e) = ids {
-            return fail(STAGE_IDS, e);
+            return fail(STAGE_IDS, e.into());
         }
         // Changing the uid made the process undumpable, which makes /proc/self/*_map
         // root's: writable by nobody only once dumpable again.
-        // SAFETY: plain prctl.
-        if let Err(e) = check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) }) {
-            return fail(STAGE_DUMPABLE, e);
+        if let Err(e) = prctl::set_dumpable(true) {
+            return fail(STAGE_DUMPABLE, e.into());
         }
     }
     let flags = if userns {
-        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
+        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET
     } else {
-        libc::CLONE_NEWNET
+        CloneFlags::CLONE_NEWNET
     };
-    if let Err(e) = sys::unshare(flags) {
-        return fail(STAGE_UNSHARE, e);
+    if let Err(e) = unshare(flags) {
+        return fail(STAGE_UNSHARE, e.into());
     }
     if userns {
         let maps = write_once(c"/proc/self/setgroups", b"deny")
@@ -151,14 +148,14 @@ fn long_writes(userns: bool, knob: &CString, big: &[u8], long: &[u8], slots: &[A
     // Read back with a stack buffer: no allocation in the child.
     let mut buf = [0u8; 64];
     let expected = NORMAL.as_bytes();
-    // SAFETY: `knob` is a valid NUL-terminated path.
-    let fd = unsafe { libc::open(knob.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd >= 0 {
-        // SAFETY: `buf` is valid for writes of its length; `fd` is open.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        // SAFETY: `fd` is ours and closed once.
-        unsafe { libc::close(fd) };
-        let read = &buf[..n.max(0) as usize];
+    if let Ok(fd) = open(
+        knob.as_c_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        let n = nix::unistd::read(&fd, &mut buf).unwrap_or(0);
+        drop(fd);
+        let read = &buf[..n];
         if read.strip_suffix(b"\n") == Some(expected) {
             slots[READ_BACK].store(1, SeqCst);
         }
@@ -179,7 +176,7 @@ fn run_long_writes(userns: bool, knob: &CString, big: &[u8], long: &[u8]) -> Tes
         Some(_) => {}
         None => {
             // Stuck in the kernel: SIGKILL takes effect only once the write returns.
-            let _ = child.signal(libc::SIGKILL);
+            let _ = child.signal(Signal::SIGKILL);
             child.abandon();
             return Err(format!(
                 "the child's writes to {} did not finish within {WRITES_TIMEOUT:?} (the 1 MiB \
@@ -370,11 +367,11 @@ fn churn_server(
     accepted: mpsc::Sender<TestResult>,
     end: mpsc::Receiver<()>,
 ) {
-    if let Err(e) = sys::unshare(libc::CLONE_NEWNET) {
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
         let _ = tid.send(Err(format!("unshare(CLONE_NEWNET): {e}")));
         return;
     }
-    let _ = tid.send(Ok(sys::gettid()));
+    let _ = tid.send(Ok(gettid().as_raw()));
     if linked.recv().is_err() {
         return;
     }

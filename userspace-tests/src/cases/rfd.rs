@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{setsockopt, sockopt};
+
 use super::apps::{
     check_body, start_haproxy, start_nginx, wrk_until, Load, WorkDir, TARGET_REQUESTS,
 };
@@ -458,20 +460,15 @@ fn open_port(dest: SocketAddr, choice: PortChoice) -> io::Result<(TcpStream, u16
         PortChoice::Connect => {}
         PortChoice::SocketRange(low, high) => {
             let range = (u32::from(high) << 16) | u32::from(low);
-            sys::set_int_option(
-                &fd,
-                libc::IPPROTO_IP,
-                sys::IP_LOCAL_PORT_RANGE,
-                range as libc::c_int,
-            )?;
+            setsockopt(&fd, sys::IpLocalPortRange, &range)?;
         }
         PortChoice::BindNoPort(ip) => {
-            sys::set_int_option(&fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
+            setsockopt(&fd, sockopt::IpBindAddressNoPort, &true)?;
             sys::bind(&fd, SocketAddr::new(ip, 0))?;
         }
         PortChoice::BindZero { reuseaddr } => {
             if reuseaddr {
-                sys::set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+                setsockopt(&fd, sockopt::ReuseAddr, &true)?;
             }
             let any = if dest.is_ipv4() {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)

@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use super::{Context, Ctx, KnobGuard, TestResult};
 use crate::client::{LoopClient, LoopStats};
 use crate::netns::{NetnsPair, ServerSide};
@@ -162,7 +164,7 @@ fn kill_one_under_load(pair: &NetnsPair, cpus: &[usize]) -> TestResult {
     // victim: any error afterwards is a connection the listener lost or never woke for.
     let mut victim = workers.children[0].take().ok_or("worker A missing")?;
     let ended = client.run_between(move || {
-        victim.signal(libc::SIGKILL)?;
+        victim.signal(Signal::SIGKILL)?;
         victim.wait_timeout(Duration::from_secs(10))
     })?;
     let killed_at = Instant::now();
@@ -210,7 +212,7 @@ fn close_in_one_under_load(pair: &NetnsPair, cpus: &[usize]) -> TestResult {
             Instant::now() < deadline,
             "worker A did not close its listener within 10 s"
         );
-        a_process.signal(libc::SIGUSR1).context("SIGUSR1")?;
+        a_process.signal(Signal::SIGUSR1).context("SIGUSR1")?;
         thread::sleep(CLOSE_SIGNAL_PERIOD);
     }
     let connected_at_close = client.connected();
