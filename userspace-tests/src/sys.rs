@@ -33,6 +33,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::time::{clock_gettime, ClockId};
 use nix::unistd::{fork, ForkResult, Pid};
 use nix::{getsockopt_impl, setsockopt_impl, sockopt_impl};
+use procfs_core::FromRead;
 
 /// `CAP_NET_ADMIN` from linux/capability.h.
 pub const CAP_NET_ADMIN: u32 = 12;
@@ -72,29 +73,17 @@ fn set_thread_cpus(tid: Pid, cpus: &[usize]) -> io::Result<()> {
     Ok(sched_setaffinity(tid, &set)?)
 }
 
-/// A thread of this process as `/proc/self/task/<tid>/stat` shows it: its state letter
-/// (`R`, `S`, ...) and the CPU it runs or last ran on.
+/// A thread of this process as `/proc/self/task/<tid>/stat` shows it (procfs-core's
+/// parser): its state letter (`R`, `S`, ...) and the CPU it runs or last ran on.
 pub fn thread_state(tid: libc::pid_t) -> io::Result<(char, usize)> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))?;
-    let bad = || {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("odd stat line {stat:?}"),
-        )
-    };
-    // The command name may hold anything, even ')': the fields follow the last one.
-    let rest = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Field 3 is the state, field 39 the CPU; `rest` starts at field 3.
-    let state = fields
-        .first()
-        .and_then(|f| f.chars().next())
-        .ok_or_else(bad)?;
-    let cpu = fields
-        .get(39 - 3)
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(bad)?;
-    Ok((state, cpu))
+    let path = format!("/proc/self/task/{tid}/stat");
+    let stat = procfs_core::process::Stat::from_file(&path)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {e}")))?;
+    let cpu = stat
+        .processor
+        .and_then(|c| usize::try_from(c).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: no CPU")))?;
+    Ok((stat.state, cpu))
 }
 
 /// CLOCK_MONOTONIC in nanoseconds. Async-signal-safe.
@@ -909,6 +898,13 @@ pub fn close_range(first: u32, last: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_calling_threads_state_and_cpu() {
+        let (state, cpu) = thread_state(nix::unistd::gettid().as_raw()).unwrap();
+        assert_eq!(state, 'R');
+        assert!(cpu < 8192, "cpu {cpu}");
+    }
 
     /// SO_RCVBUFFORCE needs CAP_NET_ADMIN; returns its errno (0 on success).
     fn force_rcvbuf() -> u8 {
