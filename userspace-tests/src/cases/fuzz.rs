@@ -778,10 +778,20 @@ fn cycle(ctx: &Ctx, pair: &NetnsPair, n: usize, arm: Arm) -> TestResult<usize> {
     // Listening with the module on gives the listener per-CPU queues.
     let server = AcceptServer::start(pair.server_ip(false), &ctx.cpus, None)?;
     let client = LoopClient::start(pair.client_ns(), server.addr())?;
+    // What each of the three batches of connections is served with, for the error message.
+    let steps = if module_on {
+        ["module on", "enabled=0", "unloaded"]
+    } else {
+        [
+            "control, first batch",
+            "control, second batch",
+            "control, third batch",
+        ]
+    };
     let phases = (|| {
         server
             .wait_for(CYCLE_CONNECTIONS, ACCEPT_TIMEOUT)
-            .context(if module_on { "module on" } else { "control" })?;
+            .context(steps[0])?;
         if module_on {
             let accepts = procfs::read_counters()?.total().accepts;
             ensure!(accepts > 0, "the module counted no accept while on");
@@ -789,13 +799,13 @@ fn cycle(ctx: &Ctx, pair: &NetnsPair, n: usize, arm: Arm) -> TestResult<usize> {
         }
         server
             .wait_for(server.accepted() + CYCLE_CONNECTIONS, ACCEPT_TIMEOUT)
-            .context("enabled=0")?;
+            .context(steps[1])?;
         if module_on {
             module::rmmod()?;
         }
         server
             .wait_for(server.accepted() + CYCLE_CONNECTIONS, ACCEPT_TIMEOUT)
-            .context("unloaded")
+            .context(steps[2])
     })();
     let stats = client.stop()?;
     phases.map_err(|e| format!("{arm:?} cycle {n}: {e}"))?;
