@@ -34,7 +34,7 @@ use sys::pernet::PerNetRegistration;
 use sys::shrinker;
 use sys::{
     cpu,
-    hooks::{self, AcceptPick, Hooks, HooksVTable, PortSearch},
+    hooks::{self, AcceptPick, HookSet, Hooks, HooksVTable, PortSearch},
     net::{Net, RcuReadSection, Sock},
     rcu::{self, Published},
     reqq::Req,
@@ -134,7 +134,14 @@ impl Hooks for FastSocketHooks {
     }
 }
 
-static HOOKS: HooksVTable = hooks::vtable::<FastSocketHooks>();
+static HOOKS: HooksVTable = hooks::vtable::<FastSocketHooks>(HookSet::All);
+
+/// The table on a kernel with one possible CPU: the socket inode cache's hooks only. Every
+/// handshake, accept and segment is on that CPU already, so accept locality and Receive Flow
+/// Deliver have nothing to steer: their hooks stay unregistered and their static keys off,
+/// which spares every connection their cost. `nr_cpu_ids` is fixed at boot: no CPU can come
+/// later.
+static HOOKS_ONE_CPU: HooksVTable = hooks::vtable::<FastSocketHooks>(HookSet::SocketFiles);
 
 struct FastSocket {
     // Fields drop in order. The namespaces' state goes first: each gives its listeners'
@@ -164,8 +171,15 @@ impl kernel::Module for FastSocket {
         let vfs = vfs::InodeCache::install()?;
         let vfs_shrinker = vfs::InodeCache::shrinker()?;
         let net = NetState::register()?;
-        let hooks = hooks::Registration::register(&HOOKS)?;
-        pr_info!("loaded: accept locality on net.fastsocket.listen_ports, Receive Flow Deliver on net.fastsocket.rfd, socket inode cache on net.fastsocket.vfs, counters in /proc/net/fastsocket\n");
+        let hooks = if cpu::nr_ids() > 1 {
+            let hooks = hooks::Registration::register(&HOOKS)?;
+            pr_info!("loaded: accept locality on net.fastsocket.listen_ports, Receive Flow Deliver on net.fastsocket.rfd, socket inode cache on net.fastsocket.vfs, counters in /proc/net/fastsocket\n");
+            hooks
+        } else {
+            let hooks = hooks::Registration::register(&HOOKS_ONE_CPU)?;
+            pr_info!("loaded on one possible CPU: socket inode cache on net.fastsocket.vfs; accept locality and Receive Flow Deliver off (nothing to steer)\n");
+            hooks
+        };
         Ok(Self {
             _net: net,
             _hooks: hooks,

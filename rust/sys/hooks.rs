@@ -175,61 +175,72 @@ pub(crate) struct HooksVTable(Opaque<bindings::fastsocket_ops>);
 // reads it.
 unsafe impl Sync for HooksVTable {}
 
-/// Builds the ops table for `T`; meant for a `static`.
-pub(crate) const fn vtable<T: Hooks>() -> HooksVTable {
+/// Which of a [`Hooks`] implementation's hooks an ops table installs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HookSet {
+    /// Every hook it implements.
+    All,
+    /// Only the socket inode cache's (`inode_get`, `inode_put`): the other features' static
+    /// keys stay off.
+    SocketFiles,
+}
+
+/// Builds the ops table for `T` with the hooks of `set`; meant for a `static`.
+pub(crate) const fn vtable<T: Hooks>(set: HookSet) -> HooksVTable {
+    let all = matches!(set, HookSet::All);
     HooksVTable(Opaque::new(bindings::fastsocket_ops {
         name: T::NAME.as_char_ptr(),
-        accept: if T::HAS_ACCEPT {
+        accept: if all && T::HAS_ACCEPT {
             Some(accept_trampoline::<T>)
         } else {
             None
         },
-        child_ready: if T::HAS_CHILD_READY {
+        child_ready: if all && T::HAS_CHILD_READY {
             Some(child_ready_trampoline::<T>)
         } else {
             None
         },
-        accept_pick: if T::HAS_ACCEPT_PICK {
+        accept_pick: if all && T::HAS_ACCEPT_PICK {
             Some(accept_pick_trampoline::<T>)
         } else {
             None
         },
-        may_take: if T::HAS_MAY_TAKE {
+        may_take: if all && T::HAS_MAY_TAKE {
             Some(may_take_trampoline::<T>)
         } else {
             None
         },
-        listen: if T::HAS_LISTEN {
+        listen: if all && T::HAS_LISTEN {
             Some(listen_trampoline::<T>)
         } else {
             None
         },
-        queue_add: if T::HAS_QUEUE_ADD {
+        queue_add: if all && T::HAS_QUEUE_ADD {
             Some(queue_add_trampoline::<T>)
         } else {
             None
         },
-        queue_remove: if T::HAS_QUEUE_REMOVE {
+        queue_remove: if all && T::HAS_QUEUE_REMOVE {
             Some(queue_remove_trampoline::<T>)
         } else {
             None
         },
-        queue_ready: if T::HAS_QUEUE_READY {
+        queue_ready: if all && T::HAS_QUEUE_READY {
             Some(queue_ready_trampoline::<T>)
         } else {
             None
         },
-        listen_stop: if T::HAS_LISTEN_STOP {
+        listen_stop: if all && T::HAS_LISTEN_STOP {
             Some(listen_stop_trampoline::<T>)
         } else {
             None
         },
-        port_walk: if T::HAS_PORT_WALK {
+        port_walk: if all && T::HAS_PORT_WALK {
             Some(port_walk_trampoline::<T>)
         } else {
             None
         },
-        rps_cpu: if T::HAS_RPS_CPU {
+        rps_cpu: if all && T::HAS_RPS_CPU {
             Some(rps_cpu_trampoline::<T>)
         } else {
             None
