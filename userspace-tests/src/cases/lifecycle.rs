@@ -127,3 +127,60 @@ pub fn unload_under_load(ctx: &mut Ctx) -> TestResult {
     );
     Ok(())
 }
+
+/// The hooks the module registers fit the machine, and connections are served with them: on a
+/// kernel with several possible CPUs every feature's static key is on and accepts are counted;
+/// on one (nothing to steer: `make test`'s second boot) only the socket inode cache's, so no
+/// accept reaches the module and its counters stay still, but the cache serves the sockets.
+pub fn hooks_fit_cpu_count(ctx: &mut Ctx) -> TestResult {
+    const COUNT: usize = 200;
+    ctx.ensure_loaded()?;
+    let _enabled = super::KnobGuard::enabled("1")?;
+    let cpus = procfs::nr_cpu_ids()?;
+    let several = cpus > 1;
+    for key in ["accept_key", "locality_key", "rfd_key"] {
+        let on = procfs::read_hooks_flag(key)?;
+        ensure!(
+            on == several,
+            "{key} is {}, expected {} with {cpus} possible CPU(s)",
+            u8::from(on),
+            u8::from(several)
+        );
+    }
+    ensure!(
+        procfs::read_hooks_flag("vfs_key")?,
+        "vfs_key is 0 with the module loaded"
+    );
+
+    let pair = ctx.netns_pair(ServerSide::Current)?;
+    let server = AcceptServer::start(pair.server_ip(false), &ctx.cpus, None)?;
+    let before = procfs::read_counters()?;
+    super::connect_and_wait(&pair, &server, COUNT)?;
+    let delta = procfs::read_counters()?.since(&before)?;
+    let accepted = server.stop()?.len();
+    ensure!(
+        accepted == COUNT,
+        "{accepted} of {COUNT} connections accepted"
+    );
+    let total = delta.total();
+    let counted = if several { COUNT as u64 } else { 0 };
+    ensure!(
+        total.accepts == counted,
+        "accepts rose by {} with {cpus} possible CPU(s), expected {counted}",
+        total.accepts
+    );
+    // Each connection creates a socket on both ends (client, accepted child).
+    ensure!(
+        total.vfs_reused > 0 && total.vfs_reused + total.vfs_new >= 2 * COUNT as u64,
+        "socket inode cache: {} reused, {} new for {COUNT} connections",
+        total.vfs_reused,
+        total.vfs_new
+    );
+    info!(
+        "{cpus} possible CPU(s): {} of the hook keys on; {COUNT} connections, {} socket inode objects reused, {} new",
+        if several { "all" } else { "vfs_key only" },
+        total.vfs_reused,
+        total.vfs_new
+    );
+    Ok(())
+}
