@@ -329,6 +329,15 @@ counters_total() {
 	fi
 }
 
+# The guest's CPU time so far, in USER_HZ ticks, and its context switches: "busy idle ctxt"
+# (idle includes iowait). Two samples around a run give the share of it the vCPUs sat idle,
+# which a wall-clock rate pays for and an icount one does not (icount skips idle time).
+# shellcheck disable=SC2016 # awk program
+cpu_sample() {
+	awk '$1 == "cpu" { idle = $5 + $6; for (i = 2; i <= 9; i++) all += $i }
+		$1 == "ctxt" { cs = $2 } END { print all - idle, idle, cs }' /proc/stat
+}
+
 # One measured (round, arm): module state, servers, warm-up, one run of wrk against URL from
 # netns NS (under `perf lock record` for perflock), and the arm's lock profile.
 measure() { # workload arm round slot ns url
@@ -378,6 +387,7 @@ measure() { # workload arm round slot ns url
 	fi
 	[ "$profile" = lockstat ] && echo 0 >/proc/lock_stat
 	read -r a0 l0 < <(counters_total)
+	read -r busy0 idle0 cs0 < <(cpu_sample)
 	if [ "$profile" = perflock ]; then
 		rm -f "$data"
 		# -N: no build-id cache under a read-only $HOME. perf's own messages go to a log.
@@ -387,6 +397,7 @@ measure() { # workload arm round slot ns url
 	else
 		res=$("${wrk[@]}")
 	fi
+	read -r busy1 idle1 cs1 < <(cpu_sample)
 	read -r a1 l1 < <(counters_total)
 	read -r rps err reqs < <(awk '/^Requests\/sec:/ { rps = $2 }
 		/ requests in / { reqs = $1 }
@@ -410,7 +421,11 @@ measure() { # workload arm round slot ns url
 	esac
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$clock" "$cpus" "$w" "$arm" "$run" \
 		"$rps" "$err" $((a1 - a0)) $((l1 - l0)) "$slot" "$state" >>"$out_file"
-	log "  $w $arm round $run: $rps conn/s, $err errors, module $state, $((l1 - l0)) of $((a1 - a0)) accepts local"
+	log "  $w $arm round $run: $rps conn/s, $err errors, module $state, $((l1 - l0)) of $((a1 - a0)) accepts local, $(awk -v clock="$clock" -v b=$((busy1 - busy0)) -v i=$((idle1 - idle0)) \
+		-v c=$((cs1 - cs0)) -v n="$reqs" 'BEGIN {
+		# Under icount idle time is skipped (the clock jumps to the next timer): no share.
+		if (clock == "wall") printf "vCPUs idle %.1f%%, ", 100 * i / (b + i + (b + i == 0))
+		printf "%.1f context switches per connection", c / (n + (n == 0)) }')"
 }
 
 # `perf lock contention` of DATA into FILE with the profile header; fails loudly where perf
