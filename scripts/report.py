@@ -33,8 +33,7 @@ ARMS = {
     "TQ0": "fastsocket, listen_queues=0: no per-CPU accept queues, the listener's own queue "
            "only, the single-queue design before the local listen table (in every namespace; "
            "W1 only)",
-    "TR0": "fastsocket, rfd=0: the module without Receive Flow Deliver (in every namespace; "
-           "W2, W3)",
+    "TR0": "fastsocket, rfd=0: the module without Receive Flow Deliver (in every namespace)",
     "TV0": "fastsocket, vfs=0: the module without the socket inode cache (in every namespace)",
 }
 # What the arms meant in runs of the harness before Receive Flow Deliver (no "rfd" in its

@@ -43,7 +43,8 @@
 #       port 8080, outside the ephemeral range, is never steered; it steers only the client
 #       namespace's replies)
 #   T0  T with listen_hold_ms=0 in every namespace (W1)
-#   TR0 T with rfd=0 in every namespace: the module without Receive Flow Deliver (W2, W3)
+#   TR0 T with rfd=0 in every namespace: the module without Receive Flow Deliver (in W1 RFD
+#       steers only the client's replies, but its receive hook runs for every segment)
 #   TQ0 T with listen_queues=0 in every namespace: no per-CPU accept queues, the listener's
 #       own queue only (the single-queue design before the local listen table; W1 only)
 #   TV0 T with vfs=0 in every namespace: no socket inode cache (the lightweight socket
@@ -461,7 +462,7 @@ perflock) log "  lock profile: perf lock record -a around each measured run (con
 esac
 for w in $workloads; do
 	case "$w" in
-	W1) arms=(B0 B1 B2 C T T0 TQ0 TV0) ns=$CLIENT_NS url="http://$SERVER_IP:8080/" ;;
+	W1) arms=(B0 B1 B2 C T T0 TQ0 TR0 TV0) ns=$CLIENT_NS url="http://$SERVER_IP:8080/" ;;
 	W2) arms=(B0 T TR0 TV0) ns=$CLIENT_NS url="http://$SERVER_IP:8081/" ;;
 	# wrk runs in the measured (initial) netns: its connect()s are what W3 measures.
 	W3) arms=(B0 T TR0 TV0) ns=- url="http://$BACKEND_IP:8080/" ;;
