@@ -4,6 +4,7 @@
 #   make test      host tests + booted-kernel tests on the debug kernel + make deb-test (what CI runs)
 #   make bench     workloads x arms, wall clock and icount -> Documentation/benchmarks.md
 #   make lockprof  lock profile per arm: perf lock (perf kernel), /proc/lock_stat (lockstat kernel)
+#   make cpuprof   where the guest instructions go per arm (perf record under icount), against B0
 #   make bench-dry-run  the arm schedule of make bench (order, module state, knobs), no VM
 #   make soak      trinity, stress-ng and load/unload cycles under load, for longer (SOAK_MINUTES, SOAK_CYCLES)
 #   make vfsbench  socket-file microbenchmark (socket, accept, socketpair + close), stock vs T, and its profile
@@ -18,7 +19,7 @@ S := scripts
 TESTS_BIN := userspace-tests/target/release/fastsocket-tests
 
 .PHONY: all deps kernel kernel-perf kernel-lockstat module module-perf module-lockstat \
-	host-test userspace vm-test test demo bench bench-dry-run lockprof soak vfsbench checkpatch clean help
+	host-test userspace vm-test test demo bench bench-dry-run lockprof cpuprof soak vfsbench checkpatch clean help
 
 help:
 	@sed -n '2,13p' Makefile
@@ -93,6 +94,11 @@ bench-dry-run:
 # round (about 8 minutes).
 lockprof: module-perf module-lockstat
 	@bash $(S)/bench.sh lockprof
+
+# Where the guest's instructions go per arm: perf record under icount, each arm against B0
+# (BENCH_WORKLOADS, default W1; BENCH_ARMS, default all; BENCH_CPUS, default 2).
+cpuprof: module-perf
+	@FLAVOUR=perf bash $(S)/bench.sh cpuprof
 
 # The hardening tests for longer (Documentation/reliability.md), one boot of the debug kernel:
 # SOAK_MINUTES of fuzzing (half trinity, half stress-ng) and SOAK_CYCLES load/unload cycles,

@@ -8,6 +8,12 @@
 #                              `perf lock record` (contention tracepoints, no lockdep), then
 #                              the lockstat kernel with /proc/lock_stat; always these two
 #                              flavours and their modules, whatever FLAVOUR says
+#   scripts/bench.sh cpuprof   where the guest's instructions go, per arm (~5 min): one icount
+#                              boot of the perf kernel (BENCH_CPUS, default 2 vCPUs), workloads
+#                              BENCH_WORKLOADS (default W1), arms BENCH_ARMS (default all), one
+#                              round of ICOUNT_SECONDS (default 4) under `perf record -a`;
+#                              results/cpuprof-STAMP/ holds each arm's `perf report` and
+#                              profdiff.txt, each arm against B0 (scripts/profdiff.py)
 #   scripts/bench.sh --dry-run bench|lockprof
 #                              print every boot's schedule (rounds, arm order, module state and
 #                              knobs per namespace) without booting or measuring anything
@@ -67,7 +73,9 @@ if [ "$dry" = 1 ]; then
 		BENCH_DRY_RUN=1 BENCH_DRY_CPUS=2 bash "$guest" "$(ko_of perf)" /dev/null perflock 1 "$seconds" "$lock_workloads" "$FASTSOCKET_CACHE.results/lockprof-STAMP/perf_lock"
 		log "boot 2: lockstat kernel ($(kdir_of lockstat)), /proc/lock_stat, 2 vCPUs: 1 round x ${seconds}s per arm, $lock_workloads"
 		BENCH_DRY_RUN=1 BENCH_DRY_CPUS=2 bash "$guest" "$(ko_of lockstat)" /dev/null lockstat 1 "$seconds" "$lock_workloads" "$FASTSOCKET_CACHE.results/lockprof-STAMP/lock_stat" ;;
-	*) echo "usage: $0 [--dry-run] bench|lockprof" >&2; exit 2 ;;
+	cpuprof)
+		BENCH_DRY_RUN=1 BENCH_DRY_CPUS=${BENCH_CPUS:-2} "${arms_env[@]}" bash "$guest" "$ko" /dev/null cpuprof 1 "${ICOUNT_SECONDS:-4}" "${BENCH_WORKLOADS:-W1}" "$FASTSOCKET_CACHE.results/cpuprof-STAMP/cpuprof" ;;
+	*) echo "usage: $0 [--dry-run] bench|lockprof|cpuprof" >&2; exit 2 ;;
 	esac
 	exit 0
 fi
@@ -100,6 +108,8 @@ mkdir -p "$out" "$top/results"
 	done
 	if [ "$what" = lockprof ]; then
 		echo "workloads: $lock_workloads"
+	elif [ "$what" = cpuprof ]; then
+		echo "cpuprof: workloads ${BENCH_WORKLOADS:-W1}; arms ${BENCH_ARMS:-all}; icount at ${BENCH_CPUS:-2} vCPU(s); 1 round x ${ICOUNT_SECONDS:-4}s under perf record -a -F 4999"
 	elif [ "$partial" = 1 ]; then
 		echo "partial: workloads $workloads; arms ${BENCH_ARMS:-all}; clocks $clocks; wall at $cpu_list vCPU(s), icount at $icount_cpus vCPU(s); $runs wall rounds x ${seconds}s, $iruns icount rounds x ${iseconds}s"
 	fi
@@ -134,7 +144,17 @@ lockprof)
 	FLAVOUR=lockstat KDIR=$(kdir_of lockstat) timed "lock_stat, $lock_workloads" bash "$top/scripts/vm-run.sh" --cpus 2 --rwdir "$out" -- \
 		bash "$guest" "$(ko_of lockstat)" "$out/bench.tsv" lockstat 1 "$seconds" "$lock_workloads" "$out/lock_stat"
 	;;
-*) echo "usage: $0 [--dry-run] bench|lockprof" >&2; exit 2 ;;
+cpuprof)
+	mkdir -p "$out/cpuprof"
+	pw=${BENCH_WORKLOADS:-W1} pcpus=${BENCH_CPUS:-2}
+	log "icount, $pcpus vCPU(s), $pw: 1 round x ${ICOUNT_SECONDS:-4}s per arm under perf record"
+	timed "cpuprof, icount, $pcpus vCPU(s), $pw" bash "$top/scripts/vm-run.sh" --cpus "$pcpus" --icount --rwdir "$out" -- \
+		"${arms_env[@]}" bash "$guest" "$ko" "$out/bench.tsv" cpuprof 1 "${ICOUNT_SECONDS:-4}" "$pw" "$out/cpuprof"
+	python3 "$top/scripts/profdiff.py" "$out" >"$out/profdiff.txt"
+	cp -r "$out" "$top/results/cpuprof-$stamp"
+	log "results in results/cpuprof-$stamp (profdiff.txt: each arm against B0)"
+	exit 0 ;;
+*) echo "usage: $0 [--dry-run] bench|lockprof|cpuprof" >&2; exit 2 ;;
 esac
 if [ "$partial" = 1 ] && [ "$what" = bench ]; then
 	cp -r "$out" "$top/results/bench-partial-$stamp"

@@ -16,6 +16,10 @@
 #             `perf lock record -a`; `perf lock contention` of it is saved to
 #             PROFILE_DIR/W-ARM[.rRUN].perf_lock (top 20 call stacks by contentions, as an
 #             operator runs it) and .perf_lock_stacks (every call stack, with the stacks)
+#   cpuprof   (perf kernel, booted with --icount) the measured run is wrapped by
+#             `perf record -a -F 4999` (cpu-clock: under icount a sample every so many guest
+#             instructions); `perf report --sort sym` of it is saved to
+#             PROFILE_DIR/W-ARM[.rRUN].cpuprof (scripts/profdiff.py compares the arms)
 # Each profile file starts with "# connections N" (as wrk counted them) and
 # "# module loaded|unloaded".
 #
@@ -84,7 +88,7 @@ WARMUP=2
 # The lock profile of the measured runs, if any: lockstat, perflock or none.
 profile=none
 case "$clock" in
-lockstat | perflock)
+lockstat | perflock | cpuprof)
 	profile=$clock
 	[ -n "$profdir" ] || { log "clock $clock needs a PROFILE_DIR"; exit 2; } ;;
 *) [ -n "$profdir" ] && profile=lockstat ;;
@@ -364,6 +368,7 @@ measure() { # workload arm round slot ns url
 		perflock)
 			log "    [dry] measured run: $PERF lock record -a -N -o $data -- ${wrk[*]}"
 			log "    [dry] $PERF ${PERF_LOCK_REPORT[*]} -i $data -E 20 > $profdir/$name.perf_lock; every stack (-v) > $profdir/$name.perf_lock_stacks" ;;
+		cpuprof) log "    [dry] measured run: $PERF record -a -F 4999 -N -o $data -- ${wrk[*]}; perf report --sort sym > $profdir/$name.cpuprof" ;;
 		esac
 		return 0
 	fi
@@ -389,7 +394,12 @@ measure() { # workload arm round slot ns url
 	[ "$profile" = lockstat ] && echo 0 >/proc/lock_stat
 	read -r a0 l0 < <(counters_total)
 	read -r busy0 idle0 cs0 < <(cpu_sample)
-	if [ "$profile" = perflock ]; then
+	if [ "$profile" = cpuprof ]; then
+		rm -f "$data"
+		res=$("$PERF" record -a -F 4999 -N -o "$data" -- "${wrk[@]}" 2>"$dir/perf-record.log") || {
+			log "$w $arm: perf record failed:"; cat "$dir/perf-record.log" >&2; return 1; }
+		log "  $(grep 'perf record: Captured' "$dir/perf-record.log" || tail -1 "$dir/perf-record.log")"
+	elif [ "$profile" = perflock ]; then
 		rm -f "$data"
 		# -N: no build-id cache under a read-only $HOME. perf's own messages go to a log.
 		res=$("$PERF" lock record -a -N -o "$data" -- "${wrk[@]}" 2>"$dir/perf-record.log") || {
@@ -410,6 +420,12 @@ measure() { # workload arm round slot ns url
 	lockstat)
 		{ echo "# connections $reqs"; echo "# module $state"; cat /proc/lock_stat; } \
 			>"$profdir/$name.lock_stat" ;;
+	cpuprof)
+		# The module's symbols are in /proc/kallsyms only while it is loaded: report now.
+		{ echo "# connections $reqs"; echo "# module $state"
+			"$PERF" report -i "$data" --kallsyms=/proc/kallsyms --no-children --sort sym \
+				--stdio -g none --percent-limit 0.02 2>/dev/null; } >"$profdir/$name.cpuprof"
+		rm -f "$data" ;;
 	perflock)
 		# perf lock contention prints everything, its table included, on stderr. It reads
 		# the symbols from /proc/kallsyms: the module's are there only while it is loaded,
@@ -459,6 +475,7 @@ log "  ip_local_port_range $PORT_RANGE in every namespace (no service port insid
 case "$profile" in
 lockstat) log "  lock profile: /proc/lock_stat per measured run -> $profdir" ;;
 perflock) log "  lock profile: perf lock record -a around each measured run (contention tracepoints) -> $profdir" ;;
+cpuprof) log "  CPU profile: perf record -a -F 4999 around each measured run (cpu-clock) -> $profdir" ;;
 esac
 for w in $workloads; do
 	case "$w" in
