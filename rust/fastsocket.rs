@@ -171,15 +171,13 @@ impl kernel::Module for FastSocket {
         let vfs = vfs::InodeCache::install()?;
         let vfs_shrinker = vfs::InodeCache::shrinker()?;
         let net = NetState::register()?;
-        let hooks = if cpu::nr_ids() > 1 {
-            let hooks = hooks::Registration::register(&HOOKS)?;
-            pr_info!("loaded: accept locality on net.fastsocket.listen_ports, Receive Flow Deliver on net.fastsocket.rfd, socket inode cache on net.fastsocket.vfs, counters in /proc/net/fastsocket\n");
-            hooks
+        let (table, features) = if cpu::nr_ids() > 1 {
+            (&HOOKS, "accept locality on net.fastsocket.listen_ports, Receive Flow Deliver on net.fastsocket.rfd, socket inode cache on net.fastsocket.vfs")
         } else {
-            let hooks = hooks::Registration::register(&HOOKS_ONE_CPU)?;
-            pr_info!("loaded on one possible CPU: socket inode cache on net.fastsocket.vfs; accept locality and Receive Flow Deliver off (nothing to steer)\n");
-            hooks
+            (&HOOKS_ONE_CPU, "one possible CPU: socket inode cache on net.fastsocket.vfs; accept locality and Receive Flow Deliver off (nothing to steer)")
         };
+        let hooks = hooks::Registration::register(table)?;
+        pr_info!("loaded: {features}, counters in /proc/net/fastsocket\n");
         Ok(Self {
             _net: net,
             _hooks: hooks,

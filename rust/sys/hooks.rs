@@ -176,7 +176,6 @@ pub(crate) struct HooksVTable(Opaque<bindings::fastsocket_ops>);
 unsafe impl Sync for HooksVTable {}
 
 /// Which of a [`Hooks`] implementation's hooks an ops table installs.
-#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HookSet {
     /// Every hook it implements.
     All,

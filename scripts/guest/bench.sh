@@ -394,16 +394,13 @@ measure() { # workload arm round slot ns url
 	[ "$profile" = lockstat ] && echo 0 >/proc/lock_stat
 	read -r a0 l0 < <(counters_total)
 	read -r busy0 idle0 cs0 < <(cpu_sample)
-	if [ "$profile" = cpuprof ]; then
-		rm -f "$data"
-		res=$("$PERF" record -a -F 4999 -N -o "$data" -- "${wrk[@]}" 2>"$dir/perf-record.log") || {
-			log "$w $arm: perf record failed:"; cat "$dir/perf-record.log" >&2; return 1; }
-		log "  $(grep 'perf record: Captured' "$dir/perf-record.log" || tail -1 "$dir/perf-record.log")"
-	elif [ "$profile" = perflock ]; then
+	if [ "$profile" = perflock ] || [ "$profile" = cpuprof ]; then
+		local record=(record -a -F 4999)
+		[ "$profile" = perflock ] && record=(lock record -a)
 		rm -f "$data"
 		# -N: no build-id cache under a read-only $HOME. perf's own messages go to a log.
-		res=$("$PERF" lock record -a -N -o "$data" -- "${wrk[@]}" 2>"$dir/perf-record.log") || {
-			log "$w $arm: perf lock record failed:"; cat "$dir/perf-record.log" >&2; return 1; }
+		res=$("$PERF" "${record[@]}" -N -o "$data" -- "${wrk[@]}" 2>"$dir/perf-record.log") || {
+			log "$w $arm: perf ${record[*]} failed:"; cat "$dir/perf-record.log" >&2; return 1; }
 		log "  $(grep 'perf record: Captured' "$dir/perf-record.log" || tail -1 "$dir/perf-record.log")"
 	else
 		res=$("${wrk[@]}")
