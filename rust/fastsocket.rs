@@ -23,6 +23,7 @@ mod logic {
     pub(crate) mod ports;
     pub(crate) mod recent;
     pub(crate) mod rfd;
+    pub(crate) mod spacing;
     pub(crate) mod stats;
 }
 

@@ -16,7 +16,11 @@
 //!   joins a slot of the listener claimed on c less than half a hold ago (adding to its count
 //!   of held wake-ups), or claims one whose deadline is `listen_hold_ms` later; nothing
 //!   extends a deadline, and when it passes, c's timer wakes the listener as many times as
-//!   wake-ups were held in the slot (at least once), as stock would have;
+//!   wake-ups were held in the slot (at least once), as stock would have. With `listen_pull`,
+//!   the same is done once per [`SPREAD_MS`] on c when c is busy with another task, no waiter
+//!   sits there and two waiters share another CPU (workers that gathered there): the timer's
+//!   wake-up then pulls one onto c if c is idle by then, so that the next connections on c
+//!   find a worker there;
 //! - accept and readiness (process context, CPU c): take the oldest connection that completed
 //!   on c among the first `listen_scan` queued; else the oldest one other CPUs may take: a
 //!   connection is kept for its own CPU while that CPU holds a wake-up of the listener claimed
@@ -36,6 +40,7 @@ pub(crate) mod queues;
 use crate::logic::{
     ports::{PortSet, MAX_TEXT, WORDS},
     recent::RecentListeners,
+    spacing::Spacing,
 };
 use crate::netstate::NetState;
 use crate::stats::Wake;
@@ -94,6 +99,11 @@ impl TextValue for ListenPorts {
 /// another CPU stops reserving this one soon.
 pub(crate) const PRESENT_MS: u32 = 100;
 
+/// At most one wake-up per CPU is held this often to spread waiters that gathered on another
+/// CPU (see [`WakeHow::spread`]): where the CPU stays busy, so that the timer cannot pull a
+/// waiter onto it, this bounds the cost to one hold (`listen_hold_ms`) per period.
+pub(crate) const SPREAD_MS: u32 = 100;
+
 /// Whether `cpu` (whose state is `cpu_state`) keeps `listener`'s connections for the worker
 /// that accepted from it there lately (in the last [`PRESENT_MS`]), and holds its wake-up:
 ///
@@ -138,6 +148,8 @@ pub(crate) struct CpuListen {
     held: HeldWakes,
     /// Listeners accepted from on this CPU lately.
     recent: RecentListeners,
+    /// The last wake-up held here to spread waiters.
+    spread: Spacing,
 }
 
 impl CpuListen {
@@ -146,6 +158,7 @@ impl CpuListen {
         try_pin_init!(Self {
             held <- HeldWakes::new(cpu),
             recent: RecentListeners::default(),
+            spread: Spacing::default(),
         })
     }
 }
@@ -161,9 +174,13 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
         return false;
     };
     let bound = time::ms_to_jiffies(state.listen_hold_ms());
+    let now = time::jiffies();
+    let pull = state.listen_pull();
+    let hold = bound > 0 && keeps_for_worker(state, here, listener, cpu, now);
     let how = WakeHow {
-        pull: state.listen_pull(),
-        hold: bound > 0 && keeps_for_worker(state, here, listener, cpu, time::jiffies()),
+        pull,
+        hold,
+        spread: pull && bound > 0 && !hold && here.spread.open(now, time::ms_to_jiffies(SPREAD_MS)),
     };
     let wake = match listener.wake_listener_on(cpu, how) {
         woke @ (ListenerWake::Local | ListenerWake::Pulled) => {
@@ -186,7 +203,13 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
             Wake::Fallback
         }
         // The exclusive wake-up was withheld: the slot counts it and the timer delivers it.
-        ListenerWake::Held if here.held.hold(listener, bound, how.pull, true) => Wake::Held,
+        ListenerWake::Held if here.held.hold(listener, bound, how.pull, true) => {
+            if !how.hold {
+                // Held to spread the waiters: not again on this CPU for a while.
+                here.spread.note(now);
+            }
+            Wake::Held
+        }
         ListenerWake::Held => {
             // No slot to remember it: wake now rather than lose the wake-up.
             listener.data_ready();

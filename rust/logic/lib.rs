@@ -12,4 +12,5 @@ pub mod ports;
 pub mod read;
 pub mod recent;
 pub mod rfd;
+pub mod spacing;
 pub mod stats;

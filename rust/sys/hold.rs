@@ -307,7 +307,11 @@ impl HeldWakes {
 
     /// Delivers `count` held exclusive wake-ups of `listener`, at least one.
     fn wake(listener: &Sock, count: u64, pull: bool) {
-        let how = WakeHow { pull, hold: false };
+        let how = WakeHow {
+            pull,
+            hold: false,
+            spread: false,
+        };
         for i in 0..count.max(1) {
             if i > 0
                 || !how.pull

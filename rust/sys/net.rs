@@ -162,7 +162,10 @@ impl Sock {
     /// and woken onto it
     /// ([`ListenerWake::Pulled`]); else with `how.hold`, only the non-exclusive waiters are
     /// woken and the result is [`ListenerWake::Held`]: the caller must then wake the listener
-    /// later (see [`super::hold::HeldWakes`]).
+    /// later (see [`super::hold::HeldWakes`]). With `how.spread` (and `how.pull`), the same is
+    /// done when `cpu` is busy and at least as many waiters that may run on it wait as CPUs
+    /// are online, so that two of them share a CPU: the caller's later wake-up with `how.pull`
+    /// moves one onto `cpu` once it is idle.
     ///
     /// Only meaningful where a connection was just queued or held on `cpu`: in
     /// [`super::hooks::Hooks::child_ready`] or the timer of [`super::hold::HeldWakes`], in place
@@ -174,6 +177,9 @@ impl Sock {
         }
         if how.hold {
             flags |= bindings::FASTSOCKET_WAKE_HOLD;
+        }
+        if how.spread {
+            flags |= bindings::FASTSOCKET_WAKE_SPREAD;
         }
         // SAFETY: The socket is valid for `&self`; the function takes the locks it needs.
         let woke = unsafe { bindings::fastsocket_wake_listener(self.0.get(), cpu as c_int, flags) };
@@ -308,6 +314,9 @@ pub(crate) struct WakeHow {
     pub(crate) pull: bool,
     /// Else wake no exclusive waiter: the caller wakes them later.
     pub(crate) hold: bool,
+    /// Else, if the CPU is busy and two waiters share another CPU, wake no exclusive waiter
+    /// either: the caller's later wake-up with `pull` spreads them.
+    pub(crate) spread: bool,
 }
 
 /// What [`Sock::wake_listener_on`] did.

@@ -92,6 +92,7 @@ const TESTS: &[Test] = &[
     Test::new("listen_locality_pinned", listen::listen_locality_pinned),
     Test::new("listen_locality_unpinned", listen::listen_locality_unpinned),
     Test::new("sleeping_worker_not_held", listen::sleeping_worker_not_held),
+    Test::new("gathered_waiters_spread", listen::gathered_waiters_spread),
     Test::new(
         "listen_locality_epoll_exclusive",
         listen::listen_locality_epoll_exclusive,
