@@ -30,6 +30,7 @@ ARMS = {
          "passive side RFD changes nothing: nginx's port is outside the ephemeral range, only "
          "the client namespace's replies are steered)",
     "T0": "fastsocket, listen_hold_ms=0 (in every namespace)",
+    "T20": "fastsocket, listen_hold_ms=20 (in every namespace; W1 only)",
     "TQ0": "fastsocket, listen_queues=0: no per-CPU accept queues, the listener's own queue "
            "only, the single-queue design before the local listen table (in every namespace; "
            "W1 only)",

@@ -47,6 +47,8 @@
 #       port 8080, outside the ephemeral range, is never steered; it steers only the client
 #       namespace's replies)
 #   T0  T with listen_hold_ms=0 in every namespace (W1)
+#   T20 T with listen_hold_ms=20 in every namespace (W1): how much locality under load the
+#       hold's bound costs
 #   TR0 T with rfd=0 in every namespace: the module without Receive Flow Deliver (in W1 RFD
 #       steers only the client's replies, but its receive hook runs for every segment)
 #   TQ0 T with listen_queues=0 in every namespace: no per-CPU accept queues, the listener's
@@ -55,7 +57,7 @@
 #       files' share)
 #
 # Every (round, arm) starts from the same state: servers stopped, module unloaded (rmmod);
-# for C, T, T0, TQ0, TR0 and TV0 the module is loaded again (insmod) and its knobs written and read back in
+# for C, T, T0, T20, TQ0, TR0 and TV0 the module is loaded again (insmod) and its knobs written and read back in
 # every namespace the workloads use (initial, client, backend): the scope is the whole guest,
 # by design. Then the servers start (after the module, so every listener is born under the
 # arm's state), a 2 s warm-up, one measured run.
@@ -280,13 +282,14 @@ arm_knobs() {
 	C) echo "enabled=1 listen_ports= rfd=0 vfs=0" ;;
 	T) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=1" ;;
 	T0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=0 listen_pull=1 listen_queues=1 rfd=1 vfs=1" ;;
+	T20) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=20 listen_pull=1 listen_queues=1 rfd=1 vfs=1" ;;
 	TQ0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=0 rfd=1 vfs=1" ;;
 	TR0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=0 vfs=1" ;;
 	TV0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=0" ;;
 	esac
 }
 
-# Puts the module in the arm's state and logs it: unloaded for the B arms; for C, T, T0, TQ0,
+# Puts the module in the arm's state and logs it: unloaded for the B arms; for C, T, T0, T20, TQ0,
 # TR0 and TV0 a fresh insmod with the arm's knobs written and read back in every namespace.
 module_for() { # arm
 	local arm=$1 knobs ns kv got want
@@ -467,7 +470,7 @@ if [ "$dry" != 1 ]; then
 	sysctl -qw net.ipv4.tcp_tw_reuse=1
 fi
 log "bench: $clock clock, $cpus vCPUs, $runs rounds x ${seconds}s per arm (+${WARMUP}s warm-up), workloads: $workloads$([ "$dry" = 1 ] && echo ', DRY RUN')"
-log "  every arm: servers stopped, module unloaded; C/T/T0/TQ0/TR0/TV0: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS"
+log "  every arm: servers stopped, module unloaded; C/T/T0/T20/TQ0/TR0/TV0: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS"
 log "  ip_local_port_range $PORT_RANGE in every namespace (no service port inside: RFD); RPS on every CPU on fs-srv, fs-cli, fs-be0, fs-be1"
 case "$profile" in
 lockstat) log "  lock profile: /proc/lock_stat per measured run -> $profdir" ;;
@@ -476,7 +479,7 @@ cpuprof) log "  CPU profile: perf record -a -F 4999 around each measured run (cp
 esac
 for w in $workloads; do
 	case "$w" in
-	W1) arms=(B0 B1 B2 C T T0 TQ0 TR0 TV0) ns=$CLIENT_NS url="http://$SERVER_IP:8080/" ;;
+	W1) arms=(B0 B1 B2 C T T0 T20 TQ0 TR0 TV0) ns=$CLIENT_NS url="http://$SERVER_IP:8080/" ;;
 	W2) arms=(B0 T TR0 TV0) ns=$CLIENT_NS url="http://$SERVER_IP:8081/" ;;
 	# wrk runs in the measured (initial) netns: its connect()s are what W3 measures.
 	W3) arms=(B0 T TR0 TV0) ns=- url="http://$BACKEND_IP:8080/" ;;

@@ -643,8 +643,14 @@ fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResu
 /// on a busy CPU (the unpinned `EPOLLEXCLUSIVE` locality test got 87.7-88.7% in runs where
 /// that happened). Each round uses a new listener and two new workers, a `SPREAD_MS` apart.
 /// The same rounds with `listen_pull=0` (nothing moved, no spread) are printed beside.
+///
+/// Every round with the workers gathered must hold the wake-up: that is decided when the
+/// handshake completes, on a CPU the client keeps busy. The pull happens only if that CPU is
+/// idle when the hold's timer fires, which the test does not control (some other task may run
+/// there just then; one round of 8 in a `make test` of 2026-12-05), so three quarters of the
+/// rounds must be accepted on the handshake's CPU, where the stock order gave 0-5 of 15.
 pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
-    const ROUNDS: usize = 10;
+    const ROUNDS: usize = 16;
     /// The module's `SPREAD_MS`, plus a margin: one spread per CPU per period.
     const SPREAD_PERIOD: Duration = Duration::from_millis(120);
     let cpus = super::percpu::cpus(ctx)?;
@@ -655,7 +661,7 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
     let pair = ctx.netns_pair(ServerSide::Current)?;
     pair.set_rps(&[])
         .context("turning RPS off on the server's veth end")?;
-    let rounds = |label: &str| -> TestResult<(usize, usize, u64, String)> {
+    let rounds = |label: &str| -> TestResult<(usize, usize, usize, String)> {
         let (mut gathered, mut local, mut held, mut seen) = (0, 0, 0, Vec::new());
         for round in 0..ROUNDS {
             let (a, b) = if round % 2 == 0 {
@@ -668,7 +674,7 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
             if r.gathered {
                 gathered += 1;
                 local += usize::from(r.accepted_on == a);
-                held += r.held;
+                held += usize::from(r.held > 0);
             }
             seen.push(format!(
                 "{a}:{}{}",
@@ -685,7 +691,7 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
     };
     info!(
         "handshake CPU:accept CPU per round, workers gathered on the other CPU: {seen}; \
-         {local} of {gathered} rounds accepted on the handshake's CPU, {held} wake-ups held"
+         {local} of {gathered} rounds accepted on the handshake's CPU, {held} held the wake-up"
     );
     info!("with listen_pull=0: {no_seen}; {no_local} of {no_gathered} on the handshake's CPU");
     ensure!(
@@ -694,10 +700,15 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
          nothing tested"
     );
     ensure!(
-        local == gathered,
-        "{} of {gathered} rounds with the workers gathered on another CPU accepted away from \
-         the handshake's CPU",
-        gathered - local
+        held == gathered,
+        "{} of {gathered} rounds with the workers gathered on another CPU did not hold the \
+         wake-up",
+        gathered - held
+    );
+    ensure!(
+        local * 4 >= gathered * 3,
+        "{local} of {gathered} rounds with the workers gathered on another CPU accepted on the \
+         handshake's CPU, expected at least three quarters"
     );
     Ok(())
 }
