@@ -395,6 +395,22 @@ pub fn reuseport_group(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
+/// The CPU thread `tid` sleeps on, once it sleeps (in accept(), for the callers), polled until
+/// `deadline`: setting up a scenario, not waiting for a wake-up.
+fn asleep_on(tid: libc::pid_t, deadline: std::time::Instant) -> TestResult<usize> {
+    loop {
+        let (state, cpu) = sys::thread_state(tid).context("reading a worker's state")?;
+        if state == 'S' {
+            return Ok(cpu);
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "worker {tid} did not sleep in accept() in time"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The only worker, unpinned, asleep in accept() on another CPU than the handshake's, which
 /// it accepted on just before: it is the waiter, not a busy worker that will come back (nor
 /// one displaced onto a CPU where another worker accepts), so no wake-up may be held for it (before the hold checked where the last acceptor is, 85 of
@@ -489,18 +505,8 @@ pub fn sleeping_worker_not_held(ctx: &mut Ctx) -> TestResult {
             // the round tests nothing); look after a while, so that a late wake-up of the
             // first accept's hold would have shown.
             std::thread::sleep(Duration::from_millis(20));
-            let deadline = std::time::Instant::now() + ACCEPT_TIMEOUT;
-            let asleep_on = loop {
-                let (state, cpu) = sys::thread_state(tid).context("reading the worker's state")?;
-                if state == 'S' {
-                    break cpu;
-                }
-                ensure!(
-                    std::time::Instant::now() < deadline,
-                    "round {round}: the worker did not sleep in accept() within {ACCEPT_TIMEOUT:?}"
-                );
-                std::thread::sleep(Duration::from_millis(1));
-            };
+            let asleep_on = asleep_on(tid, std::time::Instant::now() + ACCEPT_TIMEOUT)
+                .context(format!("round {round}"))?;
             let before = procfs::read_counters()?;
             request_on(a)?;
             let since = first_accept.elapsed();
@@ -598,18 +604,7 @@ fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResu
         let mut gathered = true;
         for tid in tids {
             let tid = tid.map_err(|e| format!("waiting for a worker to start: {e}"))?;
-            let on = loop {
-                let (state, cpu) = sys::thread_state(tid).context("reading a worker's state")?;
-                if state == 'S' {
-                    break cpu;
-                }
-                ensure!(
-                    std::time::Instant::now() < deadline,
-                    "a worker did not sleep in accept() within {ACCEPT_TIMEOUT:?}"
-                );
-                std::thread::sleep(Duration::from_millis(1));
-            };
-            gathered &= on == b;
+            gathered &= asleep_on(tid, deadline)? == b;
         }
         let before = procfs::read_counters()?;
         let reply = super::in_ns(pair.client_ns(), move || {
