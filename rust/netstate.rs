@@ -11,7 +11,7 @@ use crate::sys::{
     percpu::{Alloc, PerCpu},
     pernet::{NetData, PerNet, PerNetRegistration},
     rcu,
-    sysctl::{IntKnob, Knobs, TextKnob},
+    sysctl::{IntKnob, KnobValues, Knobs, NetFeature, Switch, TextKnob},
 };
 use crate::vfs;
 use crate::FastSocketHooks;
@@ -92,6 +92,19 @@ static KNOBS: [IntKnob; 7] = [
         default: 1,
     },
 ];
+
+/// The features the kernel calls the module for only where they are on.
+static SWITCHES: [Switch<7>; 1] = [Switch {
+    feature: NetFeature::Rfd,
+    on: rfd_on,
+}];
+
+/// Receive Flow Deliver's hooks are called for a namespace only with `enabled` and `rfd` on
+/// there, and only if the module registered them (several possible CPUs, see
+/// `HOOKS_ONE_CPU`): elsewhere segments and port searches do not reach the module.
+fn rfd_on(knobs: &KnobValues<'_, 7>) -> bool {
+    knobs.get(ENABLED) != 0 && knobs.get(RFD) != 0 && cpu::nr_ids() > 1
+}
 
 /// The state of every namespace.
 static PER_NET: PerNet<NetState> = PerNet::new();
@@ -177,7 +190,7 @@ impl NetData for NetState {
     fn init(net: &Net) -> Result<Self> {
         let path = c_str!("net/fastsocket");
         Ok(Self {
-            knobs: Knobs::register(net, path, &KNOBS)?,
+            knobs: Knobs::register(net, path, &KNOBS, &SWITCHES)?,
             listen_ports: TextKnob::register(
                 net,
                 path,

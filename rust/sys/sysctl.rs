@@ -68,66 +68,149 @@ impl Drop for Registration {
     }
 }
 
+/// A feature whose hooks the kernel calls for a namespace only while the module turned it on
+/// there (`fastsocket_net_set()`); its static key is on while some namespace has it.
+#[derive(Clone, Copy)]
+pub(crate) enum NetFeature {
+    /// Receive Flow Deliver: the port search and receive steering hooks.
+    Rfd,
+}
+
+impl NetFeature {
+    fn raw(self) -> u32 {
+        match self {
+            Self::Rfd => bindings::FASTSOCKET_NET_RFD,
+        }
+    }
+}
+
+/// A [`NetFeature`] that follows a namespace's knobs: on while `on` says so of their values.
+pub(crate) struct Switch<const N: usize> {
+    /// The feature switched.
+    pub(crate) feature: NetFeature,
+    /// Whether the knobs' values want the feature on.
+    pub(crate) on: fn(&KnobValues<'_, N>) -> bool,
+}
+
+/// The values of a set of `N` knobs, as read now.
+pub(crate) struct KnobValues<'a, const N: usize>(&'a [AtomicI32; N]);
+
+impl<const N: usize> KnobValues<'_, N> {
+    /// The current value of knob `index`.
+    pub(crate) fn get(&self, index: usize) -> c_int {
+        self.0[index].load(Ordering::Relaxed)
+    }
+}
+
 struct Table<const N: usize> {
     entries: [bindings::ctl_table; N],
     values: [AtomicI32; N],
+    net: *mut bindings::net,
+    switches: &'static [Switch<N>],
 }
 
-/// `N` knobs registered under one path in one namespace; unregistered on drop.
+impl<const N: usize> Table<N> {
+    /// Turns each switch's feature on or off in the namespace as the values say now.
+    ///
+    /// A write racing with this one may change the values between the read and the
+    /// kernel's update: each switch is read again after its update and updated again if it
+    /// changed, so that whichever caller updates last leaves the feature as the values say.
+    fn sync(&self, off: bool) {
+        let values = KnobValues(&self.values);
+        for switch in self.switches {
+            let want = |values: &KnobValues<'_, N>| !off && (switch.on)(values);
+            let mut on = want(&values);
+            loop {
+                // SAFETY: `net` is the namespace of the knobs, valid while they are (the
+                // invariant of `Knobs`); the call may sleep, as the callers (process context,
+                // no lock held) may.
+                unsafe { bindings::fastsocket_net_set(self.net, switch.feature.raw(), on) };
+                let now = want(&values);
+                if now == on {
+                    break;
+                }
+                on = now;
+            }
+        }
+    }
+}
+
+/// `N` knobs registered under one path in one namespace, with the [`Switch`]es that follow
+/// them; unregistered, and the switches' features turned off, on drop.
 ///
 /// # Invariants
 ///
-/// `_registration` is for `table.entries`, whose `data` point into `table.values`, `extra1` at
-/// a `&'static IntKnob` and `extra2` at the namespace.
+/// `registration` is for `table.entries` (until the drop takes it), whose `data` point into
+/// `table.values`, `extra1` at a `&'static IntKnob` and `extra2` at `table`; `table.net` is
+/// the namespace, which outlives `Self`.
 pub(crate) struct Knobs<const N: usize> {
-    // Declared first: unregistered before the table is freed.
-    _registration: Registration,
+    registration: Option<Registration>,
     table: KBox<Table<N>>,
 }
 
 // SAFETY: The C table is not written after registration and the values are atomics; the
-// registration is only used to unregister.
+// registration is only used to unregister, and the namespace pointer only to switch features,
+// which the kernel serialises.
 unsafe impl<const N: usize> Send for Knobs<N> {}
 // SAFETY: As above.
 unsafe impl<const N: usize> Sync for Knobs<N> {}
 
 impl<const N: usize> Knobs<N> {
-    /// Registers `knobs` under `path` (e.g. `net/fastsocket`) in `net`.
+    /// Registers `knobs` under `path` (e.g. `net/fastsocket`) in `net`, and turns the features
+    /// of `switches` on or off as the knobs say, now and after each write.
+    ///
+    /// Process context (may sleep). The caller keeps the value no longer than the namespace
+    /// lives: it is meant for the namespace's pernet state.
     pub(crate) fn register(
         net: &Net,
         path: &'static CStr,
         knobs: &'static [IntKnob; N],
+        switches: &'static [Switch<N>],
     ) -> Result<Self> {
         let mut table = KBox::new(
             Table {
                 entries: core::array::from_fn(|_| bindings::ctl_table::default()),
                 values: core::array::from_fn(|i| AtomicI32::new(knobs[i].default)),
+                net: net.as_raw(),
+                switches,
             },
             GFP_KERNEL,
         )?;
-        let Table { entries, values } = &mut *table;
+        let table_ptr: *mut c_void = ptr::from_mut(&mut *table).cast();
+        let Table {
+            entries, values, ..
+        } = &mut *table;
         for ((entry, value), knob) in entries.iter_mut().zip(values.iter()).zip(knobs) {
             entry.procname = knob.name.as_char_ptr();
             entry.data = value.as_ptr().cast();
             entry.maxlen = core::mem::size_of::<c_int>() as c_int;
             entry.mode = 0o644;
-            entry.proc_handler = Some(knob_handler);
+            entry.proc_handler = Some(knob_handler::<N>);
             entry.extra1 = ptr::from_ref(knob).cast_mut().cast();
-            entry.extra2 = net.as_raw().cast();
+            entry.extra2 = table_ptr;
         }
         // SAFETY: `entries` lives on the heap, unchanged, as long as `Self`; the registration
         // is dropped first.
         let registration = unsafe { Registration::new(net, path, &mut table.entries)? };
+        table.sync(false);
         // INVARIANT: Registered with the entries filled in as described.
         Ok(Self {
-            _registration: registration,
+            registration: Some(registration),
             table,
         })
     }
 
     /// The current value of knob `index`.
     pub(crate) fn get(&self, index: usize) -> c_int {
-        self.table.values[index].load(Ordering::Relaxed)
+        KnobValues(&self.table.values).get(index)
+    }
+}
+
+impl<const N: usize> Drop for Knobs<N> {
+    fn drop(&mut self) {
+        // Unregistering waits for running writes: none switches a feature on after this.
+        drop(self.registration.take());
+        self.table.sync(true);
     }
 }
 
@@ -156,9 +239,9 @@ unsafe fn may_write(net: *const bindings::net) -> bool {
 
 /// # Safety
 ///
-/// Called by the sysctl core for one of the entries built in [`Knobs::register`], with the
-/// arguments of a `proc_handler`.
-unsafe extern "C" fn knob_handler(
+/// Called by the sysctl core for one of the entries built in [`Knobs::register`] for `N`
+/// knobs, with the arguments of a `proc_handler`.
+unsafe extern "C" fn knob_handler<const N: usize>(
     table: *const bindings::ctl_table,
     write: c_int,
     buffer: *mut c_void,
@@ -166,15 +249,15 @@ unsafe extern "C" fn knob_handler(
     ppos: *mut bindings::loff_t,
 ) -> c_int {
     // SAFETY: By the type invariant of `Knobs`, `extra1` points at a static `IntKnob` and
-    // `extra2` at the namespace, which outlives its sysctl table.
-    let (knob, net) = unsafe {
+    // `extra2` at the knobs' `Table<N>`, which outlives their registration.
+    let (knob, knobs) = unsafe {
         (
             &*(*table).extra1.cast::<IntKnob>(),
-            (*table).extra2.cast::<bindings::net>(),
+            &*(*table).extra2.cast::<Table<N>>(),
         )
     };
-    // SAFETY: `net` is valid, see above.
-    if write != 0 && !unsafe { may_write(net) } {
+    // SAFETY: The namespace outlives its knobs (type invariant of `Knobs`).
+    if write != 0 && !unsafe { may_write(knobs.net) } {
         return EPERM.to_errno();
     }
     // SAFETY: `table` is valid; a copy with the range in extra1/extra2 is what
@@ -189,6 +272,9 @@ unsafe extern "C" fn knob_handler(
             knob.name,
             format_args!("an integer in {}..={}", knob.min, knob.max),
         );
+    }
+    if write != 0 && ret == 0 {
+        knobs.sync(false);
     }
     ret
 }

@@ -233,8 +233,14 @@ fn locality_arm(
     Ok(per_thread.into_iter().flatten().collect())
 }
 
-/// Locality with `rfd=0` or `enabled=0` in the client's namespace: the RFD counters must not
-/// move. Returns the connections made.
+/// Whether the kernel calls the RFD hooks for the client's namespace (`rfd_net` in its
+/// /proc/net/fastsocket_hooks).
+fn client_rfd_net(pair: &NetnsPair) -> TestResult<bool> {
+    in_client(pair, || procfs::read_hooks_flag("rfd_net"))
+}
+
+/// Locality with `rfd=0` or `enabled=0` in the client's namespace: the kernel no longer calls
+/// the RFD hooks for it, and the RFD counters must not move. Returns the connections made.
 fn switched_off_arm(
     pair: &NetnsPair,
     addr: SocketAddr,
@@ -242,11 +248,22 @@ fn switched_off_arm(
     knob: &str,
     ncpu: usize,
 ) -> TestResult<usize> {
+    ensure!(
+        client_rfd_net(pair)?,
+        "rfd_net is 0 in the client's namespace with rfd=1 and enabled=1"
+    );
     client_knob(pair, knob, "0")?;
+    let off = client_rfd_net(pair);
     let before = client_counters(pair)?;
     let conns = locality_arm(pair, addr, pins, SWITCH_CONNECTIONS);
     let after = client_counters(pair);
     client_knob(pair, knob, "1")?;
+    let on = client_rfd_net(pair)?;
+    ensure!(
+        !off?,
+        "rfd_net is 1 in the client's namespace with {knob}=0: the kernel still calls the hooks"
+    );
+    ensure!(on, "rfd_net stayed 0 after {knob}=1 again");
     let conns = conns?;
     let delta = after?.since(&before)?;
     let total = delta.total();
