@@ -94,16 +94,28 @@ static KNOBS: [IntKnob; 7] = [
 ];
 
 /// The features the kernel calls the module for only where they are on.
-static SWITCHES: [Switch<7>; 1] = [Switch {
-    feature: NetFeature::Rfd,
-    on: rfd_on,
-}];
+static SWITCHES: [Switch<7>; 2] = [
+    Switch {
+        feature: NetFeature::Rfd,
+        on: rfd_on,
+    },
+    Switch {
+        feature: NetFeature::Vfs,
+        on: vfs_on,
+    },
+];
 
 /// Receive Flow Deliver's hooks are called for a namespace only with `enabled` and `rfd` on
 /// there, and only if the module registered them (several possible CPUs, see
 /// `HOOKS_ONE_CPU`): elsewhere segments and port searches do not reach the module.
 fn rfd_on(knobs: &KnobValues<'_, 7>) -> bool {
     knobs.get(ENABLED) != 0 && knobs.get(RFD) != 0 && cpu::nr_ids() > 1
+}
+
+/// The socket inode cache's hooks are called for the sockets a namespace's tasks create only
+/// with `enabled` and `vfs` on there.
+fn vfs_on(knobs: &KnobValues<'_, 7>) -> bool {
+    knobs.get(ENABLED) != 0 && knobs.get(VFS) != 0
 }
 
 /// The state of every namespace.

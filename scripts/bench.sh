@@ -14,6 +14,7 @@
 #                              round of ICOUNT_SECONDS (default 4) under `perf record -a`;
 #                              results/cpuprof-STAMP/ holds each arm's `perf report` and
 #                              profdiff.txt, each arm against B0 (scripts/profdiff.py)
+#                              (CPUPROF_CALLERS="sym ...": also their call chains, W-ARM.callers)
 #   scripts/bench.sh --dry-run bench|lockprof
 #                              print every boot's schedule (rounds, arm order, module state and
 #                              knobs per namespace) without booting or measuring anything
@@ -48,6 +49,8 @@ partial=0
 # BENCH_ARMS: only these arms of each workload (the guest script lists them).
 arms_env=()
 [ -z "${BENCH_ARMS:-}" ] || arms_env=(env "BENCH_ARMS=$BENCH_ARMS")
+# cpuprof: also the call chains into these symbols (space-separated), per arm
+[ -z "${CPUPROF_CALLERS:-}" ] || arms_env=(env "${arms_env[@]:1}" "CPUPROF_CALLERS=$CPUPROF_CALLERS")
 # The vCPU counts of the boots of one clock.
 cpus_of() { if [ "$1" = icount ]; then echo "$icount_cpus"; else echo "$cpu_list"; fi; }
 guest="$top/scripts/guest/bench.sh"

@@ -74,12 +74,15 @@ impl Drop for Registration {
 pub(crate) enum NetFeature {
     /// Receive Flow Deliver: the port search and receive steering hooks.
     Rfd,
+    /// The socket inode cache: its hooks for sockets created by the namespace's tasks.
+    Vfs,
 }
 
 impl NetFeature {
     fn raw(self) -> u32 {
         match self {
             Self::Rfd => bindings::FASTSOCKET_NET_RFD,
+            Self::Vfs => bindings::FASTSOCKET_NET_VFS,
         }
     }
 }

@@ -400,6 +400,7 @@ measure() { # workload arm round slot ns url
 	if [ "$profile" = perflock ] || [ "$profile" = cpuprof ]; then
 		local record=(record -a -F 4999)
 		[ "$profile" = perflock ] && record=(lock record -a)
+		[ "$profile" = cpuprof ] && [ -n "${CPUPROF_CALLERS:-}" ] && record+=(-g)
 		rm -f "$data"
 		# -N: no build-id cache under a read-only $HOME. perf's own messages go to a log.
 		res=$("$PERF" "${record[@]}" -N -o "$data" -- "${wrk[@]}" 2>"$dir/perf-record.log") || {
@@ -425,6 +426,12 @@ measure() { # workload arm round slot ns url
 		{ echo "# connections $reqs"; echo "# module $state"
 			"$PERF" report -i "$data" --kallsyms=/proc/kallsyms --no-children --sort sym \
 				--stdio -g none --percent-limit 0.02 2>/dev/null; } >"$profdir/$name.cpuprof"
+		# Who calls the symbols named in CPUPROF_CALLERS (call chains recorded with -g).
+		for sym in ${CPUPROF_CALLERS:-}; do
+			echo "# callers of $sym"
+			"$PERF" report -i "$data" --kallsyms=/proc/kallsyms --no-children --sort sym \
+				--symbols "$sym" --stdio -g graph,0.5,callee 2>/dev/null
+		done >"$profdir/$name.callers"
 		rm -f "$data" ;;
 	perflock)
 		# perf lock contention prints everything, its table included, on stderr. It reads

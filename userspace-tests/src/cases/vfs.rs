@@ -147,7 +147,24 @@ pub fn vfs_cache_reuses(ctx: &mut Ctx) -> TestResult {
     );
     drop(listener);
 
-    // Off: the cache is not asked.
+    // Off: the kernel no longer calls the hook for this namespace's sockets, and the cache is
+    // not asked.
+    ensure!(
+        procfs::read_hooks_flag("vfs_net")?,
+        "vfs_net is 0 with vfs=1 and enabled=1"
+    );
+    let off_net = {
+        let _off = KnobGuard::vfs("0")?;
+        procfs::read_hooks_flag("vfs_net")?
+    };
+    ensure!(
+        !off_net,
+        "vfs_net is 1 with vfs=0: the kernel still calls the hook for this namespace"
+    );
+    ensure!(
+        procfs::read_hooks_flag("vfs_net")?,
+        "vfs_net stayed 0 after vfs=1 again"
+    );
     let _off = KnobGuard::vfs("0")?;
     let before = procfs::read_counters()?;
     for _ in 0..2000 {
