@@ -61,7 +61,7 @@ userspace: deps
 
 # The suite on 2 vCPUs, then a short second boot on one: there the module registers only the
 # socket inode cache's hooks (accept locality and RFD have nothing to steer).
-ONE_CPU_TESTS = module_load,hooks_fit_cpu_count,vfs_socket_semantics,unload_reload,kernel_log_clean
+ONE_CPU_TESTS = module_load,hooks_fit_cpu_count,feature_keys_follow_namespaces,vfs_socket_semantics,unload_reload,kernel_log_clean
 vm-test: module userspace
 	@bash $(S)/vm-run.sh -- $(CURDIR)/$(TESTS_BIN) \
 		--module $(FASTSOCKET_CACHE)/module/debug/fastsocket.ko

@@ -75,6 +75,11 @@ impl Test {
 const TESTS: &[Test] = &[
     Test::new("module_load", lifecycle::module_load),
     Test::new("hooks_fit_cpu_count", lifecycle::hooks_fit_cpu_count),
+    Test::new(
+        "feature_keys_follow_namespaces",
+        rfd::feature_keys_follow_namespaces,
+    )
+    .limit(180),
     Test::new("accept_counters", accept::accept_counters),
     Test::new("accept_counters_ipv6", accept::accept_counters_ipv6),
     Test::new("knob_disable", knob::knob_disable),

@@ -17,6 +17,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -1357,6 +1358,102 @@ pub fn rfd_knob_bad_input(ctx: &mut Ctx) -> TestResult {
         "the refused writes to {KNOB} logged more than one line:\n{lines}"
     );
     splats.check(false)
+}
+
+/// The kernel's view of the two per-namespace features in the namespace of the calling thread:
+/// (`rfd_key`, `rfd_net`, `vfs_key`, `vfs_net`).
+fn feature_flags() -> TestResult<[bool; 4]> {
+    Ok([
+        procfs::read_hooks_flag("rfd_key")?,
+        procfs::read_hooks_flag("rfd_net")?,
+        procfs::read_hooks_flag("vfs_key")?,
+        procfs::read_hooks_flag("vfs_net")?,
+    ])
+}
+
+/// Waits until `rfd_key` and `vfs_key` are `want`, for at most `within`; returns how long.
+/// A key goes on in the write that turns a namespace's feature on, but off lazily: at most
+/// once a second (a deferred key; at once on a kernel without `CONFIG_JUMP_LABEL`, such as
+/// the debug one, where a key is only a counter), and for a deleted namespace only once the
+/// kernel has torn it down in the background.
+fn keys_become(want: [bool; 2], within: Duration) -> TestResult<Duration> {
+    let start = Instant::now();
+    loop {
+        let [rfd_key, _, vfs_key, _] = feature_flags()?;
+        if [rfd_key, vfs_key] == want {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > within {
+            let namespaces = Command::new("ip")
+                .args(["netns", "list"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            return Err(format!(
+                "after {within:?}: rfd_key {} vfs_key {}, expected {} {} (named namespaces: \
+                 {namespaces:?})",
+                u8::from(rfd_key),
+                u8::from(vfs_key),
+                u8::from(want[0]),
+                u8::from(want[1])
+            ));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Receive Flow Deliver's and the socket inode cache's static keys follow the namespaces'
+/// knobs (patches 0016, 0017): on as soon as one namespace has the feature on, off once none
+/// has, also when the last one is deleted; `rfd_net` and `vfs_net` say, per namespace, whether
+/// the kernel calls the hooks there. With one possible CPU the module has no RFD hooks and
+/// `rfd_key` stays off.
+pub fn feature_keys_follow_namespaces(ctx: &mut Ctx) -> TestResult {
+    /// The keys' one-second deferral, and the background teardown of the namespaces that
+    /// earlier tests deleted, with margin for the emulated guest.
+    const OFF_WITHIN: Duration = Duration::from_secs(30);
+    ctx.ensure_loaded()?;
+    let rfd = procfs::nr_cpu_ids()? > 1;
+    let _enabled = KnobGuard::enabled("1")?;
+    let _rfd = KnobGuard::rfd("0")?;
+    let _vfs = KnobGuard::vfs("0")?;
+    let all_off = keys_become([false, false], OFF_WITHIN)
+        .context("rfd=0 and vfs=0 in the runner's namespace, no other namespace of ours")?;
+
+    let pair = ctx.netns_pair(ServerSide::Current)?;
+    // A new namespace has both knobs on: the keys are on at once.
+    let here = feature_flags()?;
+    let there = in_client(&pair, feature_flags)?;
+    ensure!(
+        here == [rfd, false, true, false] && there == [rfd, rfd, true, true],
+        "a new namespace with rfd=1 vfs=1: (rfd_key, rfd_net, vfs_key, vfs_net) is {here:?} \
+         here, {there:?} there"
+    );
+    client_knob(&pair, procfs::RFD, "0")?;
+    client_knob(&pair, procfs::VFS, "0")?;
+    let there_off = in_client(&pair, feature_flags)?;
+    ensure!(
+        !there_off[1] && !there_off[3],
+        "rfd_net or vfs_net still 1 in the client's namespace after rfd=0 vfs=0: {there_off:?}"
+    );
+    let knobs_off = keys_become([false, false], OFF_WITHIN)
+        .context("after rfd=0 vfs=0 in the new namespace")?;
+    client_knob(&pair, procfs::RFD, "1")?;
+    client_knob(&pair, procfs::VFS, "1")?;
+    let [rfd_key, _, vfs_key, _] = feature_flags()?;
+    ensure!(
+        rfd_key == rfd && vfs_key,
+        "rfd=1 vfs=1 in the new namespace again: rfd_key {} vfs_key {}",
+        u8::from(rfd_key),
+        u8::from(vfs_key)
+    );
+    drop(pair);
+    let deleted = keys_become([false, false], OFF_WITHIN)
+        .context("after the namespace with rfd=1 vfs=1 was deleted")?;
+    info!(
+        "keys off after: the runner's rfd=0 vfs=0 {all_off:?}, the new namespace's {knobs_off:?}, \
+         its deletion {deleted:?}"
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
