@@ -118,15 +118,18 @@ impl<const N: usize> Table<N> {
     /// A write racing with this one may change the values between the read and the
     /// kernel's update: each switch is read again after its update and updated again if it
     /// changed, so that whichever caller updates last leaves the feature as the values say.
-    fn sync(&self, off: bool) {
+    /// The kernel turns the features off itself when the namespace goes, and in every
+    /// namespace when the module unregisters its hooks.
+    fn sync(&self) {
         let values = KnobValues(&self.values);
         for switch in self.switches {
-            let want = |values: &KnobValues<'_, N>| !off && (switch.on)(values);
+            let want = |values: &KnobValues<'_, N>| (switch.on)(values);
             let mut on = want(&values);
             loop {
-                // SAFETY: `net` is the namespace of the knobs, valid while they are (the
-                // invariant of `Knobs`); the call may sleep, as the callers (process context,
-                // no lock held) may.
+                // SAFETY: `net` is the namespace of the knobs: `sync` runs from
+                // `Knobs::register` (its caller's `&Net`) and from writes to the registered
+                // knobs, whose namespace is alive while they are registered; the call may
+                // sleep, as the callers (process context, no lock held) may.
                 unsafe { bindings::fastsocket_net_set(self.net, switch.feature.raw(), on) };
                 let now = want(&values);
                 if now == on {
@@ -139,15 +142,16 @@ impl<const N: usize> Table<N> {
 }
 
 /// `N` knobs registered under one path in one namespace, with the [`Switch`]es that follow
-/// them; unregistered, and the switches' features turned off, on drop.
+/// them; unregistered on drop.
 ///
 /// # Invariants
 ///
-/// `registration` is for `table.entries` (until the drop takes it), whose `data` point into
-/// `table.values`, `extra1` at a `&'static IntKnob` and `extra2` at `table`; `table.net` is
-/// the namespace, which outlives `Self`.
+/// `_registration` is for `table.entries`, whose `data` point into `table.values`, `extra1`
+/// at a `&'static IntKnob` and `extra2` at `table`; `table.net` is the namespace.
 pub(crate) struct Knobs<const N: usize> {
-    registration: Option<Registration>,
+    // Declared first: unregistered (which waits for running handlers) before the table is
+    // freed.
+    _registration: Registration,
     table: KBox<Table<N>>,
 }
 
@@ -195,10 +199,10 @@ impl<const N: usize> Knobs<N> {
         // SAFETY: `entries` lives on the heap, unchanged, as long as `Self`; the registration
         // is dropped first.
         let registration = unsafe { Registration::new(net, path, &mut table.entries)? };
-        table.sync(false);
+        table.sync();
         // INVARIANT: Registered with the entries filled in as described.
         Ok(Self {
-            registration: Some(registration),
+            _registration: registration,
             table,
         })
     }
@@ -206,14 +210,6 @@ impl<const N: usize> Knobs<N> {
     /// The current value of knob `index`.
     pub(crate) fn get(&self, index: usize) -> c_int {
         KnobValues(&self.table.values).get(index)
-    }
-}
-
-impl<const N: usize> Drop for Knobs<N> {
-    fn drop(&mut self) {
-        // Unregistering waits for running writes: none switches a feature on after this.
-        drop(self.registration.take());
-        self.table.sync(true);
     }
 }
 
@@ -277,7 +273,7 @@ unsafe extern "C" fn knob_handler<const N: usize>(
         );
     }
     if write != 0 && ret == 0 {
-        knobs.sync(false);
+        knobs.sync();
     }
     ret
 }
