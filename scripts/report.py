@@ -36,6 +36,9 @@ ARMS = {
            "W1 only)",
     "TR0": "fastsocket, rfd=0: the module without Receive Flow Deliver (in every namespace)",
     "TV0": "fastsocket, vfs=0: the module without the socket inode cache (in every namespace)",
+    "TS": "fastsocket (defaults) in the servers' namespaces only, enabled=0 in the client's: "
+          "the module's cost as a server sees it, the load generator stock as if on another "
+          "machine",
 }
 # What the arms meant in runs of the harness before Receive Flow Deliver (no "rfd" in its
 # "harness:" line): the module had no RFD, ip_local_port_range was 1024-65000.

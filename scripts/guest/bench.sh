@@ -55,11 +55,15 @@
 #       own queue only (the single-queue design before the local listen table; W1 only)
 #   TV0 T with vfs=0 in every namespace: no socket inode cache (the lightweight socket
 #       files' share)
+#   TS  T in the servers' namespaces (initial, backend) only, enabled=0 in the client's: the
+#       module as a server sees it, wrk's side stock as if on another machine (the module's
+#       cost in the load generator's namespace, RFD for wrk's connections, left out; W2 only:
+#       in W1 RFD steers only wrk's replies, TR0 is that view)
 #
 # Every (round, arm) starts from the same state: servers stopped, module unloaded (rmmod);
-# for C, T, T0, T20, TQ0, TR0 and TV0 the module is loaded again (insmod) and its knobs written and read back in
-# every namespace the workloads use (initial, client, backend): the scope is the whole guest,
-# by design. Then the servers start (after the module, so every listener is born under the
+# for C, T, T0, T20, TQ0, TR0, TV0 and TS the module is loaded again (insmod) and its knobs
+# written and read back in every namespace the workloads use (initial, client, backend): the
+# scope is the whole guest, by design (TS: enabled=0 in the client's). Then the servers start (after the module, so every listener is born under the
 # arm's state), a 2 s warm-up, one measured run.
 # Round r runs the arms in row r of a Williams Latin square (a base order shifted by r-1), so
 # position, predecessor, drift and TIME_WAIT build-up are spread over the arms instead of
@@ -286,11 +290,17 @@ arm_knobs() {
 	TQ0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=0 rfd=1 vfs=1" ;;
 	TR0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=0 vfs=1" ;;
 	TV0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=0" ;;
+	TS) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=1" ;;
 	esac
 }
 
+# The knobs of ARM in namespace NS: TS leaves the module off in the client's namespace.
+arm_ns_knobs() { # arm ns
+	if [ "$1" = TS ] && [ "$2" = "$CLIENT_NS" ]; then echo "enabled=0"; else arm_knobs "$1"; fi
+}
+
 # Puts the module in the arm's state and logs it: unloaded for the B arms; for C, T, T0, T20, TQ0,
-# TR0 and TV0 a fresh insmod with the arm's knobs written and read back in every namespace.
+# TR0, TV0 and TS a fresh insmod with the arm's knobs written and read back in every namespace.
 module_for() { # arm
 	local arm=$1 knobs ns kv got want
 	if module_loaded; then act rmmod fastsocket; dry_loaded=0; fi
@@ -304,6 +314,7 @@ module_for() { # arm
 	fi
 	act insmod "$ko"; dry_loaded=1
 	for ns in "${NAMESPACES[@]}"; do
+		knobs=$(arm_ns_knobs "$arm" "$ns")
 		if [ "$dry" = 1 ]; then
 			log "  module: loaded; $(ns_name "$ns"): $knobs"
 			continue
@@ -346,10 +357,27 @@ cpu_sample() {
 		$1 == "ctxt" { cs = $2 } END { print all - idle, idle, cs }' /proc/stat
 }
 
+# Interrupts that move work between CPUs, summed over CPUs, and where context switches happen:
+# "function-call-IPIs (RPS hand-offs and remote wake-ups) rescheduling-IPIs NET_RX-softirqs
+# switches-of:ksoftirqd switches-of:haproxy switches-of:nginx" (the servers run across the
+# measured run; wrk starts and ends inside it, so its threads are not sampled).
+# shellcheck disable=SC2016 # awk program
+ipi_sample() {
+	awk -v cpus="$(nproc)" 'FILENAME ~ /interrupts/ && ($1 == "CAL:" || $1 == "RES:") {
+			for (i = 2; i <= cpus + 1; i++) n[$1] += $i }
+		FILENAME ~ /softirqs/ && $1 == "NET_RX:" { for (i = 2; i <= cpus + 1; i++) rx += $i }
+		FNR == 1 && FILENAME ~ /status/ { name = $2; sub(/\/.*/, "", name) }
+		FILENAME ~ /status/ && /ctxt_switches:/ { cs[name] += $2 }
+		END { print n["CAL:"] + 0, n["RES:"] + 0, rx + 0, cs["ksoftirqd"] + 0,
+			cs["haproxy"] + 0, cs["nginx"] + 0 }' \
+		/proc/interrupts /proc/softirqs /proc/[0-9]*/task/*/status 2>/dev/null
+}
+
 # One measured (round, arm): module state, servers, warm-up, one run of wrk against URL from
 # netns NS (under `perf lock record` for perflock), and the arm's lock profile.
 measure() { # workload arm round slot ns url
 	local w=$1 arm=$2 run=$3 slot=$4 ns=$5 url=$6 rps err reqs a0 l0 a1 l1 res state name wrk
+	local cal0 res0 rx0 ks0 hs0 ns0 cal1 res1 rx1 ks1 hs1 ns1
 	local data=$dir/perf-lock.data active=0
 	# Active locality: W2 and W3 in bench runs, warm-up only.
 	[ "$profile" = none ] && [ "$w" != W1 ] && [ "$active_trace" = 1 ] && active=1
@@ -397,6 +425,7 @@ measure() { # workload arm round slot ns url
 	[ "$profile" = lockstat ] && echo 0 >/proc/lock_stat
 	read -r a0 l0 < <(counters_total)
 	read -r busy0 idle0 cs0 < <(cpu_sample)
+	read -r cal0 res0 rx0 ks0 hs0 ns0 < <(ipi_sample)
 	if [ "$profile" = perflock ] || [ "$profile" = cpuprof ]; then
 		local record=(record -a -F 4999)
 		[ "$profile" = perflock ] && record=(lock record -a)
@@ -410,6 +439,7 @@ measure() { # workload arm round slot ns url
 		res=$("${wrk[@]}")
 	fi
 	read -r busy1 idle1 cs1 < <(cpu_sample)
+	read -r cal1 res1 rx1 ks1 hs1 ns1 < <(ipi_sample)
 	read -r a1 l1 < <(counters_total)
 	read -r rps err reqs < <(awk '/^Requests\/sec:/ { rps = $2 }
 		/ requests in / { reqs = $1 }
@@ -446,10 +476,13 @@ measure() { # workload arm round slot ns url
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$clock" "$cpus" "$w" "$arm" "$run" \
 		"$rps" "$err" $((a1 - a0)) $((l1 - l0)) "$slot" "$state" >>"$out_file"
 	log "  $w $arm round $run: $rps conn/s, $err errors, module $state, $((l1 - l0)) of $((a1 - a0)) accepts local, $(awk -v clock="$clock" -v b=$((busy1 - busy0)) -v i=$((idle1 - idle0)) \
-		-v c=$((cs1 - cs0)) -v n="$reqs" 'BEGIN {
+		-v c=$((cs1 - cs0)) -v n="$reqs" -v cal=$((cal1 - cal0)) -v res=$((res1 - res0)) \
+		-v rx=$((rx1 - rx0)) -v ks=$((ks1 - ks0)) \
+		-v hs=$((hs1 - hs0)) -v ns=$((ns1 - ns0)) 'BEGIN {
 		# Under icount idle time is skipped (the clock jumps to the next timer): no share.
 		if (clock == "wall") printf "vCPUs idle %.1f%%, ", 100 * i / (b + i + (b + i == 0))
-		printf "%.1f context switches per connection", c / (n + (n == 0)) }')"
+		n += (n == 0)
+		printf "per connection: %.1f context switches, %.2f function-call IPIs, %.2f rescheduling IPIs, %.2f NET_RX softirqs; switches of ksoftirqd %.2f, haproxy %.2f, nginx %.2f", c / n, cal / n, res / n, rx / n, ks / n, hs / n, ns / n }')"
 }
 
 # `perf lock contention` of DATA into FILE with the profile header; fails loudly where perf
@@ -477,7 +510,7 @@ if [ "$dry" != 1 ]; then
 	sysctl -qw net.ipv4.tcp_tw_reuse=1
 fi
 log "bench: $clock clock, $cpus vCPUs, $runs rounds x ${seconds}s per arm (+${WARMUP}s warm-up), workloads: $workloads$([ "$dry" = 1 ] && echo ', DRY RUN')"
-log "  every arm: servers stopped, module unloaded; C/T/T0/T20/TQ0/TR0/TV0: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS"
+log "  every arm: servers stopped, module unloaded; C/T/T0/T20/TQ0/TR0/TV0/TS: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS (TS: enabled=0 in $CLIENT_NS)"
 log "  ip_local_port_range $PORT_RANGE in every namespace (no service port inside: RFD); RPS on every CPU on fs-srv, fs-cli, fs-be0, fs-be1"
 case "$profile" in
 lockstat) log "  lock profile: /proc/lock_stat per measured run -> $profdir" ;;
@@ -487,7 +520,7 @@ esac
 for w in $workloads; do
 	case "$w" in
 	W1) arms=(B0 B1 B2 C T T0 T20 TQ0 TR0 TV0) ns=$CLIENT_NS url="http://$SERVER_IP:8080/" ;;
-	W2) arms=(B0 T TR0 TV0) ns=$CLIENT_NS url="http://$SERVER_IP:8081/" ;;
+	W2) arms=(B0 T TR0 TV0 TS) ns=$CLIENT_NS url="http://$SERVER_IP:8081/" ;;
 	# wrk runs in the measured (initial) netns: its connect()s are what W3 measures.
 	W3) arms=(B0 T TR0 TV0) ns=- url="http://$BACKEND_IP:8080/" ;;
 	*) log "unknown workload $w"; exit 2 ;;
