@@ -36,6 +36,8 @@ ARMS = {
            "W1 only)",
     "TR0": "fastsocket, rfd=0: the module without Receive Flow Deliver (in every namespace)",
     "TV0": "fastsocket, vfs=0: the module without the socket inode cache (in every namespace)",
+    "TP0": "fastsocket, listen_pull=0: a listener wake-up does not pull a blocked accept() to "
+           "the handshake's CPU (in every namespace)",
     "TS": "fastsocket (defaults) in the servers' namespaces only, enabled=0 in the client's: "
           "the module's cost as a server sees it, the load generator stock as if on another "
           "machine",

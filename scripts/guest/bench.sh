@@ -34,7 +34,8 @@
 # (8080, 8081) inside it, as Receive Flow Deliver needs (it steers a reply only when its source
 # port is outside the receiving namespace's range); every veth end has RPS on every CPU (RFD
 # works in get_rps_cpu(): fs-be0 receives the backend's replies to W2's haproxy and W3's wrk).
-# Arms:
+# Arms (a workload named beside an arm is where it runs by default; BENCH_ARMS can name any
+# of the module's arms, C to TS, for any workload):
 #   B0  stock: the module NOT loaded; one shared listener
 #   B1  stock + nginx `listen ... reuseport` (module not loaded)
 #   B2  B1 + CPU-steering reuseport BPF attached from outside + tcp_migrate_req=1, workers
@@ -55,13 +56,15 @@
 #       own queue only (the single-queue design before the local listen table; W1 only)
 #   TV0 T with vfs=0 in every namespace: no socket inode cache (the lightweight socket
 #       files' share)
+#   TP0 T with listen_pull=0 in every namespace: a listener wake-up does not pull a blocked
+#       accept() to the handshake's CPU (only when BENCH_ARMS names it)
 #   TS  T in the servers' namespaces (initial, backend) only, enabled=0 in the client's: the
 #       module as a server sees it, wrk's side stock as if on another machine (the module's
-#       cost in the load generator's namespace, RFD for wrk's connections, left out; W2 only:
-#       in W1 RFD steers only wrk's replies, TR0 is that view)
+#       cost in the load generator's namespace, RFD for wrk's connections, left out; W2: in
+#       W1 RFD steers only wrk's replies, TR0 is that view)
 #
 # Every (round, arm) starts from the same state: servers stopped, module unloaded (rmmod);
-# for C, T, T0, T20, TQ0, TR0, TV0 and TS the module is loaded again (insmod) and its knobs
+# for C, T, T0, T20, TQ0, TR0, TV0, TP0 and TS the module is loaded again (insmod) and its knobs
 # written and read back in every namespace the workloads use (initial, client, backend): the
 # scope is the whole guest, by design (TS: enabled=0 in the client's). Then the servers start (after the module, so every listener is born under the
 # arm's state), a 2 s warm-up, one measured run.
@@ -290,6 +293,7 @@ arm_knobs() {
 	TQ0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=0 rfd=1 vfs=1" ;;
 	TR0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=0 vfs=1" ;;
 	TV0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=0" ;;
+	TP0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=0 listen_queues=1 rfd=1 vfs=1" ;;
 	TS) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=1" ;;
 	esac
 }
@@ -300,7 +304,7 @@ arm_ns_knobs() { # arm ns
 }
 
 # Puts the module in the arm's state and logs it: unloaded for the B arms; for C, T, T0, T20, TQ0,
-# TR0, TV0 and TS a fresh insmod with the arm's knobs written and read back in every namespace.
+# TR0, TV0, TP0 and TS a fresh insmod with the arm's knobs written and read back in every namespace.
 module_for() { # arm
 	local arm=$1 knobs ns kv got want
 	if module_loaded; then act rmmod fastsocket; dry_loaded=0; fi
@@ -510,7 +514,7 @@ if [ "$dry" != 1 ]; then
 	sysctl -qw net.ipv4.tcp_tw_reuse=1
 fi
 log "bench: $clock clock, $cpus vCPUs, $runs rounds x ${seconds}s per arm (+${WARMUP}s warm-up), workloads: $workloads$([ "$dry" = 1 ] && echo ', DRY RUN')"
-log "  every arm: servers stopped, module unloaded; C/T/T0/T20/TQ0/TR0/TV0/TS: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS (TS: enabled=0 in $CLIENT_NS)"
+log "  every arm: servers stopped, module unloaded; C/T/T0/T20/TQ0/TR0/TV0/TP0/TS: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS (TS: enabled=0 in $CLIENT_NS)"
 log "  ip_local_port_range $PORT_RANGE in every namespace (no service port inside: RFD); RPS on every CPU on fs-srv, fs-cli, fs-be0, fs-be1"
 case "$profile" in
 lockstat) log "  lock profile: /proc/lock_stat per measured run -> $profdir" ;;
@@ -526,8 +530,16 @@ for w in $workloads; do
 	*) log "unknown workload $w"; exit 2 ;;
 	esac
 	if [ -n "${BENCH_ARMS:-}" ]; then
-		# Only the arms BENCH_ARMS names (make bench BENCH_ARMS="B0 T TV0").
-		mapfile -t arms < <(printf '%s\n' "${arms[@]}" | grep -Fxf <(tr ' ' '\n' <<<"$BENCH_ARMS"))
+		# Only the arms BENCH_ARMS names (make bench BENCH_ARMS="B0 T TV0"): the workload's
+		# own, and any other of the module's arms (T0 in W2, say), which every workload can
+		# run; the stock variants B1 and B2 only where the workload has them.
+		local_arms=("${arms[@]}")
+		arms=()
+		for arm in $BENCH_ARMS; do
+			if printf '%s\n' "${local_arms[@]}" | grep -Fxq "$arm" || [ -n "$(arm_knobs "$arm")" ]; then
+				arms+=("$arm")
+			fi
+		done
 		[ "${#arms[@]}" -gt 0 ] || { log "$w: none of BENCH_ARMS ($BENCH_ARMS)"; continue; }
 	fi
 	for run in $(seq "$runs"); do
