@@ -230,6 +230,7 @@ impl NetData for NetState {
         let rows = self.counters.snapshot().map(|(c, mut stats)| {
             stats.queued = queued.get(c as usize).copied().unwrap_or(0).into();
             (stats.vfs_idle, stats.vfs_kept) = rcu::read_section(|rcu| vfs::cpu_counts(rcu, c));
+            stats.wake_dropped = self.listen_cpu(c).map_or(0, |l| l.held_dropped());
             (c, stats)
         });
         write_table(out, rows)

@@ -148,6 +148,8 @@ impl Counters {
                     wake_pulled: get(&c.wake_pulled),
                     wake_fallback: get(&c.wake_fallback),
                     wake_held: get(&c.wake_held),
+                    // Counted by the hold's timer (`CpuListen`), not here.
+                    wake_dropped: 0,
                     queue_local: get(&c.queue_local),
                     queue_steal: get(&c.queue_steal),
                     queue_stolen: get(&c.queue_stolen),

@@ -153,6 +153,12 @@ pub(crate) struct CpuListen {
 }
 
 impl CpuListen {
+    /// Wake-ups held here that the hold's timer did not deliver, their connections taken
+    /// before it ran (`wake_dropped`).
+    pub(crate) fn held_dropped(&self) -> u64 {
+        self.held.dropped()
+    }
+
     /// An initialiser of the state of `cpu`, built in place (its timer must not move).
     pub(crate) fn new(cpu: u32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {

@@ -34,6 +34,10 @@ pub struct CpuStats {
     /// lately still here (busy) or displaced from here: the other workers' wake-up was held
     /// back for a bound, for a worker to come back.
     pub wake_held: u64,
+    /// Of the wake-ups held on this CPU (`wake_held`), those the hold's timer did not deliver
+    /// because their connections were taken before it ran (by the worker they were held for,
+    /// as a rule): a worker elsewhere spared a wake-up that would have found nothing.
+    pub wake_dropped: u64,
     /// Accepts on this CPU that took a connection from this CPU's queue of its listener.
     pub queue_local: u64,
     /// Accepts on this CPU that took (stole) a connection from another CPU's queue.
@@ -101,6 +105,7 @@ macro_rules! counts {
             ("wake_pulled", $($r)+ $s.wake_pulled),
             ("wake_fallback", $($r)+ $s.wake_fallback),
             ("wake_held", $($r)+ $s.wake_held),
+            ("wake_dropped", $($r)+ $s.wake_dropped),
             ("queue_local", $($r)+ $s.queue_local),
             ("queue_steal", $($r)+ $s.queue_steal),
             ("queue_stolen", $($r)+ $s.queue_stolen),
@@ -121,7 +126,7 @@ pub(crate) use counts;
 /// The columns of `/proc/net/fastsocket`, in order: the CPU, then one per count of
 /// [`CpuStats`] (`remote` derived from `accepts` and `local`). Readers (the test runner,
 /// `fastsocket-stat`) find columns by these names, as later features add columns.
-pub const COLUMNS: [&str; 21] = [
+pub const COLUMNS: [&str; 22] = [
     "cpu",
     "accepts",
     "local",
@@ -131,6 +136,7 @@ pub const COLUMNS: [&str; 21] = [
     "wake_pulled",
     "wake_fallback",
     "wake_held",
+    "wake_dropped",
     "queue_local",
     "queue_steal",
     "queue_stolen",

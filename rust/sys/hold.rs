@@ -7,8 +7,11 @@
 //! it. [`HeldWakes`] keeps a reference on each such listener in a slot, with the number of
 //! exclusive wake-ups held for it and a deadline fixed when the slot was claimed: nothing
 //! extends it. When the deadline passes (or when the object is dropped) the timer wakes the
-//! listener as many times as wake-ups were held, at least once, as the stack would have: a held
-//! wake-up is delayed by at most the bound (plus the timer's one-jiffy granularity), never lost.
+//! listener as many times as wake-ups were held, at least once, as the stack would have, but
+//! no more times than the listener has connections queued then: a held wake-up is delayed by
+//! at most the bound (plus the timer's one-jiffy granularity), never lost, and one whose
+//! connection the CPU's own worker accepted meanwhile is dropped (it would only wake a worker
+//! to find nothing to accept and sleep again).
 //!
 //! # Concurrency
 //!
@@ -98,7 +101,8 @@ struct Slot {
 ///   initialised in place, and the object does not move until dropped (it is pinned).
 /// - A slot whose `sk` is neither null nor [`claiming`] owns a reference (`sock_hold()`) on a
 ///   listening socket. While its `meta` is live, the exclusive waiters of that listener are owed
-///   `count` wake-ups (at least one wake-up is due either way) by the deadline in `meta`, and
+///   `count` wake-ups (at least one wake-up is due either way), at most one per connection the
+///   listener still has queued, by the deadline in `meta`, and
 ///   the timer is pending or running for a time no later than that deadline (plus the
 ///   granularity of the timer wheel). Once a releaser cleared the live bit, that releaser owns
 ///   the reference and the wake-ups.
@@ -111,6 +115,8 @@ pub(crate) struct HeldWakes {
     cpu: u32,
     /// Whether the timer's wake-up may pull a blocked `accept()` or `epoll_wait()` here.
     pull: AtomicBool,
+    /// Held wake-ups not delivered: their connections were taken before the deadline.
+    dropped: AtomicU64,
 }
 
 // SAFETY: The slots are atomics owning socket references, which may be put from any CPU; the
@@ -140,6 +146,7 @@ impl HeldWakes {
             }; SLOTS],
             cpu,
             pull: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
         })
     }
 
@@ -294,7 +301,8 @@ impl HeldWakes {
                 // SAFETY: By the type invariant the slot owned a reference on `sk`, a listener
                 // given to `hold()` as a `&Sock` (so an `inet_connection_sock`); the reference
                 // is ours now and keeps the socket valid until `sock_put()`.
-                Self::wake(unsafe { Sock::from_raw(sk) }, count(meta), pull);
+                let dropped = Self::wake(unsafe { Sock::from_raw(sk) }, count(meta), pull);
+                self.dropped.fetch_add(dropped, Ordering::Relaxed);
                 // SAFETY: The slot's reference is ours; the socket is not used any more.
                 unsafe { bindings::sock_put(sk) };
                 break;
@@ -305,14 +313,19 @@ impl HeldWakes {
         }
     }
 
-    /// Delivers `count` held exclusive wake-ups of `listener`, at least one.
-    fn wake(listener: &Sock, count: u64, pull: bool) {
+    /// Delivers `count` held exclusive wake-ups of `listener`, at least one, and at most one per
+    /// connection it has queued now; returns how many of the `count` it did not deliver. Every
+    /// connection a wake-up was held for was counted in the listener's queue length before its
+    /// hold, on this CPU; so a length of 0 means they were all taken, and a connection queued
+    /// after the read gets its own wake-up (or hold) from the path that queues it.
+    fn wake(listener: &Sock, count: u64, pull: bool) -> u64 {
         let how = WakeHow {
             pull,
             hold: false,
             spread: false,
         };
-        for i in 0..count.max(1) {
+        let queued = u64::from(listener.acceptq_len());
+        for i in 0..count.max(1).min(queued) {
             if i > 0
                 || !how.pull
                 || matches!(
@@ -323,6 +336,13 @@ impl HeldWakes {
                 listener.data_ready();
             }
         }
+        count.saturating_sub(queued)
+    }
+
+    /// Held wake-ups this object did not deliver because their connections were taken before
+    /// the deadline (by the worker they were held for, as a rule).
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 

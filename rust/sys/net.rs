@@ -217,6 +217,18 @@ impl Sock {
         u32::from(state) == bindings::TCP_LISTEN
     }
 
+    /// This listener's count of queued connections (`sk_ack_backlog`, as `READ_ONCE()` reads
+    /// it): the connections in its own accept queue and in a module's queues of it, each
+    /// counted where it is queued and uncounted where it is taken.
+    pub(crate) fn acceptq_len(&self) -> u32 {
+        // SAFETY: The socket is valid for `&self`; `sk_ack_backlog` is an aligned `u32` that
+        // the kernel changes only atomically while the module's hooks are registered (see
+        // `fastsocket_acceptq_add()`) and otherwise with WRITE_ONCE().
+        let backlog =
+            unsafe { AtomicU32::from_ptr(ptr::addr_of_mut!((*self.0.get()).sk_ack_backlog)) };
+        backlog.load(Ordering::Relaxed)
+    }
+
     /// Adds `n` (negative: takes) to this listener's count of queued connections
     /// (`sk_ack_backlog`), atomically, as `fastsocket_acceptq_add()` does while a module may
     /// keep queues: the only way the module changes it.

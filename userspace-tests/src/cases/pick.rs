@@ -465,13 +465,17 @@ fn kept_window_attempt(
 const EPOLL_SAFETY_NET: Duration = Duration::from_millis(3000);
 /// The most the busy worker's epoll_wait() may take: far below the hold's timer.
 const AT_ONCE: Duration = Duration::from_millis(500);
+/// How long a worker pinned on an otherwise idle CPU may take to run once woken: the window in
+/// which a wake-up that should not have come would show.
+const B_RUN_MARGIN: Duration = Duration::from_millis(200);
 
 /// Item 8: worker A, pinned on CPU 0 with its own epoll instance (`EPOLLEXCLUSIVE` on the
 /// listener), accepted once (present) and is busy; worker B, pinned on CPU 1, sleeps in
 /// epoll_wait() on its own instance (also `EPOLLEXCLUSIVE`, registered after A's). A
 /// connection completes on CPU 0 and its wake-up is held for A (`wake_held`). When A calls
 /// epoll_wait() it must get the listener at once, not at the hold's timer
-/// (`listen_hold_ms=1000`), and accept the connection.
+/// (`listen_hold_ms=1000`), and accept the connection. Then the timer must drop the held
+/// wake-up (`wake_dropped`) instead of waking B for a queue that is empty.
 pub fn hold_busy_epoll_exclusive(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let (a_cpu, b_cpu) = two_cpus(ctx)?;
@@ -612,6 +616,40 @@ fn busy_epoll_attempt(
                  (listen_hold_ms={LONG_HOLD_MS}): the held event was not queued on its \
                  instance, it came with the hold's timer"
             );
+            // The held wake-up's connection is A's now: at the hold's deadline the timer must
+            // not wake B for it (B would find nothing to accept and sleep again). Wait for the
+            // timer to drop it (wake_dropped +1 on A's CPU), then for B to have run, had it
+            // been woken.
+            let safety_net = Instant::now() + SETTLE_TIMEOUT;
+            loop {
+                let dropped = procfs::read_counters()?
+                    .since(&before)?
+                    .cpu(a_cpu)
+                    .wake_dropped;
+                if dropped > 0 {
+                    ensure!(
+                        dropped == 1,
+                        "wake_dropped +{dropped} on cpu {a_cpu} for one held wake-up"
+                    );
+                    break;
+                }
+                ensure!(
+                    Instant::now() < safety_net,
+                    "the hold's timer did not drop the wake-up held for A's connection, which \
+                     A accepted: wake_dropped unchanged on cpu {a_cpu} {SETTLE_TIMEOUT:?} after \
+                     the accept (listen_hold_ms={LONG_HOLD_MS})"
+                );
+                thread::sleep(Duration::from_millis(5));
+            }
+            thread::sleep(B_RUN_MARGIN);
+            let b_after = b_listener_events.load(SeqCst);
+            ensure!(
+                b_after == b_before,
+                "worker B (cpu {b_cpu}) got {} listener event(s) after A had accepted the \
+                 held connection: the hold's timer woke it for nothing",
+                b_after - b_before
+            );
+            info!("the hold's timer dropped the held wake-up: B not woken");
             Ok(Attempt::Done)
         });
         let stopped = stop.signal().context("eventfd write");
