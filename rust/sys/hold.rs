@@ -101,8 +101,8 @@ struct Slot {
 ///   initialised in place, and the object does not move until dropped (it is pinned).
 /// - A slot whose `sk` is neither null nor [`claiming`] owns a reference (`sock_hold()`) on a
 ///   listening socket. While its `meta` is live, the exclusive waiters of that listener are owed
-///   `count` wake-ups (at least one wake-up is due either way), at most one per connection the
-///   listener still has queued, by the deadline in `meta`, and
+///   `count` wake-ups (at least one either way), less those that would find no connection
+///   queued on the listener then, by the deadline in `meta`, and
 ///   the timer is pending or running for a time no later than that deadline (plus the
 ///   granularity of the timer wheel). Once a releaser cleared the live bit, that releaser owns
 ///   the reference and the wake-ups.
