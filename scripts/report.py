@@ -3,7 +3,7 @@
 
     report.py RESULTS_DIR DOC_DIR
 
-Reads RESULTS_DIR/bench-latest/{bench.tsv,active.tsv,machine.txt} (from `make bench`), every
+Reads RESULTS_DIR/bench-latest/{bench.tsv,active.tsv,events.tsv,machine.txt} (from `make bench`), every
 RESULTS_DIR/bench-partial-*/ (partial runs of `make bench`, shown in sections of their own
 while newer than bench-latest) and
 RESULTS_DIR/lockprof-latest/{perf_lock/*.perf_lock[_stacks],lock_stat/*.lock_stat,machine.txt}
@@ -150,6 +150,59 @@ def load_active(path):
                              traced=num[0], complete=num[1], local=num[2], connect=num[3],
                              synack=num[4], close=num[5], lost=num[6], rfd=rfd))
     return rows
+
+
+EVENTS = ("context switches", "function-call IPIs", "rescheduling IPIs", "NET_RX softirqs",
+          "ksoftirqd switches", "haproxy switches", "nginx switches")
+
+
+def load_events(path):
+    """Rows of events.tsv: per measured run, connections and event counts (see EVENTS)."""
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        for line in f:
+            c = line.rstrip("\n").split("\t")
+            if len(c) != 6 + len(EVENTS):
+                continue
+            rows.append(dict(clock=c[0], cpus=int(c[1]), w=c[2], arm=c[3], run=int(c[4]),
+                             conns=int(c[5]), ev=[int(x) for x in c[6:]]))
+    return rows
+
+
+def events_table(rows, arms, run, lines):
+    """Per connection: median (min-max over runs) of each event count, per arm."""
+    g = collections.defaultdict(list)
+    for r in rows:
+        if r["conns"] > 0:
+            g[(r["w"], r["cpus"], r["clock"], r["arm"])].append(r)
+    if not g:
+        return
+    lines += [f"### Events per connection ({run})", "",
+              "Counted around each measured run (`/proc/stat` ctxt, `/proc/interrupts` CAL and "
+              "RES, `/proc/softirqs` NET_RX, summed over CPUs; the context switches of every "
+              "thread of ksoftirqd, haproxy and nginx from `/proc/PID/task/*/status`; wrk's "
+              "threads start and end inside the run and are not counted) and divided by the "
+              "run's connections (wrk's requests, `Connection: close`): median (min-max) over "
+              "the runs. They say where an arm's extra instructions go when a profile cannot "
+              "(see listen.md and rfd.md).", "",
+              "| workload | vCPUs | clock | arm | runs | " + " | ".join(EVENTS) + " |",
+              "|---|---|---|---|---|" + "---|" * len(EVENTS)]
+    for w in WORKLOADS:
+        for cpus in (2, 1):
+            for clock in ("wall", "icount"):
+                for arm in arms:
+                    runs = g.get((w, cpus, clock, arm))
+                    if not runs:
+                        continue
+                    cells = []
+                    for i in range(len(EVENTS)):
+                        v = sorted(r["ev"][i] / r["conns"] for r in runs)
+                        cells.append(f"{statistics.median(v):.2f} ({v[0]:.2f}-{v[-1]:.2f})")
+                    lines.append(f"| {w} | {cpus} | {clock} | {arm} | {len(runs)} | "
+                                 + " | ".join(cells) + " |")
+    lines.append("")
 
 
 def active_stats(runs):
@@ -543,6 +596,7 @@ def bench_section(res, docs, lines, heading="## Throughput, locality, scaling", 
         lines += [f"### Where wall clock and icount disagree ({run})", ""] + notes + [""]
     if active:
         active_table(ga, arms, run, lines, keys)
+    events_table(load_events(os.path.join(res, "events.tsv")), arms, run, lines)
     for clock, unit, title in (("wall", "conn/s", "conn/s per arm (wall-clock TCG, 2 vCPUs, "
                                 "median, min-max)"),
                                ("icount", "", "connections per 1e9 guest instructions per arm "

@@ -479,6 +479,10 @@ measure() { # workload arm round slot ns url
 	esac
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$clock" "$cpus" "$w" "$arm" "$run" \
 		"$rps" "$err" $((a1 - a0)) $((l1 - l0)) "$slot" "$state" >>"$out_file"
+	# The run's event counts, for report.py's per-connection table (the log line below).
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$clock" "$cpus" "$w" "$arm" \
+		"$run" "$reqs" $((cs1 - cs0)) $((cal1 - cal0)) $((res1 - res0)) $((rx1 - rx0)) \
+		$((ks1 - ks0)) $((hs1 - hs0)) $((ns1 - ns0)) >>"$events_file"
 	log "  $w $arm round $run: $rps conn/s, $err errors, module $state, $((l1 - l0)) of $((a1 - a0)) accepts local, $(awk -v clock="$clock" -v b=$((busy1 - busy0)) -v i=$((idle1 - idle0)) \
 		-v c=$((cs1 - cs0)) -v n="$reqs" -v cal=$((cal1 - cal0)) -v res=$((res1 - res0)) \
 		-v rx=$((rx1 - rx0)) -v ks=$((ks1 - ks0)) \
@@ -503,6 +507,7 @@ trap cleanup EXIT
 
 out_file=$out
 active_file=$(dirname "$out")/active.tsv
+events_file=$(dirname "$out")/events.tsv
 if [ "$dry" != 1 ]; then
 	mkdir -p "$dir"
 	# Start from a guest without the module, whatever ran before.
