@@ -298,3 +298,130 @@ def section(results, lines):
     for clock in ("icount", "wall"):
         parts_table(rows, lines, clock)
     profile_section(res, lines, per_op_1t)
+    stages_section(results, lines)
+
+
+# What each stage of socket()+close() is (scripts/vfsstages.py): (from, to) -> (group, what).
+STAGES = {
+    ("__x64_sys_socket", "__sock_create"): ("system call", "socket() entry"),
+    ("__sock_create", "sock_alloc"): ("LSM", "`security_socket_create`"),
+    ("sock_alloc", "alloc_inode"): ("inode", "`new_inode_pseudo`"),
+    ("alloc_inode", "inode_init_always_gfp"):
+        ("inode", "`sock_alloc_inode`: the slab object, the socket's wait queue"),
+    ("alloc_inode", "__fastsocket_sock_inode_get"): ("inode", "the inode_get hook's C side"),
+    ("__fastsocket_sock_inode_get", "inode_init_always_gfp"):
+        ("inode", "the module's `inode_get` (or the slab), the socket's wait queue"),
+    ("inode_init_always_gfp", "security_inode_alloc"): ("inode", "`inode_init_always`"),
+    ("security_inode_alloc", "get_next_ino"): ("inode", "the inode's LSM blob"),
+    ("get_next_ino", "inet_create"): ("inode", "inode number, mode, owner"),
+    ("inet_create", "sk_alloc"): ("protocol", "`inet_create`"),
+    ("sk_alloc", "security_sk_alloc"): ("protocol", "`sk_prot_alloc`: the TCP socket, zeroed"),
+    ("security_sk_alloc", "get_unused_fd_flags"):
+        ("protocol", "`sock_init_data`, `tcp_v4_init_sock`, `security_socket_post_create`"),
+    ("get_unused_fd_flags", "sock_alloc_file"): ("descriptor", "`alloc_fd`"),
+    ("sock_alloc_file", "alloc_file_pseudo"): ("dentry", "`sock_alloc_file`"),
+    ("alloc_file_pseudo", "d_alloc_pseudo"): ("dentry", "`mntget`"),
+    ("d_alloc_pseudo", "d_instantiate"): ("dentry", "`d_alloc_pseudo`: the dentry"),
+    ("d_instantiate", "alloc_empty_file"): ("dentry", "`d_instantiate`"),
+    ("alloc_empty_file", "security_file_alloc"):
+        ("file", "`alloc_empty_file`: the file, zeroed, `nr_files`, cred"),
+    ("security_file_alloc", "fd_install"): ("file", "the file's LSM blob, `file_init_path`"),
+    ("fd_install", "__x64_sys_close"):
+        ("system call", "`fd_install`, back to user space, the loop, close() entry"),
+    ("__x64_sys_close", "file_close_fd"): ("descriptor", ""),
+    ("file_close_fd", "filp_flush"): ("descriptor", "`file_close_fd`"),
+    ("filp_flush", "__fput"): ("file", "`filp_flush`, `__fput_sync`"),
+    ("__fput", "sock_close"): ("file", "fsnotify, eventpoll, locks, LSM on release"),
+    ("sock_close", "__sock_release"): ("protocol", ""),
+    ("__sock_release", "inet_release"): ("protocol", "`i_rwsem`"),
+    ("inet_release", "tcp_close"): ("protocol", ""),
+    ("tcp_close", "sk_free"): ("protocol", "`tcp_close`"),
+    ("sk_free", "__dentry_kill"):
+        ("protocol", "`sk_free`, the socket's release; `dput` up to the kill"),
+    ("__dentry_kill", "evict"): ("dentry", "`__dentry_kill`, `iput`"),
+    ("evict", "truncate_inode_pages_final"): ("inode", "`evict`"),
+    ("truncate_inode_pages_final", "clear_inode"): ("inode", "`truncate_inode_pages_final`"),
+    ("clear_inode", "destroy_inode"): ("inode", "`clear_inode`, `__I_NEW` wake-up"),
+    ("destroy_inode", "__x64_sys_socket"):
+        ("mixed", "`__destroy_inode` (LSM, fsnotify), `call_rcu`, the dentry's free, "
+                  "`mntput`, `file_free`, back to user space, the loop, socket() entry"),
+    ("destroy_inode", "__fastsocket_sock_inode_put"):
+        ("inode", "`__destroy_inode` (LSM, fsnotify), the inode_put hook's C side"),
+    ("__fastsocket_sock_inode_put", "__x64_sys_socket"):
+        ("mixed", "the module's `inode_put`, the dentry's free, `mntput`, `file_free`, back to "
+                  "user space, the loop, socket() entry"),
+}
+
+
+def stages_section(results, lines):
+    """Exact instructions per stage of socket()+close() (VFSBENCH_CLOCKS=stages), from the
+    newest vfsbench results that have them."""
+    found = []
+    for name in os.listdir(results):
+        d = os.path.join(results, name)
+        if name.startswith("vfsbench-") and os.path.exists(os.path.join(d, "stages.tsv")):
+            found.append((name.replace("vfsbench-latest", "vfsbench-0"), d, name))
+    if not found:
+        return
+    _, res, name = max(found)
+    text = open(os.path.join(res, "machine.txt")).read().strip()
+    keys = dict(ln.split(": ", 1) for ln in text.splitlines() if ": " in ln)
+    stages, base, probes = collections.defaultdict(list), collections.defaultdict(list), {}
+    with open(os.path.join(res, "stages.tsv")) as f:
+        for line in f:
+            c = line.rstrip("\n").split("\t")
+            if c[0] == "# base":
+                base[c[1]].append(int(c[2]))
+            elif c[0] == "# probe":
+                probes.setdefault(c[1], []).append((c[2], int(c[3]), c[4]))
+            elif len(c) == 4:
+                stages[c[0]].append((c[1], c[2], int(c[3])))
+    arms = [a for a in ARMS if a in stages] + [a for a in stages if a not in ARMS]
+    order = []
+    for arm in arms:
+        prev = None
+        for a, b, _ in stages[arm]:
+            if (a, b) not in order:
+                order.insert(order.index(prev) + 1 if prev in order else len(order), (a, b))
+            prev = (a, b)
+    val = {arm: {(a, b): x for a, b, x in stages[arm]} for arm in arms}
+    lines += [f"### Where the instructions go, exactly: socket() + close() by stage ({keys.get('date', '?')})",
+              "", f"`results/{name}/stages.tsv`; regenerate: `VFSBENCH_CLOCKS=stages make "
+              "vfsbench` (one boot, icount, 1 vCPU, about 6 minutes; scripts/vfsstages.py says "
+              "how). One thread runs socket() + close() "
+              f"{keys.get('stage ops', '3,000')} times with an entry kprobe on each function of "
+              "the path; under icount the x86-tsc trace clock counts instructions, so the gap "
+              "between two consecutive probes is the instructions between them plus the probe's "
+              "own cost, which is measured (two more passes with every other probe removed) and "
+              "taken off. Each figure is a median over the operations; the loop is deterministic "
+              "(a gap's median is its minimum). Work that interrupts the loop at varying points "
+              "(the RCU callbacks that free inodes, timer ticks) is in no stage: it is the "
+              "difference between the operation without probes (sockbench's own count; the first "
+              "run after a boot or an insmod may misread its idle time and count too few) and "
+              "the stages' sum. Stages across an int3 probe (one the kernel could not "
+              "optimise into a jump) are merged into one row.", "",
+              "| stage (from the entry of ... to the entry of ...) | group | what | "
+              + " | ".join(arms) + " |", "|---|---|---|" + "---|" * len(arms)]
+    groups = collections.defaultdict(lambda: collections.defaultdict(int))
+    for a, b in order:
+        g, what = STAGES.get((a, b), ("?", ""))
+        cells = []
+        for arm in arms:
+            x = val[arm].get((a, b))
+            cells.append(f"{x:,}" if x is not None else "")
+            if x is not None:
+                groups[g][arm] += x
+        lines.append(f"| `{a}` -> `{b}` | {g} | {what} | " + " | ".join(cells) + " |")
+    lines.append("| **sum of the stages** | | | " + " | ".join(
+        f"**{sum(val[a].values()):,}**" for a in arms) + " |")
+    lines.append("| one operation without probes (sockbench, runs) | | | " + " | ".join(
+        " / ".join(f"{x:,}" for x in base.get(a, [])) for a in arms) + " |")
+    lines += ["", "By group (the mixed row holds the dentry's and the file's frees, `mntput` and "
+              "the return to user space, which no optimised probe separates):", "",
+              "| group | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for g in ("inode", "dentry", "file", "descriptor", "LSM", "protocol", "system call",
+              "mixed", "?"):
+        if g in groups:
+            lines.append(f"| {g} | " + " | ".join(f"{groups[g].get(a, 0):,}" for a in arms)
+                         + " |")
+    lines.append("")

@@ -7,6 +7,13 @@
 #       clock cpus case mode workers arm round slot module ops elapsed_ns idle_ns
 #   (idle_ns: idle + iowait of every CPU over the timed window, as sockbench reports it from
 #   /proc/timer_list; under icount on 1 vCPU, guest time in which no instruction ran)
+#   vfsbench.sh KO OUT_DIR stages icount        socket()+close(), 1 thread, with a kprobe on
+#                                               each function of its path (STAGE_FUNCS), for
+#                                               each arm of VFSBENCH_STAGE_ARMS (stock T):
+#                                               exact instructions per stage, appended to
+#                                               OUT_DIR/stages.tsv by scripts/vfsstages.py
+#                                               (1 vCPU under icount; a base row per arm
+#                                               gives one operation without probes)
 #   vfsbench.sh KO OUT_DIR profile BOOT         perf record -a -g around socket and accept
 #                                               (1 thread) into OUT_DIR/profile/, for each arm
 #                                               of VFSBENCH_PROFILE_ARMS (default: stock, the
@@ -162,6 +169,70 @@ if [ "$clock" = profile ]; then
 		done
 	done
 	log "profile done"
+	exit 0
+fi
+
+# The functions of socket()+close() that the stages clock probes (scripts/vfsstages.py): the
+# system calls, the inode, the protocol, the descriptor, the dentry and the file, and the
+# teardown of each; the socket inode cache's hooks where the module is loaded.
+STAGE_FUNCS="__x64_sys_socket __sock_create sock_alloc alloc_inode __fastsocket_sock_inode_get
+	inode_init_always_gfp security_inode_alloc get_next_ino inet_create sk_alloc
+	security_sk_alloc tcp_v4_init_sock get_unused_fd_flags sock_alloc_file alloc_file_pseudo
+	d_alloc_pseudo d_instantiate alloc_empty_file security_file_alloc fd_install
+	__x64_sys_close file_close_fd filp_flush __fput sock_close __sock_release inet_release
+	tcp_close sk_free __dentry_kill evict truncate_inode_pages_final clear_inode destroy_inode
+	__destroy_inode security_inode_free __fastsocket_sock_inode_put call_rcu mntput
+	security_file_free"
+
+# One traced run of socket()+close() with an entry kprobe on each of $1 (a list of
+# functions): the trace, with the x86-tsc clock (under icount: instructions), in $2.trace and
+# the probes as the kernel placed them (optimised or not) in $2.list.
+stage_pass() { # functions file-prefix
+	local t=/sys/kernel/tracing f
+	[ ! -e "$t/events/kprobes/enable" ] || echo 0 >"$t/events/kprobes/enable"
+	echo >"$t/kprobe_events"
+	for f in $1; do
+		echo "p:fs_$f $f" >>"$t/kprobe_events" 2>/dev/null || log "  stages: no kprobe on $f (not in this kernel)"
+	done
+	echo 1 >"$t/events/kprobes/enable"
+	# The kprobe optimiser replaces int3 probes with jumps a few jiffies after they are set.
+	sleep 1
+	cp /sys/kernel/debug/kprobes/list "$2.list"
+	echo >"$t/trace"
+	sockbench socket threads 1 "$stage_ops" >/dev/null
+	echo 0 >"$t/events/kprobes/enable"
+	cp "$t/trace" "$2.trace"
+	echo >"$t/kprobe_events"
+}
+
+if [ "$clock" = stages ]; then
+	stage_ops=${VFSBENCH_STAGE_OPS:-3000}
+	work=/tmp/vfsstages
+	mkdir -p "$work"
+	mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+	mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug
+	echo 32768 >/sys/kernel/tracing/buffer_size_kb
+	echo x86-tsc >/sys/kernel/tracing/trace_clock
+	for arm in ${VFSBENCH_STAGE_ARMS:-stock T}; do
+		module_for "$arm"
+		# Without probes: the instructions of one operation, to set beside the stages' sum
+		# (three runs: the first after a boot or an insmod may misread its idle time).
+		for _ in 1 2 3; do
+			line=$(sockbench socket threads 1 "$stage_ops")
+			n=$(sed -n 's/.* ops=\([0-9]*\) .*/\1/p' <<<"$line")
+			ns=$(sed -n 's/.* elapsed_ns=\([0-9]*\).*/\1/p' <<<"$line")
+			idle=$(sed -n 's/.* idle_ns=\([0-9]*\).*/\1/p' <<<"$line")
+			printf '# base\t%s\t%s\n' "$arm" $(((ns - idle) / n)) >>"$out/stages.tsv"
+		done
+		stage_pass "$STAGE_FUNCS" "$work/all"
+		mv "$work/all.list" "$work/kprobes.list"
+		for p in odd even; do
+			stage_pass "$(python3 "$top/scripts/vfsstages.py" pick "$p" "$work/all.trace")" "$work/$p"
+		done
+		python3 "$top/scripts/vfsstages.py" analyse "$work" "$arm" >>"$out/stages.tsv"
+		log "  stages $arm: $(awk -F'\t' -v a="$arm" '$1 == a { s += $4; n++ } END { print n " stages, " s " instructions" }' "$out/stages.tsv")"
+	done
+	log "stages done"
 	exit 0
 fi
 
