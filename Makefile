@@ -49,11 +49,12 @@ module-lockstat: kernel-lockstat
 
 # Pure logic of the module and the test runner's own parsers, on the host.
 host-test: deps
-	@echo "[host-test] cargo test: rust/logic, userspace-tests, tools/fastsocket-stat, bench/sockbench"
+	@echo "[host-test] cargo test: rust/logic, userspace-tests, tools/fastsocket-stat, bench/sockbench; scripts/vfsstages.py selftest"
 	@cd rust/logic && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
 	@cd userspace-tests && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
 	@cd tools/fastsocket-stat && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
 	@cd bench/sockbench && cargo test -q --locked 2>&1 | grep -E 'test result|FAILED|panicked|error' ; test $${PIPESTATUS[0]} = 0
+	@python3 $(S)/vfsstages.py selftest
 
 userspace: deps
 	@cd userspace-tests && cargo build -q --release --locked

@@ -23,6 +23,8 @@ off.
     vfsstages.py analyse DIR ARM      DIR/{all,odd,even}.trace and DIR/kprobes.list ->
                                       stages as TSV on stdout: ARM from to instructions
                                       (one row per stage, then "# probe" rows)
+    vfsstages.py selftest             analyse() on synthetic traces of a known path
+                                      (`make host-test`)
 
 Standard library only.
 """
@@ -116,8 +118,57 @@ def analyse(d, arm):
         print(f"# probe\t{arm}\t{f}\t{round(cost[f])}\t{'int3' if f in int3 else 'optimized'}")
 
 
+def selftest():
+    """Builds the three passes' traces of a known path (true gaps, probe costs split unevenly
+    around int3 events) and checks that analyse() gives the true stages back."""
+    import contextlib
+    import io
+    import tempfile
+
+    names = [START, "f1", "f2", "f3", "f4", "f5", "f6"]
+    gaps_true = [30, 120, 7, 400, 55, 900, 210]  # from names[i] to the next
+    int3 = {"f2", "f5"}
+    # (before, after) the event's timestamp: jump-optimised probes alike, int3 ones not.
+    split = {f: ((200, 960) if f in int3 else (300, 425)) for f in names}
+    with tempfile.TemporaryDirectory() as d:
+        def trace(path, kept):
+            t, lines = 1000, []
+            for _ in range(MIN_SEEN + 100):
+                for i, f in enumerate(names):
+                    if f in kept:
+                        t += split[f][0]
+                        lines.append(f"  sockbench-9  [000] .....  {t}: fs_{f}: ({f}+0x4/0x10)")
+                        t += split[f][1]
+                    t += gaps_true[i]
+            with open(path, "w") as out:
+                out.write("\n".join(lines) + "\n")
+
+        trace(f"{d}/all.trace", set(names))
+        with open(f"{d}/kprobes.list", "w") as out:
+            for f in names:
+                out.write(f"ffffffff81000000  k  {f}+0x4    {'' if f in int3 else '[OPTIMIZED]'}\n")
+        order = cycle(gaps(f"{d}/all.trace"))
+        assert order == names, order
+        for p, skip in (("odd", 1), ("even", 0)):
+            trace(f"{d}/{p}.trace", {f for i, f in enumerate(order) if i == 0 or i % 2 != skip})
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            analyse(d, "x")
+        rows = [ln.split("\t") for ln in out.getvalue().splitlines() if not ln.startswith("#")]
+        got = {(r[1], r[2]): int(r[3]) for r in rows}
+        want = {(START, "f1"): 30, ("f1", "f3"): 127, ("f3", "f4"): 400,
+                ("f4", "f6"): 955, ("f6", START): 210}
+        assert got == want, (got, want)
+        costs = {ln.split("\t")[2]: int(ln.split("\t")[3])
+                 for ln in out.getvalue().splitlines() if ln.startswith("# probe")}
+        assert costs == {f: sum(split[f]) for f in names}, costs
+    print("vfsstages selftest: ok")
+
+
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "cycle":
+    if len(sys.argv) == 2 and sys.argv[1] == "selftest":
+        selftest()
+    elif len(sys.argv) == 3 and sys.argv[1] == "cycle":
         print(" ".join(cycle(gaps(sys.argv[2]))))
     elif len(sys.argv) == 4 and sys.argv[1] == "pick" and sys.argv[2] in ("odd", "even"):
         order = cycle(gaps(sys.argv[3]))
