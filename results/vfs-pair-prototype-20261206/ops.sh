@@ -8,7 +8,7 @@ net_up
 sysctl -qw net.ipv4.tcp_max_tw_buckets=0
 for round in 1 2 3; do
 for arm in off on on off; do
-	echo $([ $arm = on ] && echo 1 || echo 0) > $P
+	if [ "$arm" = on ]; then echo 1; else echo 0; fi >"$P"
 	for c in socket socketpair accept; do
 		n=3000; extra=()
 		[ $c = accept ] && { n=800; extra=(--listen "$SERVER_IP:8090" --client-netns "/run/netns/$CLIENT_NS"); }

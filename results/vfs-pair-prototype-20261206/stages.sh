@@ -23,8 +23,8 @@ pass() {
 	cp $T/trace "$2.trace"; echo > $T/kprobe_events
 }
 for arm in off on; do
-	echo $([ $arm = on ] && echo 1 || echo 0) > $P; cat $P
-	for i in 1 2 3; do
+	if [ "$arm" = on ]; then echo 1; else echo 0; fi >"$P"; cat $P
+	for _ in 1 2 3; do
 		line=$($sb --case socket --mode threads --workers 1 --ops 3000 --warmup 300)
 		echo "$arm $line"
 		n=$(sed -n 's/.* ops=\([0-9]*\) .*/\1/p' <<<"$line"); ns=$(sed -n 's/.* elapsed_ns=\([0-9]*\).*/\1/p' <<<"$line"); idle=$(sed -n 's/.* idle_ns=\([0-9]*\).*/\1/p' <<<"$line")
