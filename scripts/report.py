@@ -134,21 +134,29 @@ def load_bench(path):
     return rows
 
 
+def tsv_rows(path, ncols):
+    """The rows of a TSV file of the harness with ncols columns (each a list of fields); none
+    if the file does not exist (an older run)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = [line.rstrip("\n").split("\t") for line in f]
+    return [c for c in rows if len(c) == ncols]
+
+
+def run_keys(c):
+    """The keys every per-run row starts with: clock, vCPUs, workload, arm, round."""
+    return dict(clock=c[0], cpus=int(c[1]), w=c[2], arm=c[3], run=int(c[4]))
+
+
 def load_active(path):
     """Rows of active.tsv (active-connection locality of the traced warm-up runs)."""
     rows = []
-    if not os.path.exists(path):
-        return rows
-    with open(path) as f:
-        for line in f:
-            c = line.rstrip("\n").split("\t")
-            if len(c) != 16:
-                continue
-            num = [int(x) for x in c[5:12]]
-            rfd = [None if x == "-" else int(x) for x in c[12:16]]
-            rows.append(dict(clock=c[0], cpus=int(c[1]), w=c[2], arm=c[3], run=int(c[4]),
-                             traced=num[0], complete=num[1], local=num[2], connect=num[3],
-                             synack=num[4], close=num[5], lost=num[6], rfd=rfd))
+    for c in tsv_rows(path, 16):
+        num = [int(x) for x in c[5:12]]
+        rfd = [None if x == "-" else int(x) for x in c[12:16]]
+        rows.append(dict(run_keys(c), traced=num[0], complete=num[1], local=num[2],
+                         connect=num[3], synack=num[4], close=num[5], lost=num[6], rfd=rfd))
     return rows
 
 
@@ -158,17 +166,8 @@ EVENTS = ("context switches", "function-call IPIs", "rescheduling IPIs", "NET_RX
 
 def load_events(path):
     """Rows of events.tsv: per measured run, connections and event counts (see EVENTS)."""
-    rows = []
-    if not os.path.exists(path):
-        return rows
-    with open(path) as f:
-        for line in f:
-            c = line.rstrip("\n").split("\t")
-            if len(c) != 6 + len(EVENTS):
-                continue
-            rows.append(dict(clock=c[0], cpus=int(c[1]), w=c[2], arm=c[3], run=int(c[4]),
-                             conns=int(c[5]), ev=[int(x) for x in c[6:]]))
-    return rows
+    return [dict(run_keys(c), conns=int(c[5]), ev=[int(x) for x in c[6:]])
+            for c in tsv_rows(path, 6 + len(EVENTS))]
 
 
 def events_table(rows, arms, run, lines):

@@ -1,7 +1,8 @@
 """The `make vfsbench` section of Documentation/benchmarks.md (issue 12), for scripts/report.py.
 
 Reads RESULTS/vfsbench-latest/{machine.txt,vfsbench.tsv,profile/*.folded,profile/*.perf_report}
-and appends its Markdown lines; scripts/report.py calls section() after its own sections, so
+and the stages.tsv of the newest RESULTS/vfsbench-*/ that has one, and appends its Markdown
+lines; scripts/report.py calls section() after its own sections, so
 the sections before it do not change. Standard library only.
 """
 import collections
@@ -260,12 +261,18 @@ def profile_section(res, lines, per_op_1t):
                   "idle and start-up included):", "", "```"] + top + ["```", ""]
 
 
+def machine(res):
+    """A results directory's machine.txt: its text and its "key: value" lines."""
+    with open(os.path.join(res, "machine.txt")) as f:
+        text = f.read().strip()
+    return text, dict(ln.split(": ", 1) for ln in text.splitlines() if ": " in ln)
+
+
 def section(results, lines):
     res = os.path.join(results, "vfsbench-latest")
     if not os.path.exists(os.path.join(res, "machine.txt")):
         return
-    text = open(os.path.join(res, "machine.txt")).read().strip()
-    keys = dict(ln.split(": ", 1) for ln in text.splitlines() if ": " in ln)
+    text, keys = machine(res)
     rows = load(os.path.join(res, "vfsbench.tsv")) if os.path.exists(
         os.path.join(res, "vfsbench.tsv")) else []
     lines += [f"## Socket-file microbenchmark (`make vfsbench`, {keys.get('date', '?')})", "",
@@ -364,17 +371,16 @@ def stages_section(results, lines):
     if not found:
         return
     _, res, name = max(found)
-    text = open(os.path.join(res, "machine.txt")).read().strip()
-    keys = dict(ln.split(": ", 1) for ln in text.splitlines() if ": " in ln)
-    stages, base, probes = collections.defaultdict(list), collections.defaultdict(list), {}
+    text, keys = machine(res)
+    # Rows "ARM from to instructions" and "# base ARM instructions"; "# probe" rows (each
+    # probe's measured cost) are for reading, not shown.
+    stages, base = collections.defaultdict(list), collections.defaultdict(list)
     with open(os.path.join(res, "stages.tsv")) as f:
         for line in f:
             c = line.rstrip("\n").split("\t")
             if c[0] == "# base":
                 base[c[1]].append(int(c[2]))
-            elif c[0] == "# probe":
-                probes.setdefault(c[1], []).append((c[2], int(c[3]), c[4]))
-            elif len(c) == 4:
+            elif len(c) == 4 and not c[0].startswith("#"):
                 stages[c[0]].append((c[1], c[2], int(c[3])))
     arms = [a for a in ARMS if a in stages] + [a for a in stages if a not in ARMS]
     order = []
