@@ -66,8 +66,9 @@
 # Every (round, arm) starts from the same state: servers stopped, module unloaded (rmmod);
 # for C, T, T0, T20, TQ0, TR0, TV0, TP0 and TS the module is loaded again (insmod) and its knobs
 # written and read back in every namespace the workloads use (initial, client, backend): the
-# scope is the whole guest, by design (TS: enabled=0 in the client's). Then the servers start (after the module, so every listener is born under the
-# arm's state), a 2 s warm-up, one measured run.
+# scope is the whole guest, by design (TS: enabled=0 in the client's). Then the servers start
+# (after the module, so every listener is born under the arm's state), a 2 s warm-up, one
+# measured run.
 # Round r runs the arms in row r of a Williams Latin square (a base order shifted by r-1), so
 # position, predecessor, drift and TIME_WAIT build-up are spread over the arms instead of
 # landing on the last ones (for an odd number of arms the square and its mirror, 2n rounds:
