@@ -39,7 +39,7 @@ use sys::{
     net::{Net, RcuReadSection, Sock},
     rcu::{self, Published},
     reqq::Req,
-    sockfs::{KeptInode, ReusableInode},
+    sockfs::{KeptPair, ReusablePair},
 };
 
 module! {
@@ -126,18 +126,18 @@ impl Hooks for FastSocketHooks {
         rfd::rps_cpu(NetState::of(net, rcu)?, net, sport, dport)
     }
 
-    fn inode_get(rcu: &RcuReadSection<'_>) -> Option<ReusableInode> {
-        vfs::inode_get(rcu)
+    fn pair_get(rcu: &RcuReadSection<'_>) -> Option<ReusablePair> {
+        vfs::pair_get(rcu)
     }
 
-    fn inode_put(rcu: &RcuReadSection<'_>, inode: KeptInode) -> Result<(), KeptInode> {
-        vfs::inode_put(rcu, inode)
+    fn pair_put(rcu: &RcuReadSection<'_>, pair: KeptPair) -> Result<(), KeptPair> {
+        vfs::pair_put(rcu, pair)
     }
 }
 
 static HOOKS: HooksVTable = hooks::vtable::<FastSocketHooks>(HookSet::All);
 
-/// The table on a kernel with one possible CPU: the socket inode cache's hooks only. Every
+/// The table on a kernel with one possible CPU: lightweight socket files' hooks only. Every
 /// handshake, accept and segment is on that CPU already, so accept locality and Receive Flow
 /// Deliver have nothing to steer: their hooks stay unregistered and their static keys off,
 /// which spares every connection their cost. `nr_cpu_ids` is fixed at boot: no CPU can come
@@ -151,10 +151,10 @@ struct FastSocket {
     // period, whose code is the module's.
     _net: PerNetRegistration<NetState>,
     _hooks: hooks::Registration,
-    // No hook reaches the socket inode cache any more: its shrinker goes, then the cache
-    // frees what it keeps.
-    _vfs_shrinker: shrinker::Registration<vfs::InodeCache>,
-    _vfs: Installed<vfs::InodeCache>,
+    // No hook reaches the socket pair cache any more: its shrinker goes, then the cache
+    // drops what it keeps.
+    _vfs_shrinker: shrinker::Registration<vfs::PairCache>,
+    _vfs: Installed<vfs::PairCache>,
     _rcu: RcuBarrier,
 }
 
@@ -169,13 +169,13 @@ impl Drop for RcuBarrier {
 
 impl kernel::Module for FastSocket {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let vfs = vfs::InodeCache::install()?;
-        let vfs_shrinker = vfs::InodeCache::shrinker()?;
+        let vfs = vfs::PairCache::install()?;
+        let vfs_shrinker = vfs::PairCache::shrinker()?;
         let net = NetState::register()?;
         let (table, features) = if cpu::nr_ids() > 1 {
-            (&HOOKS, "accept locality on net.fastsocket.listen_ports, Receive Flow Deliver on net.fastsocket.rfd, socket inode cache on net.fastsocket.vfs")
+            (&HOOKS, "accept locality on net.fastsocket.listen_ports, Receive Flow Deliver on net.fastsocket.rfd, socket pair cache on net.fastsocket.vfs")
         } else {
-            (&HOOKS_ONE_CPU, "one possible CPU: socket inode cache on net.fastsocket.vfs; accept locality and Receive Flow Deliver off (nothing to steer)")
+            (&HOOKS_ONE_CPU, "one possible CPU: socket pair cache on net.fastsocket.vfs; accept locality and Receive Flow Deliver off (nothing to steer)")
         };
         let hooks = hooks::Registration::register(table)?;
         pr_info!("loaded: {features}, counters in /proc/net/fastsocket\n");

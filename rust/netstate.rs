@@ -84,7 +84,7 @@ static KNOBS: [IntKnob; 7] = [
         default: 1,
     },
     // Lightweight socket files: whether sockets created and closed by tasks of this namespace
-    // reuse socket inode objects kept per CPU (see Documentation/vfs.md).
+    // reuse closed sockets' dentries and inodes kept per CPU (see Documentation/vfs.md).
     IntKnob {
         name: c_str!("vfs"),
         min: 0,
@@ -112,7 +112,7 @@ fn rfd_on(knobs: &KnobValues<'_, 7>) -> bool {
     knobs.get(ENABLED) != 0 && knobs.get(RFD) != 0 && cpu::nr_ids() > 1
 }
 
-/// The socket inode cache's hooks are called for the sockets a namespace's tasks create only
+/// The socket pair cache's hooks are called for the sockets a namespace's tasks create only
 /// with `enabled` and `vfs` on there.
 fn vfs_on(knobs: &KnobValues<'_, 7>) -> bool {
     knobs.get(ENABLED) != 0 && knobs.get(VFS) != 0
@@ -171,7 +171,7 @@ impl NetState {
         self.enabled() && self.knobs.get(RFD) != 0
     }
 
-    /// Whether the socket inode cache is on (`net.fastsocket.vfs` and `enabled`).
+    /// Whether the socket pair cache is on (`net.fastsocket.vfs` and `enabled`).
     pub(crate) fn vfs(&self) -> bool {
         self.enabled() && self.knobs.get(VFS) != 0
     }

@@ -126,7 +126,7 @@ impl Counters {
         }
     }
 
-    /// Counts a socket created on the running CPU with the inode cache on: `reused` if it got
+    /// Counts a socket created on the running CPU with the pair cache on: `reused` if it got
     /// an object from the cache.
     pub(crate) fn record_vfs_get(&self, reused: bool) {
         let c = self.0.local();

@@ -9,7 +9,7 @@
 use super::net::{Net, RcuReadSection, Sock, SockGuard};
 use super::rcu::{Published, RcuBox};
 use super::reqq::Req;
-use super::sockfs::{KeptInode, ReusableInode};
+use super::sockfs::{KeptPair, ReusablePair};
 use crate::logic::rfd::Walk;
 use core::{
     ffi::{c_int, c_uint},
@@ -123,15 +123,15 @@ pub(crate) trait Hooks {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
-    /// A socket is being created (`sock_alloc()`, process context): an inode object kept by
-    /// [`Hooks::inode_put`] for it, or `None` for a new one from the slab.
-    fn inode_get(_rcu: &RcuReadSection<'_>) -> Option<ReusableInode> {
+    /// A socket is being created (`sock_alloc()`, process context): a dentry and inode kept
+    /// by [`Hooks::pair_put`] for it, or `None` for new ones.
+    fn pair_get(_rcu: &RcuReadSection<'_>) -> Option<ReusablePair> {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
-    /// The inode of a closed socket was torn down (process context): keep it (`Ok`), or give
-    /// it back (`Err`) for the kernel to free after a grace period.
-    fn inode_put(_rcu: &RcuReadSection<'_>, _inode: KeptInode) -> Result<(), KeptInode> {
+    /// A socket's file was closed and nothing else refers to its dentry and inode (process
+    /// context): keep them (`Ok`), or give them back (`Err`) for the kernel to drop.
+    fn pair_put(_rcu: &RcuReadSection<'_>, _pair: KeptPair) -> Result<(), KeptPair> {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 }
@@ -179,7 +179,7 @@ unsafe impl Sync for HooksVTable {}
 pub(crate) enum HookSet {
     /// Every hook it implements.
     All,
-    /// Only the socket inode cache's (`inode_get`, `inode_put`): the other features' static
+    /// Only lightweight socket files' (`pair_get`, `pair_put`): the other features' static
     /// keys stay off.
     SocketFiles,
 }
@@ -244,13 +244,13 @@ pub(crate) const fn vtable<T: Hooks>(set: HookSet) -> HooksVTable {
         } else {
             None
         },
-        inode_get: if T::HAS_INODE_GET {
-            Some(inode_get_trampoline::<T>)
+        pair_get: if T::HAS_PAIR_GET {
+            Some(pair_get_trampoline::<T>)
         } else {
             None
         },
-        inode_put: if T::HAS_INODE_PUT {
-            Some(inode_put_trampoline::<T>)
+        pair_put: if T::HAS_PAIR_PUT {
+            Some(pair_put_trampoline::<T>)
         } else {
             None
         },
@@ -522,27 +522,27 @@ unsafe extern "C" fn rps_cpu_trampoline<T: Hooks>(
 
 /// # Safety
 ///
-/// Called by the kernel from `sock_alloc_inode()` through `fastsocket_sock_inode_get()`, in
-/// process context inside `rcu_read_lock()`; a returned object passes to the kernel, which
-/// initialises it for a new socket.
-unsafe extern "C" fn inode_get_trampoline<T: Hooks>() -> *mut bindings::socket_alloc {
+/// Called by the kernel from `sock_alloc()` through `fastsocket_sock_pair_get()`, in process
+/// context inside `rcu_read_lock()`; a returned dentry passes to the kernel with its
+/// reference, and the kernel sets up a new socket in its inode.
+unsafe extern "C" fn pair_get_trampoline<T: Hooks>() -> *mut bindings::dentry {
     // SAFETY: The kernel holds `rcu_read_lock()` around the call.
     let rcu = unsafe { RcuReadSection::assume() };
-    T::inode_get(&rcu).map_or(ptr::null_mut(), ReusableInode::into_raw)
+    T::pair_get(&rcu).map_or(ptr::null_mut(), ReusablePair::into_raw)
 }
 
 /// # Safety
 ///
-/// Called by the kernel from sockfs's `destroy_inode` through `fastsocket_sock_inode_put()`,
-/// in process context inside `rcu_read_lock()`, with `ei`, the object of a socket whose inode
-/// was torn down: if this returns true the module owns it, else the kernel still does.
-unsafe extern "C" fn inode_put_trampoline<T: Hooks>(ei: *mut bindings::socket_alloc) -> bool {
+/// Called by the kernel from `sock_close()` through `fastsocket_sock_pair_put()`, in process
+/// context inside `rcu_read_lock()`, with `dentry`, a closed socket's, and a reference to it:
+/// if this returns true the module owns that reference, else the kernel still does.
+unsafe extern "C" fn pair_put_trampoline<T: Hooks>(dentry: *mut bindings::dentry) -> bool {
     // SAFETY: The kernel holds `rcu_read_lock()` around the call.
     let rcu = unsafe { RcuReadSection::assume() };
-    // SAFETY: `ei` is the object handed over; if it comes back, `into_raw()` returns its
-    // ownership to the kernel with `false`.
-    let kept = unsafe { KeptInode::from_raw(ei) };
-    match T::inode_put(&rcu, kept) {
+    // SAFETY: `dentry` and its reference are handed over; if they come back, `into_raw()`
+    // returns them to the kernel with `false`.
+    let kept = unsafe { KeptPair::from_raw(dentry) };
+    match T::pair_put(&rcu, kept) {
         Ok(()) => true,
         Err(kept) => {
             kept.into_raw();

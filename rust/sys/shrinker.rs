@@ -10,11 +10,14 @@ use kernel::{bindings, c_str, ffi::c_ulong, prelude::*};
 
 /// A cache the memory manager may shrink.
 pub(crate) trait Shrink: Send + Sync + 'static {
+    /// An object the cache gives up; dropping it frees it, and may sleep.
+    type Item;
+
     /// How many objects it could free now.
     fn count(&self) -> usize;
 
-    /// Frees up to `n` objects; returns how many it freed.
-    fn scan(&self, n: usize) -> usize;
+    /// Gives up one object (the one to free first), if it has any.
+    fn take(&self) -> Option<Self::Item>;
 }
 
 /// A shrinker for the value of a [`Global`], registered for as long as this value lives. It
@@ -107,10 +110,20 @@ unsafe extern "C" fn scan_trampoline<T: Shrink>(
 ) -> c_ulong {
     // SAFETY: `sc` is valid for the call (see the safety section).
     let n = unsafe { (*sc).nr_to_scan };
-    // SAFETY: See the function's safety section.
-    match unsafe { with_value::<T, _>(s, |t| t.scan(n)) } {
-        Some(freed) if freed > 0 => freed,
+    let mut freed: c_ulong = 0;
+    while freed < n {
+        // SAFETY: See the function's safety section.
+        let Some(Some(item)) = (unsafe { with_value::<T, _>(s, T::take) }) else {
+            break;
+        };
+        // Freed outside the RCU read-side section, where it may sleep.
+        drop(item);
+        freed += 1;
+    }
+    if freed > 0 {
+        freed
+    } else {
         // SHRINK_STOP: nothing more to free now.
-        _ => c_ulong::MAX,
+        c_ulong::MAX
     }
 }

@@ -1,44 +1,46 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The inode objects of sockets (`struct socket_alloc`, the socket and its sockfs inode), kept
-//! by the module between one socket and the next (see `include/net/fastsocket.h`).
+//! The dentry and inode of closed sockets, kept by the module between one socket and the next
+//! (see `include/net/fastsocket.h`).
 
 use super::rcu::GraceState;
 use core::ptr::NonNull;
 use kernel::bindings;
 
-/// The inode object of a socket that was closed and torn down, kept instead of freed.
+/// The dentry of a socket whose file was closed, with its inode (the socket object), kept
+/// instead of dropped.
 ///
-/// RCU readers that found the socket before it was torn down (wake-ups through its wait
-/// queue) may still read the object until a grace period has passed since it was kept: it
-/// goes to a new socket only through [`KeptInode::reuse`], which checks that. Dropping it
-/// frees it after a grace period, as the kernel would have.
+/// RCU readers that found the socket before it was closed (wake-ups through its wait queue)
+/// may still read the inode until a grace period has passed since it was kept: it goes to a
+/// new socket only through [`KeptPair::reuse`], which checks that. Dropping it drops the
+/// dentry and the inode as the kernel would have, with `dput()`, which may sleep: it must be
+/// dropped in process context, outside spinlocks and RCU read-side sections.
 ///
 /// # Invariants
 ///
-/// `ptr` is a torn-down `struct socket_alloc` that the kernel handed over through the
-/// `inode_put` hook before `since` was taken; this value owns it.
-pub(crate) struct KeptInode {
-    ptr: NonNull<bindings::socket_alloc>,
+/// `ptr` is a closed socket's dentry that the kernel handed over, with one reference, through
+/// the `pair_put` hook before `since` was taken; this value owns that reference.
+pub(crate) struct KeptPair {
+    ptr: NonNull<bindings::dentry>,
     since: GraceState,
 }
 
-// SAFETY: The object is plain memory owned by this value, not tied to a thread or a CPU.
-unsafe impl Send for KeptInode {}
-// SAFETY: `&KeptInode` gives no access to the object.
-unsafe impl Sync for KeptInode {}
+// SAFETY: The reference is owned by this value, not tied to a thread or a CPU.
+unsafe impl Send for KeptPair {}
+// SAFETY: `&KeptPair` gives no access to the dentry.
+unsafe impl Sync for KeptPair {}
 
-impl KeptInode {
-    /// Takes ownership of an object the kernel hands over.
+impl KeptPair {
+    /// Takes over a closed socket's dentry and its reference from the kernel.
     ///
     /// # Safety
     ///
-    /// `ptr` is the object passed to the `inode_put` hook that is calling this, and the hook
-    /// returns true (kept) unless it gives the object back with [`KeptInode::into_raw`].
-    pub(crate) unsafe fn from_raw(ptr: *mut bindings::socket_alloc) -> Self {
-        // INVARIANT: See the safety section; `since` is taken after the teardown.
+    /// `ptr` is the dentry passed to the `pair_put` hook that is calling this, and the hook
+    /// returns true (kept) unless it gives the dentry back with [`KeptPair::into_raw`].
+    pub(crate) unsafe fn from_raw(ptr: *mut bindings::dentry) -> Self {
+        // INVARIANT: See the safety section; `since` is taken after the close.
         Self {
-            // SAFETY: The kernel never passes a null object.
+            // SAFETY: The kernel never passes a null dentry.
             ptr: unsafe { NonNull::new_unchecked(ptr) },
             since: GraceState::now(),
         }
@@ -49,40 +51,39 @@ impl KeptInode {
         self.since
     }
 
-    /// The object, ready for a new socket, once a grace period has passed since it was kept;
+    /// The pair, ready for a new socket, once a grace period has passed since it was kept;
     /// otherwise itself back.
-    pub(crate) fn reuse(self) -> Result<ReusableInode, Self> {
+    pub(crate) fn reuse(self) -> Result<ReusablePair, Self> {
         if self.since.passed() {
-            Ok(ReusableInode(self))
+            Ok(ReusablePair(self))
         } else {
             Err(self)
         }
     }
 
-    /// Gives the object back to the kernel, which frees it (the `inode_put` hook returns
-    /// false).
-    pub(crate) fn into_raw(self) -> *mut bindings::socket_alloc {
+    /// Gives the dentry and its reference back to the kernel (the `pair_put` hook returns
+    /// false, and the kernel drops it).
+    pub(crate) fn into_raw(self) -> *mut bindings::dentry {
         let raw = self.ptr.as_ptr();
         core::mem::forget(self);
         raw
     }
 }
 
-impl Drop for KeptInode {
+impl Drop for KeptPair {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant the object is owned here and given up once; the
-        // kernel frees it after a grace period.
-        unsafe { bindings::fastsocket_sock_inode_free(self.ptr.as_ptr()) };
+        // SAFETY: By the type invariant the reference is owned here and given up once.
+        unsafe { bindings::dput(self.ptr.as_ptr()) };
     }
 }
 
-/// An inode object no RCU reader can reach any more, for the kernel to set up as a new
-/// socket's.
-pub(crate) struct ReusableInode(KeptInode);
+/// A kept dentry and inode no RCU reader can reach any more, for the kernel to set up as a
+/// new socket's.
+pub(crate) struct ReusablePair(KeptPair);
 
-impl ReusableInode {
-    /// Hands the object to the kernel (the `inode_get` hook's result).
-    pub(crate) fn into_raw(self) -> *mut bindings::socket_alloc {
+impl ReusablePair {
+    /// Hands the dentry and its reference to the kernel (the `pair_get` hook's result).
+    pub(crate) fn into_raw(self) -> *mut bindings::dentry {
         self.0.into_raw()
     }
 }

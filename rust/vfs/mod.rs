@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Lightweight socket files, first step: a per-CPU cache of socket inode objects.
+//! Lightweight socket files: a per-CPU cache of closed sockets' dentries with their inodes.
 //!
-//! Without the module every socket takes its inode object (`struct socket_alloc`: the socket
-//! and its sockfs inode) from the slab, and every close queues an RCU callback that returns it
-//! a grace period later, cold. With the module loaded the closing CPU keeps the torn-down
-//! object (at most [`CAPACITY`] per CPU, oldest first); a socket created on that CPU by a task
-//! of a namespace with `net.fastsocket.vfs` on takes the oldest one once a grace period has
-//! passed since it was kept, instead of a new one. The kernel initialises it as it does a new
-//! one, so nothing a program sees changes. Objects that find the cache full are freed as
-//! without the module; the memory manager's shrinker frees kept ones when memory runs low,
-//! and unloading the module frees every kept object. See `Documentation/vfs.md`.
+//! Without the module every socket builds an inode (`new_inode_pseudo()`: a slab object, its
+//! set-up, LSM and counters) and a dentry (`d_alloc_pseudo()`, `d_instantiate()`), and its
+//! close tears both down, the inode through an RCU callback. With the module loaded the
+//! closing CPU keeps the dentry with its inode (at most [`CAPACITY`] per CPU, oldest first)
+//! when the kernel offers them (nothing else refers to them, and nothing set on them would
+//! show in a later socket); a socket created on that CPU by a task of a namespace with
+//! `net.fastsocket.vfs` on takes the oldest pair once a grace period has passed since it was
+//! kept: the kernel sets the socket up in it as in a new inode (new inode number, owner,
+//! mode), renames the dentry and builds the file on it. Pairs that find the cache full are
+//! dropped as without the module; the memory manager's shrinker drops kept ones when memory
+//! runs low, and unloading the module drops every kept pair. See `Documentation/vfs.md`.
 
 use crate::logic::fifo::Fifo;
 use crate::netstate::NetState;
@@ -20,19 +22,21 @@ use crate::sys::{
     percpu::{Alloc, PerCpu},
     rcu::GraceState,
     shrinker::{self, Shrink},
-    sockfs::{KeptInode, ReusableInode},
+    sockfs::{KeptPair, ReusablePair},
 };
 use kernel::{c_str, new_spinlock, prelude::*, sync::SpinLock};
 
-/// The most objects one CPU keeps: about 200 KiB of socket inode objects per CPU.
-pub(crate) const CAPACITY: usize = 256;
+/// The most pairs one CPU keeps: about 1 MiB per CPU (a socket's inode object is ~770 bytes,
+/// its dentry ~190). Fewer fall short of a grace period's worth of closes in a connection
+/// storm (64 saved a quarter of what 1,024 did in the prototype, see `Documentation/vfs.md`).
+pub(crate) const CAPACITY: usize = 1024;
 
-/// One CPU's kept objects, oldest first.
+/// One CPU's kept pairs, oldest first.
 struct Kept {
-    fifo: Fifo<KeptInode, KVec<Option<KeptInode>>>,
+    fifo: Fifo<KeptPair, KVec<Option<KeptPair>>>,
     /// The grace-period state this CPU last made sure a grace period would end.
     started: Option<GraceState>,
-    /// Objects this CPU kept since the module loaded.
+    /// Pairs this CPU kept since the module loaded.
     total: u64,
 }
 
@@ -65,36 +69,36 @@ impl CpuCache {
     }
 }
 
-/// Every CPU's kept socket inode objects.
-pub(crate) struct InodeCache(PerCpu<CpuCache>);
+/// Every CPU's kept pairs.
+pub(crate) struct PairCache(PerCpu<CpuCache>);
 
 /// The cache, reached by the hooks while the module is loaded.
-static CACHE: Global<InodeCache> = Global::new();
+static CACHE: Global<PairCache> = Global::new();
 
-impl InodeCache {
+impl PairCache {
     /// Sets up an empty cache for every possible CPU and publishes it to the hooks; dropping
-    /// the result frees every object it still keeps.
-    pub(crate) fn install() -> Result<Installed<InodeCache>> {
+    /// the result (in process context) drops every pair it still keeps.
+    pub(crate) fn install() -> Result<Installed<PairCache>> {
         let cpus = PerCpu::pin_init_with(Alloc::MaySleep, |_| CpuCache::new())?;
         CACHE.install(Self(cpus))
     }
 
-    /// Lets the memory manager shrink the cache (every CPU's kept objects) while the result
+    /// Lets the memory manager shrink the cache (every CPU's kept pairs) while the result
     /// lives; it must be dropped before the module's code goes away.
-    pub(crate) fn shrinker() -> Result<shrinker::Registration<InodeCache>> {
-        shrinker::Registration::register(c_str!("fastsocket-sock-inodes"), &CACHE)
+    pub(crate) fn shrinker() -> Result<shrinker::Registration<PairCache>> {
+        shrinker::Registration::register(c_str!("fastsocket-sock-pairs"), &CACHE)
     }
 
-    fn take(&self) -> Option<ReusableInode> {
-        self.0.local().kept.lock().fifo.pop_if(KeptInode::reuse)
+    fn take(&self) -> Option<ReusablePair> {
+        self.0.local().kept.lock().fifo.pop_if(KeptPair::reuse)
     }
 
-    fn keep(&self, inode: KeptInode) -> Result<(), KeptInode> {
+    fn keep(&self, pair: KeptPair) -> Result<(), KeptPair> {
         let mut kept = self.0.local().kept.lock();
-        let since = inode.since();
-        kept.fifo.push(inode)?;
+        let since = pair.since();
+        kept.fifo.push(pair)?;
         kept.total += 1;
-        // Without a grace period under way the object would wait for someone else's: start
+        // Without a grace period under way the pair would wait for someone else's: start
         // one, once per grace-period state.
         if kept.started != Some(since) {
             kept.started = Some(GraceState::start());
@@ -103,25 +107,22 @@ impl InodeCache {
     }
 }
 
-impl Shrink for InodeCache {
+impl Shrink for PairCache {
+    type Item = KeptPair;
+
     fn count(&self) -> usize {
         self.0.iter().map(|(_, c)| c.kept.lock().fifo.len()).sum()
     }
 
-    /// Frees the oldest objects, CPU by CPU (after a grace period, as the kernel would).
-    fn scan(&self, n: usize) -> usize {
-        let mut freed = 0;
-        for (_, cache) in self.0.iter() {
-            let mut kept = cache.kept.lock();
-            while freed < n && kept.fifo.pop_if(Ok::<_, KeptInode>).is_some() {
-                freed += 1;
-            }
-        }
-        freed
+    /// The oldest pair of the first CPU that keeps one.
+    fn take(&self) -> Option<KeptPair> {
+        self.0
+            .iter()
+            .find_map(|(_, cache)| cache.kept.lock().fifo.pop_if(Ok::<_, KeptPair>))
     }
 }
 
-/// How many objects `cpu`'s cache keeps now, and kept in all since the module loaded.
+/// How many pairs `cpu`'s cache keeps now, and kept in all since the module loaded.
 pub(crate) fn cpu_counts(rcu: &RcuReadSection<'_>, cpu: u32) -> (u64, u64) {
     CACHE
         .get(rcu)
@@ -137,23 +138,24 @@ fn state_of_current<'a>(rcu: &'a RcuReadSection<'_>) -> Option<&'a NetState> {
     NetState::of(Net::current(rcu)?, rcu).filter(|state| state.vfs())
 }
 
-/// A socket is being created by the calling task: an object from this CPU's cache, if the
-/// cache is on in the task's namespace and one is reusable.
-pub(crate) fn inode_get(rcu: &RcuReadSection<'_>) -> Option<ReusableInode> {
+/// A socket is being created by the calling task: a pair from this CPU's cache, if the cache
+/// is on in the task's namespace and one is reusable.
+pub(crate) fn pair_get(rcu: &RcuReadSection<'_>) -> Option<ReusablePair> {
     let state = state_of_current(rcu)?;
     let got = CACHE.get(rcu)?.take();
     state.counters.record_vfs_get(got.is_some());
     got
 }
 
-/// A socket was closed and torn down: keep its object if this CPU's cache has room.
+/// A socket's file was closed: keep its dentry and inode if this CPU's cache has room (the
+/// kernel drops what comes back).
 ///
-/// Whatever the namespace: the objects are all alike, only taking one is the namespace's
+/// Whatever the namespace: the pairs are all alike, only taking one is the namespace's
 /// choice, and not looking the namespace up keeps the close path cheap (a closing socket's
 /// namespace is not at hand, and the task's may not be the socket's).
-pub(crate) fn inode_put(rcu: &RcuReadSection<'_>, inode: KeptInode) -> Result<(), KeptInode> {
+pub(crate) fn pair_put(rcu: &RcuReadSection<'_>, pair: KeptPair) -> Result<(), KeptPair> {
     match CACHE.get(rcu) {
-        Some(cache) => cache.keep(inode),
-        None => Err(inode),
+        Some(cache) => cache.keep(pair),
+        None => Err(pair),
     }
 }

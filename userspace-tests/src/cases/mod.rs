@@ -204,6 +204,7 @@ const TESTS: &[Test] = &[
     Test::new("live_view_totals", stat::live_view_totals).limit(120),
     Test::new("vfs_cache_reuses", vfs::vfs_cache_reuses).limit(600),
     Test::new("vfs_socket_semantics", vfs::vfs_socket_semantics).limit(120),
+    Test::new("vfs_pair_state", vfs::vfs_pair_state).limit(120),
     Test::new("vfs_unload_live_sockets", vfs::vfs_unload_live_sockets).limit(300),
     Test::new("kernel_log_clean", log::kernel_log_clean),
 ];

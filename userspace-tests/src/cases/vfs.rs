@@ -1,5 +1,6 @@
-//! Lightweight socket files: the module's socket inode cache is used, and nothing a program
-//! or a tool can observe changes, checked with the cache on and off in the same run.
+//! Lightweight socket files: the module's cache of closed sockets' dentries and inodes is used,
+//! and nothing a program or a tool can observe changes, checked with the cache on and off in
+//! the same run.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -10,14 +11,19 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 
 use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
+
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::sendfile::sendfile;
+use nix::sys::socket::{accept, bind, connect, listen, socketpair, Backlog, SockaddrIn};
 use nix::sys::socket::{
     getsockopt, recvmsg, sendmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessage,
     ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
-use nix::sys::stat::{fstat, SFlag};
+use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
 use nix::unistd::{dup, dup2, dup3, pipe};
+use nix::unistd::{fchown, Gid, Uid};
 
 use super::{Context, Ctx, KnobGuard, TestResult};
 use crate::procfs::{self, CpuStats};
@@ -27,8 +33,8 @@ use crate::{module, sys};
 const CYCLES: usize = 100_000;
 /// Sockets kept open together in the reuse test, whose inode numbers must differ.
 const LIVE: usize = 64;
-/// The most objects one CPU's cache keeps (rust/vfs/mod.rs, `CAPACITY`).
-const CAPACITY: u64 = 256;
+/// The most pairs one CPU's cache keeps (rust/vfs/mod.rs, `CAPACITY`).
+const CAPACITY: u64 = 1024;
 /// Live sockets when the module is unloaded.
 const UNLOAD_LIVE: usize = 10_000;
 
@@ -428,6 +434,142 @@ pub fn vfs_unload_live_sockets(ctx: &mut Ctx) -> TestResult {
         closed.vfs_kept >= 100,
         "100 sockets made before the module loaded, closed after: {} kept",
         closed.vfs_kept
+    );
+    Ok(())
+}
+
+/// A socket of each kind a program makes, by name, each from a kept pair when the cache is on
+/// and its dentry renamed for it (the cache is warmed with TCP sockets first).
+fn sockets_of_each_kind() -> TestResult<Vec<(&'static str, OwnedFd)>> {
+    let stream = |family| socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None);
+    let dgram = |family| socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None);
+    let listener = stream(AddressFamily::Inet).context("socket")?;
+    bind(listener.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).context("bind")?;
+    listen(&listener, Backlog::new(8).context("backlog")?).context("listen")?;
+    let addr: SockaddrIn =
+        nix::sys::socket::getsockname(listener.as_raw_fd()).context("getsockname")?;
+    let client = stream(AddressFamily::Inet).context("socket")?;
+    connect(client.as_raw_fd(), &addr).context("connect")?;
+    let accepted = accept(&listener).context("accept")?;
+    let (pair_a, pair_b) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .context("socketpair")?;
+    Ok(vec![
+        ("udp", dgram(AddressFamily::Inet).context("socket")?),
+        ("tcp6", stream(AddressFamily::Inet6).context("socket")?),
+        ("udp6", dgram(AddressFamily::Inet6).context("socket")?),
+        (
+            "unix stream",
+            stream(AddressFamily::Unix).context("socket")?,
+        ),
+        ("unix dgram", dgram(AddressFamily::Unix).context("socket")?),
+        ("socketpair", pair_a),
+        ("socketpair peer", pair_b),
+        ("tcp listener", listener),
+        ("tcp client", client),
+        ("accepted tcp", accepted),
+    ])
+}
+
+/// What a program sees of sockets made after sockets that it changed or watched: their
+/// protocol names (`system.sockprotoname`), modes and owners after another socket's fchmod and
+/// fchown, flock after another socket's lock, and the events of an inotify watch on a closed
+/// socket. One line per observation, to compare with the cache on and off.
+fn pair_observations() -> TestResult<Vec<String>> {
+    let mut seen = Vec::new();
+    for _ in 0..1000 {
+        drop(tcp_socket()?);
+    }
+    for round in 0..2 {
+        for (kind, fd) in sockets_of_each_kind()? {
+            let name = sys::sockprotoname(&fd).context("fgetxattr system.sockprotoname")?;
+            seen.push(format!("round {round}: {kind} is {name:?}"));
+        }
+    }
+
+    // fchmod and fchown on a socket, closed: later sockets have the stock mode and owner.
+    let changed = tcp_socket()?;
+    fchmod(&changed, Mode::from_bits_truncate(0o600)).context("fchmod")?;
+    fchown(
+        &changed,
+        Some(Uid::from_raw(1234)),
+        Some(Gid::from_raw(1234)),
+    )
+    .context("fchown")?;
+    drop(changed);
+    // A socket flock()ed, closed: later sockets lock freely.
+    let locked = tcp_socket()?;
+    // Closed with the lock held (`Flock` would unlock first).
+    #[allow(deprecated)]
+    nix::fcntl::flock(locked.as_raw_fd(), FlockArg::LockExclusive).context("flock")?;
+    drop(locked);
+    for _ in 0..300 {
+        let fd = tcp_socket()?;
+        let st = fstat(&fd).context("fstat")?;
+        let line = format!("mode {:o} uid {} gid {}", st.st_mode, st.st_uid, st.st_gid);
+        ensure!(
+            st.st_mode == (libc::S_IFSOCK | 0o777) && st.st_uid == 0 && st.st_gid == 0,
+            "a socket made after another's fchmod/fchown: {line}"
+        );
+        Flock::lock(fd, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| format!("flock on a socket made after another's lock: {e}"))?;
+    }
+    seen.push("300 later sockets: mode 140777 uid 0 gid 0, flock free".into());
+
+    // An inotify watch on a socket (through /proc/self/fd), which then closes: sockets made
+    // and closed after it must not report to that watch.
+    let inotify =
+        Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).context("inotify_init")?;
+    let watched = tcp_socket()?;
+    inotify
+        .add_watch(
+            format!("/proc/self/fd/{}", watched.as_raw_fd()).as_str(),
+            AddWatchFlags::IN_ALL_EVENTS,
+        )
+        .context("inotify_add_watch on a socket")?;
+    drop(watched);
+    for _ in 0..300 {
+        let fd = tcp_socket()?;
+        (&File::from(fd)).write_all(b"").ok();
+    }
+    let events = match inotify.read_events() {
+        Ok(events) => events.iter().map(|e| format!("{:?}", e.mask)).collect(),
+        Err(nix::errno::Errno::EAGAIN) => Vec::new(),
+        Err(e) => return Err(format!("reading inotify events: {e}")),
+    };
+    seen.push(format!("inotify watch on a closed socket: {events:?}"));
+    Ok(seen)
+}
+
+/// Sockets of every kind made from kept pairs (dentries renamed), and sockets made after a
+/// socket's mode, owner, lock or inotify watch changed, look to a program as with the cache
+/// off, in the same run.
+pub fn vfs_pair_state(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    let mut arms = Vec::new();
+    for value in ["1", "0"] {
+        let _knob = KnobGuard::vfs(value)?;
+        let before = procfs::read_counters()?;
+        let seen = pair_observations().map_err(|e| format!("vfs={value}: {e}"))?;
+        let (used, _) = vfs_since(&before)?;
+        info!("vfs={value}: {} reused; {seen:?}", used.vfs_reused);
+        if value == "1" {
+            ensure!(
+                used.vfs_reused > 0,
+                "vfs=1: no socket reused a pair: {used:?}"
+            );
+        }
+        arms.push(seen);
+    }
+    ensure!(
+        arms[0] == arms[1],
+        "with the cache on: {:?}\nwith it off: {:?}",
+        arms[0],
+        arms[1]
     );
     Ok(())
 }
