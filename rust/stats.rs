@@ -127,7 +127,7 @@ impl Counters {
     }
 
     /// Counts a socket created on the running CPU with the pair cache on: `reused` if it got
-    /// an object from the cache.
+    /// a pair from the cache.
     pub(crate) fn record_vfs_get(&self, reused: bool) {
         let c = self.0.local();
         bump(if reused { &c.vfs_reused } else { &c.vfs_new });

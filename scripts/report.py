@@ -35,7 +35,7 @@ ARMS = {
            "only, the single-queue design before the local listen table (in every namespace; "
            "W1 only)",
     "TR0": "fastsocket, rfd=0: the module without Receive Flow Deliver (in every namespace)",
-    "TV0": "fastsocket, vfs=0: the module without the socket inode cache (in every namespace)",
+    "TV0": "fastsocket, vfs=0: the module without lightweight socket files (in every namespace)",
     "TP0": "fastsocket, listen_pull=0: a listener wake-up does not pull a blocked accept() to "
            "the handshake's CPU (in every namespace)",
     "TS": "fastsocket (defaults) in the servers' namespaces only, enabled=0 in the client's: "

@@ -27,7 +27,7 @@ PART_ARMS = [("C", "`enabled=0`: every hook called, none does anything"),
              ("TH0", "`listen_hold_ms=0`: no hold"),
              ("TP0", "`listen_pull=0`: no pull"),
              ("TQ0", "`listen_queues=0`: the listener's own queue, no per-CPU queues"),
-             ("TV0", "`vfs=0`: no socket inode cache")]
+             ("TV0", "`vfs=0`: no lightweight socket files")]
 # Identical icount runs differ by far less than this: a smaller difference is not read as one.
 ICOUNT_MIN_EFFECT = 0.005
 
@@ -286,7 +286,7 @@ def section(results, lines):
               "`files->file_lock`) or N processes (a table each); each worker runs the fixed "
               "number of operations; the window runs from the first worker's start to the last "
               "one's end (warm-up outside it). Arms: **stock** = the module not loaded; **T** = "
-              "the current module loaded with its defaults: its socket inode cache (`vfs=1`, the "
+              "the current module loaded with its defaults: its socket pair cache (`vfs=1`, the "
               "first step of the lighter socket-file path) for every case, and for accept its "
               "listen path and Receive Flow Deliver (accept's listener and the client's "
               "connect()s are in its scope); a run without a TV0 arm (below) predates the cache "
@@ -315,9 +315,9 @@ STAGES = {
     ("sock_alloc", "alloc_inode"): ("inode", "`new_inode_pseudo`"),
     ("alloc_inode", "inode_init_always_gfp"):
         ("inode", "`sock_alloc_inode`: the slab object, the socket's wait queue"),
-    ("alloc_inode", "__fastsocket_sock_inode_get"): ("inode", "the inode_get hook's C side"),
-    ("__fastsocket_sock_inode_get", "inode_init_always_gfp"):
-        ("inode", "the module's `inode_get` (or the slab), the socket's wait queue"),
+    ("sock_alloc", "__fastsocket_sock_pair_get"): ("inode", "the pair_get hook's inline test"),
+    ("__fastsocket_sock_pair_get", "get_next_ino"):
+        ("inode", "the module's `pair_get`, the socket's wait queue and fields"),
     ("inode_init_always_gfp", "security_inode_alloc"): ("inode", "`inode_init_always`"),
     ("security_inode_alloc", "get_next_ino"): ("inode", "the inode's LSM blob"),
     ("get_next_ino", "inet_create"): ("inode", "inode number, mode, owner"),
@@ -352,11 +352,16 @@ STAGES = {
     ("destroy_inode", "__x64_sys_socket"):
         ("mixed", "`__destroy_inode` (LSM, fsnotify), `call_rcu`, the dentry's free, "
                   "`mntput`, `file_free`, back to user space, the loop, socket() entry"),
-    ("destroy_inode", "__fastsocket_sock_inode_put"):
-        ("inode", "`__destroy_inode` (LSM, fsnotify), the inode_put hook's C side"),
-    ("__fastsocket_sock_inode_put", "__x64_sys_socket"):
-        ("mixed", "the module's `inode_put`, the dentry's free, `mntput`, `file_free`, back to "
-                  "user space, the loop, socket() entry"),
+    ("sock_alloc_file", "alloc_file_path"): ("dentry", "the kept dentry renamed, `mntget`"),
+    ("alloc_file_path", "alloc_empty_file"): ("file", ""),
+    ("sk_free", "__fastsocket_sock_pair_put"):
+        ("protocol", "`sk_free`, the socket's release, the pair_put hook's tests"),
+    ("__fastsocket_sock_pair_put", "mntput"): ("dentry", "the module's `pair_put`, `dput`"),
+    ("__fastsocket_sock_pair_put", "__x64_sys_socket"):
+        ("mixed", "the module's `pair_put`, `dput`, `mntput`, `file_free`, back to user "
+                  "space, the loop, socket() entry"),
+    ("mntput", "__x64_sys_socket"):
+        ("mixed", "`mntput`, `file_free`, back to user space, the loop, socket() entry"),
 }
 
 

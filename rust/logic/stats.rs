@@ -58,17 +58,17 @@ pub struct CpuStats {
     pub rfd_steered: u64,
     /// Segments whose RPS decision on this CPU found this CPU owning their destination port.
     pub rfd_local: u64,
-    /// Sockets created on this CPU that got a socket inode object from the module's cache
-    /// (lightweight socket files).
+    /// Sockets created on this CPU that got a closed socket's dentry and inode from the
+    /// module's cache (lightweight socket files).
     pub vfs_reused: u64,
-    /// Sockets created on this CPU, with the cache on, that found no reusable object in it and
-    /// got a new one from the slab.
+    /// Sockets created on this CPU, with the cache on, that found no reusable pair in it and
+    /// got a new inode and dentry.
     pub vfs_new: u64,
-    /// Closed sockets whose inode object this CPU's cache kept for reuse (the cache is shared
-    /// by every namespace: so is this count).
+    /// Closed sockets whose dentry and inode this CPU's cache kept for reuse (the cache is
+    /// shared by every namespace: so is this count).
     pub vfs_kept: u64,
-    /// Socket inode objects waiting in this CPU's cache now (a gauge shared by every
-    /// namespace, not a counter).
+    /// Pairs waiting in this CPU's cache now (a gauge shared by every namespace, not a
+    /// counter).
     pub vfs_idle: u64,
 }
 

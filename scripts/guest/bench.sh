@@ -54,7 +54,7 @@
 #       steers only the client's replies, but its receive hook runs for every segment)
 #   TQ0 T with listen_queues=0 in every namespace: no per-CPU accept queues, the listener's
 #       own queue only (the single-queue design before the local listen table; W1 only)
-#   TV0 T with vfs=0 in every namespace: no socket inode cache (the lightweight socket
+#   TV0 T with vfs=0 in every namespace: no socket pair cache (the lightweight socket
 #       files' share)
 #   TP0 T with listen_pull=0 in every namespace: a listener wake-up does not pull a blocked
 #       accept() to the handshake's CPU (only when BENCH_ARMS names it)

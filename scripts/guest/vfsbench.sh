@@ -26,7 +26,7 @@
 # connections come from CLIENT_NS (lib.sh) over veth to a listener on SERVER_IP:8090 in the
 # initial namespace.
 # Arms (VFSBENCH_ARMS, default "stock T"): stock (the module NOT loaded) and T (the current
-# module loaded afresh with its defaults, read back in both namespaces: its socket inode cache
+# module loaded afresh with its defaults, read back in both namespaces: its socket pair cache
 # included); C, TR0, TL0, TV0... (module_for below) tell its parts' costs apart.
 # Each round runs the arms in the Williams order of lib.sh's round_order (stock, T; then T,
 # stock; ...), every case of an arm in one go after its insmod/rmmod.
@@ -92,8 +92,8 @@ set_knob() {
 # the module costs, the module loaded with one part off in both namespaces: C (enabled=0:
 # every hook returns at once), TR0 (rfd=0: no Receive Flow Deliver), TL0 (listen_ports
 # empty: no listener in scope of accept locality); and one knob of accept locality off: TH0
-# (listen_hold_ms=0), TP0 (listen_pull=0), TQ0 (listen_queues=0); and TV0 (vfs=0: no socket
-# inode cache).
+# (listen_hold_ms=0), TP0 (listen_pull=0), TQ0 (listen_queues=0); and TV0 (vfs=0: no socket pair
+# cache).
 module_for() { # arm
 	if [ -e /sys/module/fastsocket ]; then rmmod fastsocket; fi
 	case "$1" in
@@ -174,15 +174,15 @@ fi
 
 # The functions of socket()+close() that the stages clock probes (scripts/vfsstages.py): the
 # system calls, the inode, the protocol, the descriptor, the dentry and the file, and the
-# teardown of each; the socket inode cache's hooks where the module is loaded.
-STAGE_FUNCS="__x64_sys_socket __sock_create sock_alloc alloc_inode __fastsocket_sock_inode_get
+# teardown of each; the socket pair cache's hooks where the module is loaded.
+STAGE_FUNCS="__x64_sys_socket __sock_create sock_alloc __fastsocket_sock_pair_get alloc_inode
 	inode_init_always_gfp security_inode_alloc get_next_ino inet_create sk_alloc
-	security_sk_alloc tcp_v4_init_sock get_unused_fd_flags sock_alloc_file alloc_file_pseudo
-	d_alloc_pseudo d_instantiate alloc_empty_file security_file_alloc fd_install
-	__x64_sys_close file_close_fd filp_flush __fput sock_close __sock_release inet_release
-	tcp_close sk_free __dentry_kill evict truncate_inode_pages_final clear_inode destroy_inode
-	__destroy_inode security_inode_free __fastsocket_sock_inode_put call_rcu mntput
-	security_file_free"
+	security_sk_alloc tcp_v4_init_sock get_unused_fd_flags sock_alloc_file alloc_file_path
+	alloc_file_pseudo d_alloc_pseudo d_instantiate alloc_empty_file security_file_alloc
+	fd_install __x64_sys_close file_close_fd filp_flush __fput sock_close __sock_release
+	inet_release tcp_close sk_free __fastsocket_sock_pair_put __dentry_kill evict
+	truncate_inode_pages_final clear_inode destroy_inode __destroy_inode security_inode_free
+	call_rcu mntput security_file_free"
 
 # One traced run of socket()+close() with an entry kprobe on each of $1 (a list of
 # functions): the trace, with the x86-tsc clock (under icount: instructions), in $2.trace and

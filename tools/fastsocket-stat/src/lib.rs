@@ -249,8 +249,8 @@ impl Interval {
         self.share(cpu, "rfd_local", &["rfd_local", "rfd_steered"])
     }
 
-    /// The share of the sockets created with the socket inode cache on that reused a kept
-    /// inode object.
+    /// The share of the sockets created with the socket pair cache on that reused a kept
+    /// closed socket's dentry and inode.
     pub fn reuse_pct(&self, cpu: Option<u32>) -> Option<f64> {
         self.share(cpu, "vfs_reused", &["vfs_reused", "vfs_new"])
     }
@@ -452,8 +452,8 @@ pub struct Row {
     /// Percentage of the interval's RFD decisions that found the segment on its port's
     /// owner (`rfd_local / (rfd_local + rfd_steered)`); `null` without any.
     pub rx_local_pct: Option<f64>,
-    /// Percentage of the interval's sockets created with the socket inode cache on that
-    /// reused a kept object (`vfs_reused / (vfs_reused + vfs_new)`); `null` without any.
+    /// Percentage of the interval's sockets created with the socket pair cache on that
+    /// reused a kept pair (`vfs_reused / (vfs_reused + vfs_new)`); `null` without any.
     pub reuse_pct: Option<f64>,
 }
 

@@ -1403,7 +1403,7 @@ fn keys_become(want: [bool; 2], within: Duration) -> TestResult<Duration> {
 }
 
 /// Receive Flow Deliver's and the socket inode cache's static keys follow the namespaces'
-/// knobs (patches 0016, 0017): on as soon as one namespace has the feature on, off once none
+/// knobs (patches 0015, 0016): on as soon as one namespace has the feature on, off once none
 /// has, also when the last one is deleted; `rfd_net` and `vfs_net` say, per namespace, whether
 /// the kernel calls the hooks there. With one possible CPU the module has no RFD hooks and
 /// `rfd_key` stays off.
