@@ -165,15 +165,17 @@ def profile_section(res, lines, per_op_1t):
     """per_op_1t: {case: stock instructions per operation, 1 thread, icount on 1 vCPU}, or
     empty where there is no such figure."""
     d = os.path.join(res, "profile")
-    got = {c: os.path.join(d, c + ".folded") for c in ("socket", "accept")
+    # Stock's columns (CASE), then the module's where it was profiled too (CASE.T).
+    got = {c: os.path.join(d, c + ".folded") for c in ("socket", "accept", "socket.T", "accept.T")
            if os.path.exists(os.path.join(d, c + ".folded"))}
-    lines += ["### Where the instructions go: perf profile, stock (module not loaded)", ""]
+    lines += ["### Where the instructions go: perf profile, stock (module not loaded) and T", ""]
     if not got:
         lines += ["**Not run**: `results/vfsbench-latest/profile/` has no folded profile.", ""]
         return
     prof = {c: vfsprof.classify(p) for c, p in got.items()}
     lines += ["One boot under QEMU icount (the same vCPU count as the icount table), module not "
-              "loaded: `perf record -a -g` (cpu-clock; its frequency in the lines below) around one sockbench run of each "
+              "loaded for the columns socket and accept, loaded with its defaults for socket.T "
+              "and accept.T (where VFSBENCH_PROFILE_ARMS names T): `perf record -a -g` (cpu-clock; its frequency in the lines below) around one sockbench run of each "
               "case with 1 thread, `perf script` folded per call chain by `scripts/vfsprof.py "
               "fold` (raw: `results/vfsbench-latest/profile/*.folded`, and perf's own `perf "
               "report --no-children --sort sym` in `*.perf_report`). Under icount the sampling "
@@ -230,7 +232,7 @@ def profile_section(res, lines, per_op_1t):
                      for c in cols) + " | |")
     lines.append("")
     acc = prof.get("accept")
-    if acc and acc["has_tid"]:
+    if acc and acc["has_tid"]:  # stock's
         srv = sum(acc["server"].values())
         vfs = sum(acc["server"][g] for g in vfsprof.VFS_GROUPS)
         e = est.get("accept")
@@ -246,7 +248,7 @@ def profile_section(res, lines, per_op_1t):
     lines += ["Bold: the groups a lighter socket-file path works on (the inode, dentry, file, "
               "descriptor, their LSM hooks, `files->file_lock` and the RCU frees)."
               + (" ≈ instructions per op: a group's share of the loop's samples times the stock "
-                 "1-thread instructions per operation of the icount table (an estimate: the "
+                 "(or T's) 1-thread instructions per operation of the icount table (an estimate: the "
                  "profiled run is another run of the same loop, and sampling attributes an "
                  "interrupts-off stretch to where interrupts come back on)." if est else "")
               + " Their share of the loop is the most a path that removed them entirely could "
@@ -300,8 +302,9 @@ def section(results, lines):
     per_op_1t = {}
     if icount_cpus == [1]:
         vals = per_op(rows, "icount")
-        per_op_1t = {c: statistics.median(vals[(c, "threads", 1, "stock")])
-                     for c, _ in CASES if vals.get((c, "threads", 1, "stock"))}
+        per_op_1t = {c + suffix: statistics.median(vals[(c, "threads", 1, arm)])
+                     for c, _ in CASES for arm, suffix in (("stock", ""), ("T", ".T"))
+                     if vals.get((c, "threads", 1, arm))}
     for clock in ("icount", "wall"):
         parts_table(rows, lines, clock)
     profile_section(res, lines, per_op_1t)
@@ -316,6 +319,9 @@ STAGES = {
     ("alloc_inode", "inode_init_always_gfp"):
         ("inode", "`sock_alloc_inode`: the slab object, the socket's wait queue"),
     ("sock_alloc", "__fastsocket_sock_pair_get"): ("inode", "the pair_get hook's inline test"),
+    ("__sock_create", "__fastsocket_sock_pair_get"):
+        ("LSM", "`security_socket_create`, `sock_alloc`, the pair_get hook's inline test"),
+    ("__sock_create", "alloc_inode"): ("LSM", "`security_socket_create`, `new_inode_pseudo`"),
     ("__fastsocket_sock_pair_get", "get_next_ino"):
         ("inode", "the module's `pair_get`, the socket's wait queue and fields"),
     ("inode_init_always_gfp", "security_inode_alloc"): ("inode", "`inode_init_always`"),
@@ -372,7 +378,8 @@ def stages_section(results, lines):
     for name in os.listdir(results):
         d = os.path.join(results, name)
         if name.startswith("vfsbench-") and os.path.exists(os.path.join(d, "stages.tsv")):
-            found.append((name.replace("vfsbench-latest", "vfsbench-0"), d, name))
+            # Newest by the run's own date ("YYYY-MM-DD HH:MM UTC" sorts as text).
+            found.append((machine(d)[1].get("date", ""), d, name))
     if not found:
         return
     _, res, name = max(found)
