@@ -126,11 +126,12 @@ impl Counters {
         }
     }
 
-    /// Counts a socket created on the running CPU with the pair cache on: `reused` if it got
-    /// a pair from the cache.
-    pub(crate) fn record_vfs_get(&self, reused: bool) {
-        let c = self.0.local();
-        bump(if reused { &c.vfs_reused } else { &c.vfs_new });
+    /// Counts a socket created on `cpu` with the pair cache on: `reused` if it got a pair
+    /// from the cache.
+    pub(crate) fn record_vfs_get(&self, cpu: u32, reused: bool) {
+        if let Some(c) = self.0.get(cpu) {
+            bump(if reused { &c.vfs_reused } else { &c.vfs_new });
+        }
     }
 
     /// A snapshot of every possible CPU's counters.

@@ -2,6 +2,7 @@
 
 //! CPU numbers.
 
+use core::{ffi::c_ulong, mem};
 use kernel::bindings;
 
 /// The CPU the caller runs on.
@@ -20,10 +21,20 @@ pub(crate) fn nr_ids() -> u32 {
 }
 
 /// Whether `cpu` is a possible CPU, i.e. has per-CPU storage.
+///
+/// Read in place, as `cpu_possible()` does: this runs for every connection, and a call to the
+/// C helper costs more than the test.
 pub(crate) fn is_possible(cpu: u32) -> bool {
-    // SAFETY: `cpu_possible()` tests a bit in a mask that is fixed after boot; it accepts any
-    // value below `nr_cpu_ids`, which we check first.
-    cpu < nr_ids() && unsafe { bindings::cpu_possible(cpu) }
+    const WORDS: usize = mem::size_of::<bindings::cpumask>() / mem::size_of::<c_ulong>();
+    let (word, bit) = ((cpu / c_ulong::BITS) as usize, cpu % c_ulong::BITS);
+    if cpu >= nr_ids() || word >= WORDS {
+        return false;
+    }
+    // SAFETY: `__cpu_possible_mask` is set during early boot and only read afterwards; `word`
+    // is within the array (checked above), and indexing the place reads that one word without
+    // taking a reference to the mask.
+    let w = unsafe { bindings::__cpu_possible_mask.bits[word] };
+    (w >> bit) & 1 != 0
 }
 
 /// The possible CPUs, in ascending order.

@@ -3,7 +3,7 @@
 //! Sockets and network namespaces, borrowed from the C stack.
 
 use core::{
-    ffi::{c_int, c_void},
+    ffi::{c_int, c_ulong, c_void},
     marker::PhantomData,
     ptr::{self, NonNull},
     sync::atomic::{AtomicU32, Ordering},
@@ -55,19 +55,41 @@ impl Net {
     /// The namespace's ephemeral port range, `net.ipv4.ip_local_port_range` (both ends
     /// included; IPv6 uses it too).
     pub(crate) fn local_port_range(&self) -> (u16, u16) {
-        let (mut low, mut high): (c_int, c_int) = (0, 0);
-        // SAFETY: The namespace is valid for `&self`; the helper reads the range once, as
-        // READ_ONCE() does, and writes both pointers, valid for the call.
-        unsafe { bindings::inet_get_local_port_range(self.0.get(), &mut low, &mut high) };
-        // Ports, 16 bits wide, as the sysctl stores them.
-        (low as u16, high as u16)
+        // Read in place as `inet_get_local_port_range()` reads it (the receive hook asks for
+        // every segment to an ephemeral port): both ends in one word, low in the low half.
+        // SAFETY: The namespace is valid for `&self`; the word is read once, as READ_ONCE()
+        // does, since the sysctl may write it meanwhile.
+        let range =
+            unsafe { ptr::read_volatile(&raw const (*self.0.get()).ipv4.ip_local_ports.range) };
+        (range as u16, (range >> 16) as u16)
     }
 
     /// Whether `port` is in `net.ipv4.ip_local_reserved_ports`.
     pub(crate) fn is_reserved_port(&self, port: u16) -> bool {
-        // SAFETY: The namespace is valid for `&self`; the helper tests one bit of a bitmap of
-        // every port that lives as long as the namespace (or none).
-        unsafe { bindings::inet_is_local_reserved_port(self.0.get(), port) }
+        #[cfg(CONFIG_SYSCTL)]
+        {
+            // Tested in place, as `inet_is_local_reserved_port()` tests it.
+            // SAFETY: The namespace is valid for `&self`; the pointer is set when it is
+            // created and not changed until it is freed.
+            let bits = unsafe { (*self.0.get()).ipv4.sysctl_local_reserved_ports };
+            if bits.is_null() {
+                return false;
+            }
+            let (word, bit) = (
+                usize::from(port) / c_ulong::BITS as usize,
+                u32::from(port) % c_ulong::BITS,
+            );
+            // SAFETY: The bitmap has a bit for each of the 65,536 ports (`kzalloc(65536 / 8)` in
+            // `ipv4_sysctl_init_net()`) and lives as long as the namespace; the sysctl may
+            // write the word meanwhile, so it is read once, as `test_bit()` does.
+            let w = unsafe { ptr::read_volatile(bits.add(word)) };
+            (w >> bit) & 1 != 0
+        }
+        #[cfg(not(CONFIG_SYSCTL))]
+        {
+            let _ = port;
+            false
+        }
     }
 
     /// Adds to `counts[c]`, for each TCP listener of this namespace that `want` accepts, how
@@ -134,8 +156,18 @@ impl Sock {
         // those is that their creator releases them before the namespace is freed (typically
         // in its pernet exit, and `cleanup_net()` frees the `struct net` only after every
         // pernet exit ran). So the `struct net` stays allocated for as long as the socket is
-        // valid, hence for `&self`; the namespace may be dying meanwhile.
-        unsafe { Net::from_raw(bindings::sock_net(self.0.get())) }
+        // valid, hence for `&self`; the namespace may be dying meanwhile. The field is read in
+        // place, as `sock_net()` reads it: every hook call looks its namespace up.
+        #[cfg(CONFIG_NET_NS)]
+        // SAFETY: As above; `skc_net` is set when the socket is created and not changed after.
+        unsafe {
+            Net::from_raw((*self.0.get()).__sk_common.skc_net.net)
+        }
+        #[cfg(not(CONFIG_NET_NS))]
+        // SAFETY: As above.
+        unsafe {
+            Net::from_raw(bindings::sock_net(self.0.get()))
+        }
     }
 
     /// The C pointer, for calls into the kernel.
@@ -150,9 +182,18 @@ impl Sock {
 
     /// The local port (`inet_num`): for a listener, the port it listens on.
     pub(crate) fn local_port(&self) -> u16 {
-        // SAFETY: The socket is valid for `&self` and, by the type invariant, an `inet_sock`;
-        // the helper reads one field.
-        unsafe { bindings::sk_local_port(self.0.get()) }
+        // SAFETY: The socket is valid for `&self` and, by the type invariant, an `inet_sock`:
+        // this reads its `inet_num` (`skc_num`), set when the socket binds, as the C macro does;
+        // in place, since several hooks ask for every connection.
+        unsafe {
+            ptr::read_volatile(
+                &raw const (*self.0.get())
+                    .__sk_common
+                    .__bindgen_anon_3
+                    .__bindgen_anon_1
+                    .skc_num,
+            )
+        }
     }
 
     /// Wakes the waiters of this listening socket as `sock_def_readable()` does, but among the
@@ -203,9 +244,15 @@ impl Sock {
     /// queued child, when its handshake completed, or later if data came since.
     pub(crate) fn last_rcv_jiffies32(&self) -> u32 {
         // SAFETY: The socket is valid for `&self` and, by the type invariant, an
-        // `inet_connection_sock`, which is what `inet_csk()` expects; the helper reads one
-        // field with READ_ONCE().
-        unsafe { bindings::inet_csk_lrcvtime(self.0.get()) }
+        // `inet_connection_sock`, which is what `inet_csk()` casts it to; the field is read once,
+        // as READ_ONCE() does (segments update it meanwhile).
+        unsafe {
+            ptr::read_volatile(
+                &raw const (*self.0.get().cast::<bindings::inet_connection_sock>())
+                    .icsk_ack
+                    .lrcvtime,
+            )
+        }
     }
 
     /// Whether the socket is in `TCP_LISTEN`, as its accept queue's users see it (a plain read:
@@ -252,8 +299,16 @@ impl Sock {
     /// The CPU that last processed a packet for this socket (for a freshly accepted socket:
     /// the CPU that completed its handshake), or `None` if unknown.
     pub(crate) fn incoming_cpu(&self) -> Option<u32> {
-        // SAFETY: The socket is valid for `&self`; the helper reads one field with READ_ONCE().
-        let cpu = unsafe { bindings::sk_incoming_cpu(self.0.get()) };
+        // SAFETY: The socket is valid for `&self`; `sk_incoming_cpu` is read once, as
+        // READ_ONCE() does (segments update it meanwhile).
+        let cpu = unsafe {
+            ptr::read_volatile(
+                &raw const (*self.0.get())
+                    .__sk_common
+                    .__bindgen_anon_7
+                    .skc_incoming_cpu,
+            )
+        };
         u32::try_from(cpu).ok()
     }
 }

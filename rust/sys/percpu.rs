@@ -38,6 +38,28 @@ unsafe impl<T: Sync + Send> Send for PerCpu<T> {}
 // SAFETY: Shared access only hands out `&T`, and `T: Sync`.
 unsafe impl<T: Sync> Sync for PerCpu<T> {}
 
+/// `per_cpu_ptr(ptr, cpu)`: the address of `cpu`'s slot of the per-CPU allocation `ptr`.
+///
+/// # Safety
+///
+/// `ptr` came from the per-CPU allocator and `cpu` is a possible CPU.
+unsafe fn per_cpu_ptr(ptr: *mut c_void, cpu: u32) -> *mut c_void {
+    #[cfg(all(CONFIG_X86_64, CONFIG_SMP))]
+    {
+        // On x86-64 a CPU's slot lies `__per_cpu_offset[cpu]` bytes from `ptr`, which is what
+        // `per_cpu_ptr()` computes; done in place because it runs for every connection.
+        // SAFETY: `__per_cpu_offset` is set during boot for every possible CPU and only read
+        // afterwards; a possible CPU is below `NR_CPUS`, the array's length.
+        let offset = unsafe { bindings::__per_cpu_offset[cpu as usize] };
+        ptr.wrapping_byte_add(offset)
+    }
+    #[cfg(not(all(CONFIG_X86_64, CONFIG_SMP)))]
+    // SAFETY: As the function's safety section requires.
+    unsafe {
+        bindings::per_cpu_ptr(ptr, cpu)
+    }
+}
+
 impl<T: Sync> PerCpu<T> {
     const SIZE_OK: () = assert!(
         mem::size_of::<T>() > 0,
@@ -77,18 +99,15 @@ impl<T: Sync> PerCpu<T> {
             // allocation: sized and aligned for `T`, not initialised and not shared. The slot
             // does not move until it is dropped (in `Drop::drop` or just below), so it may be
             // treated as pinned. On error the initialiser left it uninitialised.
-            let res = unsafe {
-                init(cpu).__pinned_init(bindings::per_cpu_ptr(ptr.as_ptr(), cpu).cast::<T>())
-            };
+            let res =
+                unsafe { init(cpu).__pinned_init(per_cpu_ptr(ptr.as_ptr(), cpu).cast::<T>()) };
             if let Err(e) = res {
                 for done in cpu::possible().take_while(|&done| done < cpu) {
                     // SAFETY: The slots of the possible CPUs below `cpu` were initialised
                     // above (the possible mask is fixed after boot), are not shared, and are
                     // dropped once, here.
                     unsafe {
-                        core::ptr::drop_in_place(
-                            bindings::per_cpu_ptr(ptr.as_ptr(), done).cast::<T>(),
-                        )
+                        core::ptr::drop_in_place(per_cpu_ptr(ptr.as_ptr(), done).cast::<T>())
                     };
                 }
                 // SAFETY: `ptr` came from `__alloc_percpu()`, no slot holds a value any more,
@@ -111,7 +130,7 @@ impl<T: Sync> PerCpu<T> {
         }
         // SAFETY: By the type invariant the slot of the possible CPU `cpu` holds a `T`, which
         // lives as long as `self`.
-        Some(unsafe { &*bindings::per_cpu_ptr(self.ptr.as_ptr(), cpu).cast::<T>() })
+        Some(unsafe { &*per_cpu_ptr(self.ptr.as_ptr(), cpu).cast::<T>() })
     }
 
     /// The slot of the CPU the caller runs on (it may migrate right after: the slot of the CPU
@@ -119,7 +138,7 @@ impl<T: Sync> PerCpu<T> {
     pub(crate) fn local(&self) -> &T {
         // SAFETY: The running CPU is a possible CPU, so by the type invariant its slot holds a
         // `T`, which lives as long as `self`; `per_cpu_ptr()` only computes its address.
-        unsafe { &*bindings::per_cpu_ptr(self.ptr.as_ptr(), cpu::current()).cast::<T>() }
+        unsafe { &*per_cpu_ptr(self.ptr.as_ptr(), cpu::current()).cast::<T>() }
     }
 
     /// Every possible CPU with its slot.
@@ -133,9 +152,7 @@ impl<T: Sync> Drop for PerCpu<T> {
         for cpu in cpu::possible() {
             // SAFETY: By the type invariant the slot holds a `T`, dropped in place (as pinning
             // requires) and once; nobody can use it any more since we have `&mut self`.
-            unsafe {
-                core::ptr::drop_in_place(bindings::per_cpu_ptr(self.ptr.as_ptr(), cpu).cast::<T>())
-            };
+            unsafe { core::ptr::drop_in_place(per_cpu_ptr(self.ptr.as_ptr(), cpu).cast::<T>()) };
         }
         // SAFETY: `ptr` came from `__alloc_percpu()` and is freed once, here.
         unsafe { bindings::free_percpu(self.ptr.as_ptr()) };

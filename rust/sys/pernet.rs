@@ -139,14 +139,36 @@ impl<T: NetData> PerNet<T> {
         unsafe { bindings::net_generic(net, *self.id.get()).cast() }
     }
 
+    /// [`PerNet::slot`] inside an RCU read-side section, read in place as `net_generic()`
+    /// reads it (every hook call looks its namespace up, and a call to the C helper costs
+    /// more than the read).
+    ///
+    /// # Safety
+    ///
+    /// As for [`PerNet::slot`].
+    unsafe fn slot_rcu(
+        &self,
+        net: *const bindings::net,
+        _rcu: &RcuReadSection<'_>,
+    ) -> *mut Slot<T> {
+        // SAFETY: `net` is valid. Its `gen` array is replaced under RCU (the old one freed
+        // after a grace period), and the caller's section holds; every array has an entry for
+        // each registered id, and the storage pointers `ptr[]` open `struct net_generic`.
+        // `id` was written by the kernel (see the safety section) and not since.
+        unsafe {
+            let gen = ptr::read_volatile(&raw const (*net).gen);
+            ptr::read(gen.cast::<*mut c_void>().add(*self.id.get() as usize)).cast()
+        }
+    }
+
     /// The state of `net`; `None` while not registered, before the namespace's set-up
     /// succeeded, and once its teardown started.
-    pub(crate) fn get<'a>(&self, net: &'a Net, _rcu: &'a RcuReadSection<'_>) -> Option<&'a T> {
+    pub(crate) fn get<'a>(&self, net: &'a Net, rcu: &'a RcuReadSection<'_>) -> Option<&'a T> {
         if self.registered.load(Ordering::Acquire) != REGISTERED {
             return None;
         }
         // SAFETY: Registered (checked above) and `net` is valid for `&net`.
-        let slot = unsafe { self.slot(net.as_raw()) };
+        let slot = unsafe { self.slot_rcu(net.as_raw(), rcu) };
         if slot.is_null() {
             return None;
         }
@@ -167,7 +189,7 @@ impl<T: NetData> PerNet<T> {
         // after `pre_exit_trampoline` stored `DEAD` and a grace period passed
         // (`ops_undo_list()` in net/core/net_namespace.c calls `synchronize_rcu()` or
         // `synchronize_rcu_expedited()` between the `pre_exit` and `exit` callbacks, both on
-        // namespace cleanup and on unregistration). `_rcu` proves we are inside a read-side
+        // namespace cleanup and on unregistration). `rcu` proves we are inside a read-side
         // section that began before that grace period ended, and it outlives `'a`.
         Some(unsafe { (*(*slot).value.get()).assume_init_ref() })
     }

@@ -17,6 +17,7 @@
 use crate::logic::fifo::Fifo;
 use crate::netstate::NetState;
 use crate::sys::{
+    cpu,
     global::{Global, Installed},
     net::{Net, RcuReadSection},
     percpu::{Alloc, PerCpu},
@@ -89,8 +90,9 @@ impl PairCache {
         shrinker::Registration::register(c_str!("fastsocket-sock-pairs"), &CACHE)
     }
 
-    fn take(&self) -> Option<ReusablePair> {
-        self.0.local().kept.lock().fifo.pop_if(KeptPair::reuse)
+    /// The oldest pair `cpu` keeps, if a grace period has passed since it was kept.
+    fn take_on(&self, cpu: u32) -> Option<ReusablePair> {
+        self.0.get(cpu)?.kept.lock().fifo.pop_if(KeptPair::reuse)
     }
 
     fn keep(&self, pair: KeptPair) -> Result<(), KeptPair> {
@@ -142,8 +144,9 @@ fn state_of_current<'a>(rcu: &'a RcuReadSection<'_>) -> Option<&'a NetState> {
 /// is on in the task's namespace and one is reusable.
 pub(crate) fn pair_get(rcu: &RcuReadSection<'_>) -> Option<ReusablePair> {
     let state = state_of_current(rcu)?;
-    let got = CACHE.get(rcu)?.take();
-    state.counters.record_vfs_get(got.is_some());
+    let cpu = cpu::current();
+    let got = CACHE.get(rcu)?.take_on(cpu);
+    state.counters.record_vfs_get(cpu, got.is_some());
     got
 }
 
