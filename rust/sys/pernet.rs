@@ -4,6 +4,7 @@
 //! in the namespace's `/proc/net`.
 
 use super::net::{Net, RcuReadSection};
+use super::rcu::read_section;
 use super::text::TextBuf;
 use core::{
     cell::UnsafeCell,
@@ -128,24 +129,25 @@ impl<T: NetData> PerNet<T> {
         Ok(PerNetRegistration(self))
     }
 
-    /// The slot of `net`, null if it has none.
+    /// The slot of `net`, null if it has none, as `net_generic()` returns it: the array of
+    /// storage pointers is read under RCU, the storage itself stays until the namespace's
+    /// pernet operations are freed.
     ///
     /// # Safety
     ///
     /// `self` is registered (the kernel wrote `id`), and `net` is valid.
     unsafe fn slot(&self, net: *const bindings::net) -> *mut Slot<T> {
-        // SAFETY: `id` was written by the kernel (see the safety section) and not since;
-        // `net_generic()` reads the namespace's storage under RCU.
-        unsafe { bindings::net_generic(net, *self.id.get()).cast() }
+        // SAFETY: As the caller promises.
+        read_section(|rcu| unsafe { self.slot_rcu(net, rcu) })
     }
 
-    /// [`PerNet::slot`] inside an RCU read-side section, read in place as `net_generic()`
-    /// reads it (every hook call looks its namespace up, and a call to the C helper costs
-    /// more than the read).
+    /// [`PerNet::slot`] inside the caller's RCU read-side section, read in place as
+    /// `net_generic()` reads it (every hook call looks its namespace up, and a call to a C
+    /// helper costs more than the read).
     ///
     /// # Safety
     ///
-    /// As for [`PerNet::slot`].
+    /// `self` is registered (the kernel wrote `id`), and `net` is valid.
     unsafe fn slot_rcu(
         &self,
         net: *const bindings::net,

@@ -28,8 +28,9 @@ use crate::sys::{
 use kernel::{c_str, new_spinlock, prelude::*, sync::SpinLock};
 
 /// The most pairs one CPU keeps: about 1 MiB per CPU on the perf kernel (`objsize` in
-/// `/proc/slabinfo`: 832 bytes a `sock_inode_cache` object, 192 a dentry). Fewer fall short of a grace period's worth of closes in a connection
-/// storm (64 saved a quarter of what 1,024 did in the prototype, see `Documentation/vfs.md`).
+/// `/proc/slabinfo`: 832 bytes a `sock_inode_cache` object, 192 a dentry). Fewer fall short
+/// of a grace period's worth of closes in a connection storm (64 saved a quarter of what
+/// 1,024 did in the prototype, see `Documentation/vfs.md`).
 pub(crate) const CAPACITY: usize = 1024;
 
 /// One CPU's kept pairs, oldest first.
