@@ -137,7 +137,8 @@ impl<T: NetData> PerNet<T> {
     ///
     /// `self` is registered (the kernel wrote `id`), and `net` is valid.
     unsafe fn slot(&self, net: *const bindings::net) -> *mut Slot<T> {
-        // SAFETY: As the caller promises.
+        // SAFETY: Registered and `net` valid, as the caller promises; `rcu` is the section
+        // the read needs. The slot read is the storage pointer, which outlives the section.
         read_section(|rcu| unsafe { self.slot_rcu(net, rcu) })
     }
 
