@@ -224,6 +224,11 @@ active_setup() {
 	# The events of one socket come from several CPUs: order them by one clock.
 	echo global >"$TRACEFS/trace_clock"
 	echo 1 >"$TRACEFS/options/fields"
+	# No comm recording (the parser reads none): with record-cmd on, every enable and disable
+	# of the event also attaches and detaches probes on sched_switch and sched_wakeup, which
+	# live-patches those hot sites while the other vCPU runs them; under QEMU TCG one such
+	# patch ended a run with "Oops: int3" in ttwu_do_activate() (2026-12-06 09:39 UTC).
+	echo 0 >"$TRACEFS/options/record-cmd"
 	# 16 MiB per CPU: W3 under icount on 1 vCPU overran 4 MiB in its 2 s warm-up.
 	echo 16384 >"$TRACEFS/buffer_size_kb"
 	# The active sockets to the backend (W2's haproxy, W3's wrk): destination port 8080.
