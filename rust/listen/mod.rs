@@ -24,9 +24,10 @@
 //! - accept and readiness (process context, CPU c): take the oldest connection that completed
 //!   on c among the first `listen_scan` queued; else the oldest one other CPUs may take: a
 //!   connection is kept for its own CPU while that CPU holds a wake-up of the listener claimed
-//!   no later than the connection's last segment, a worker there accepted from it in the last
-//!   `PRESENT_MS` and is still there (or displaced), and the connection is younger than
-//!   `listen_hold_ms`. A kept connection looks absent to other CPUs' poll and accept.
+//!   no later than the connection's last segment, the worker that accepted from it there last
+//!   did so (or a waiter there was woken for the listener) in the last `PRESENT_MS` and is
+//!   still there (or displaced), and the connection is younger than `listen_hold_ms`. A kept
+//!   connection looks absent to other CPUs' poll and accept.
 //!
 //! The bound: a connection kept for its CPU becomes takeable by any worker, and the wake-up
 //! held for it is delivered, at most `listen_hold_ms` after its CPU held the listener's
@@ -191,8 +192,12 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
     let wake = match listener.wake_listener_on(cpu, how) {
         woke @ (ListenerWake::Local | ListenerWake::Pulled) => {
             // Reserve it for the woken worker (no wake-up is owed: one was delivered); a full
-            // table only costs locality.
+            // table only costs locality. The waiter sits on this CPU now, so the worker that
+            // last accepted here counts as present again (`keeps_for_worker` still checks
+            // where it is): without this, a waiter that had not accepted for `PRESENT_MS`
+            // could see its connection taken by a worker still in its accept loop elsewhere.
             if bound > 0 {
+                here.recent.refresh(listener.id(), now);
                 here.held.hold(listener, bound, how.pull, false);
             }
             match woke {

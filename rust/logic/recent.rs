@@ -41,6 +41,17 @@ impl RecentListeners {
         self.tasks[i].store(task, Ordering::Relaxed);
     }
 
+    /// Records that a waiter of listener `key` sitting on this CPU was woken at `now`: the
+    /// last acceptor noted for `key` (whatever its age) is taken to be present again from
+    /// then, as if it had just accepted. Nothing if `key` has no entry (never accepted here,
+    /// or its entry was taken by a colliding listener): presence still needs an accept here.
+    pub fn refresh(&self, key: usize, now: usize) {
+        let i = slot(key);
+        if self.keys[i].load(Ordering::Relaxed) == key {
+            self.times[i].store(now, Ordering::Relaxed);
+        }
+    }
+
     /// The task that accepted from listener `key` last, if that was at most `window` before
     /// `now` (as [`Self::seen_within`]).
     pub fn acceptor_within(&self, key: usize, now: usize, window: usize) -> Option<i32> {

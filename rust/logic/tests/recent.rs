@@ -58,3 +58,25 @@ fn jiffies_that_wrap_stay_ordered() {
     // Asked before the note (a racing CPU stamped it later): not seen.
     assert!(!r.seen_within(key, usize::MAX - 5, 10));
 }
+
+#[test]
+fn a_wake_refreshes_only_a_noted_listener() {
+    let r = RecentListeners::default();
+    let key = 0xffff_8880_1234_5640;
+    r.refresh(key, 50);
+    assert!(
+        !r.seen_within(key, 50, 10),
+        "never accepted here: no entry to refresh"
+    );
+    r.note(key, 100, 7);
+    assert_eq!(r.acceptor_within(key, 1200, 1000), None, "stale");
+    r.refresh(key, 1200);
+    assert_eq!(
+        r.acceptor_within(key, 1200, 1000),
+        Some(7),
+        "same acceptor, fresh"
+    );
+    assert_eq!(r.acceptor_within(key, 2201, 1000), None);
+    r.refresh(key + 64, 3000);
+    assert!(!r.seen_within(key, 3000, 10), "another listener's wake");
+}
