@@ -30,8 +30,8 @@ fn mount_tracefs() -> Result<(), String> {
 
 impl Instance {
     /// Creates instance `name` (mounting tracefs if needed) with `buffer_kb` KiB of ring
-    /// buffer per CPU, the `global` clock (events of different CPUs are ordered by time) and
-    /// the `fields` output.
+    /// buffer per CPU, the `global` clock (events of different CPUs are ordered by time), the
+    /// `fields` output and no comm recording.
     pub fn create(name: &str, buffer_kb: u64) -> Result<Instance, String> {
         mount_tracefs()?;
         let dir = Path::new(TRACEFS).join("instances").join(name);
@@ -39,6 +39,12 @@ impl Instance {
             // Left over by an earlier run that was killed.
             fs::remove_dir(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
         }
+        // No comm recording (nothing here reads command names). With it on, every enable and
+        // disable of an event also attaches and detaches probes on sched_switch and
+        // sched_wakeup, live-patching those hot sites while the other vCPUs run them (under
+        // QEMU TCG one such patch ended a bench run with "Oops: int3", 2026-12-06). An
+        // instance takes the option from the top level when it is created.
+        write(&Path::new(TRACEFS).join("options/record-cmd"), "0")?;
         fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let instance = Instance {
             dir,

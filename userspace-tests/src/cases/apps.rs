@@ -2,7 +2,7 @@
 //! server block) and haproxy in front of nginx, driven by wrk from the client namespace.
 
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -446,29 +446,6 @@ fn nginx_load(ctx: &mut Ctx, name: &str, events: &str) -> TestResult {
     stopped
 }
 
-pub fn haproxy_20k(ctx: &mut Ctx) -> TestResult {
-    ctx.ensure_loaded()?;
-    let _enabled = KnobGuard::enabled("1")?;
-    let _ports = KnobGuard::listen_ports("all")?;
-    let pair = ctx.netns_pair(ServerSide::Current)?;
-    let ip = pair.server_ip(false);
-    let frontend = SocketAddr::new(ip, free_port(ip)?);
-    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let backend = SocketAddr::new(loopback, free_port(loopback)?);
-    let dir = WorkDir::new("haproxy")?;
-    let mut nginx = start_nginx(&dir, &[backend], "")?;
-    let mut haproxy = start_haproxy(&dir, ctx.cpus.len(), frontend, backend)?;
-    let result = measure(
-        "haproxy",
-        &pair,
-        &format!("http://{frontend}/"),
-        "haproxy and its nginx backend",
-    );
-    let stopped = [haproxy.stop(), nginx.stop()];
-    result?;
-    stopped.into_iter().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,7 +532,7 @@ mod tests {
     #[ignore = "needs nginx and haproxy"]
     fn serves_with_nginx_and_haproxy() {
         let dir = WorkDir::new("selftest").unwrap();
-        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let lo = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
         let backend = SocketAddr::new(lo, free_port(lo).unwrap());
         let frontend = SocketAddr::new(lo, free_port(lo).unwrap());
         let _nginx = start_nginx(&dir, &[backend], "").unwrap();

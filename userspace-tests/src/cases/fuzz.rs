@@ -146,6 +146,11 @@ fn env_number(name: &str) -> TestResult<Option<u64>> {
     }
 }
 
+/// Whether this run is `make soak` (which sets [`SOAK_MINUTES`]) rather than the CI slice.
+pub(super) fn is_soak() -> TestResult<bool> {
+    Ok(env_number(SOAK_MINUTES)?.is_some())
+}
+
 /// How long one fuzzer runs in a soak (half of [`SOAK_MINUTES`]), `None` for the CI slice.
 fn soak_share() -> TestResult<Option<Duration>> {
     let Some(minutes) = env_number(SOAK_MINUTES)? else {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use fastsocket_logic::ports::{PortSet, WORDS};
 
-use super::{in_ns, Context, Ctx, TestResult};
+use super::{fuzz, in_ns, Context, Ctx, TestResult};
 use crate::client::LoopClient;
 use crate::netns::ServerSide;
 use crate::procfs;
@@ -65,11 +65,25 @@ const INT_KNOBS: [IntKnob; 7] = [
     },
 ];
 
-/// Generated writes per knob checked one by one against the expected outcome.
-const EXACT_WRITES: u64 = 60_000;
-/// Generated writes per knob by each of [`WRITERS`] concurrent writers, while a reader reads.
-const CONCURRENT_WRITES: u64 = 20_000;
+/// Generated writes per knob, checked one by one against the expected outcome and by each of
+/// [`WRITERS`] concurrent writers while a reader reads: 100,000 per knob under `make soak`
+/// (where [`fuzz::SOAK_MINUTES`] is set), a fifth of that in the CI slice (the whole took
+/// about 290 s of a 2,400 s CI boot).
+const SOAK_WRITES: Writes = Writes {
+    exact: 60_000,
+    concurrent: 20_000,
+};
+const CI_WRITES: Writes = Writes {
+    exact: 12_000,
+    concurrent: 4_000,
+};
 const WRITERS: usize = 2;
+
+#[derive(Clone, Copy)]
+struct Writes {
+    exact: u64,
+    concurrent: u64,
+}
 /// Unloads and reloads of the module while threads write the knobs and read its files.
 const UNLOAD_CYCLES: usize = 5;
 /// Namespaces torn down while threads write their knobs and read their files.
@@ -338,7 +352,7 @@ fn exact_writes(name: &str, seed: u64, writes: u64) -> TestResult {
 
 /// [`WRITERS`] threads make generated writes to knob `name` while another reads it: every
 /// write succeeds or fails with a clear error, every read is a valid value.
-fn concurrent_writes(name: &'static str, seed: u64) -> TestResult<u64> {
+fn concurrent_writes(name: &'static str, seed: u64, count: u64) -> TestResult<u64> {
     let done = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
     let reader = {
@@ -363,7 +377,7 @@ fn concurrent_writes(name: &'static str, seed: u64) -> TestResult<u64> {
                 let mut rng = Rng::new(seed ^ (w + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 let model = PortSet::new(true);
                 let mut scratch = vec![0u64; WORDS];
-                for _ in 0..CONCURRENT_WRITES {
+                for _ in 0..count {
                     let w = match INT_KNOBS.iter().find(|k| k.name == name) {
                         Some(k) => int_write(&mut rng, k.min, k.max),
                         None => ports_write(&mut rng, &model, &mut scratch),
@@ -657,6 +671,11 @@ pub fn knob_fuzz(ctx: &mut Ctx) -> TestResult {
         Err(_) => sys::monotonic_ns(),
     };
     info!("seed {seed:#x} (FASTSOCKET_KNOB_SEED={seed:#x} repeats it)");
+    let writes = if fuzz::is_soak()? {
+        SOAK_WRITES
+    } else {
+        CI_WRITES
+    };
     let start = Instant::now();
     let names: Vec<&'static str> = INT_KNOBS
         .iter()
@@ -664,12 +683,13 @@ pub fn knob_fuzz(ctx: &mut Ctx) -> TestResult {
         .chain([procfs::LISTEN_PORTS])
         .collect();
     for (i, name) in names.iter().enumerate() {
-        exact_writes(name, seed ^ i as u64, EXACT_WRITES)?;
-        let reads = concurrent_writes(name, seed ^ (i as u64) << 8)?;
+        exact_writes(name, seed ^ i as u64, writes.exact)?;
+        let reads = concurrent_writes(name, seed ^ (i as u64) << 8, writes.concurrent)?;
+        let concurrent = WRITERS as u64 * writes.concurrent;
         info!(
-            "{name}: {} generated writes ({EXACT_WRITES} checked one by one, {} concurrent), {reads} concurrent reads",
-            EXACT_WRITES + WRITERS as u64 * CONCURRENT_WRITES,
-            WRITERS as u64 * CONCURRENT_WRITES
+            "{name}: {} generated writes ({} checked one by one, {concurrent} concurrent), {reads} concurrent reads",
+            writes.exact + concurrent,
+            writes.exact
         );
     }
     info!("{:.1}s of generated writes", start.elapsed().as_secs_f64());

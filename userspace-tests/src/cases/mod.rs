@@ -178,7 +178,6 @@ const TESTS: &[Test] = &[
     Test::new("cpu_hotplug_under_load", regress::cpu_hotplug_under_load).limit(300),
     Test::new("nginx_20k", apps::nginx_20k),
     Test::new("nginx_accept_mutex_20k", apps::nginx_accept_mutex_20k),
-    Test::new("haproxy_20k", apps::haproxy_20k),
     Test::new("knob_fuzz", harden::knob_fuzz).limit(600),
     Test::new("syn_flood", harden::syn_flood).limit(600),
     Test::new("container_knobs", harden::container_knobs).limit(60),
@@ -196,11 +195,7 @@ const TESTS: &[Test] = &[
         rfd::rfd_toggle_unload_under_load,
     )
     .limit(180),
-    Test::new(
-        "haproxy_rfd_backend_locality",
-        rfd::haproxy_rfd_backend_locality,
-    )
-    .limit(600),
+    Test::new("haproxy_20k", rfd::haproxy_20k).limit(600),
     Test::new("live_view_totals", stat::live_view_totals).limit(120),
     Test::new("vfs_cache_reuses", vfs::vfs_cache_reuses).limit(600),
     Test::new("vfs_socket_semantics", vfs::vfs_socket_semantics).limit(120),

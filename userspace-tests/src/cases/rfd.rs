@@ -1464,7 +1464,7 @@ const FRONTEND_PORT: u16 = 8081;
 const BACKEND_PORT: u16 = 8080;
 /// Requests of the stock arm: it is only reported, and fewer keep the test's run time down
 /// (the guest is emulated: about 130 requests a second through haproxy).
-const STOCK_REQUESTS: u64 = 5_000;
+const STOCK_REQUESTS: u64 = 2_000;
 /// Ring buffer per CPU for the state changes of the backend connections (about 80 bytes per
 /// event, three events per connection in the common case, all may land on one CPU).
 const TRACE_BUFFER_KB: u64 = 24 * 1024;
@@ -1662,64 +1662,96 @@ fn trace_instance() -> TestResult<tracefs::Instance> {
 
 /// Unchanged haproxy (one thread per CPU) in the runner's namespace, between wrk (in a client
 /// namespace) and nginx (in a third namespace, on a port outside the ephemeral range), with
-/// RPS over every CPU on its backend-facing device: its connections to nginx are connected,
-/// answered (SYN-ACK) and closed on the CPU that owns their port, as the kernel's
-/// `sock:inet_sock_set_state` tracepoint shows.
-pub fn haproxy_rfd_backend_locality(ctx: &mut Ctx) -> TestResult {
+/// RPS over every CPU on its backend-facing device, 20,000 requests with every feature on
+/// (`listen_ports=all`, `rfd=1`), 0 errors: haproxy's accepts are counted by the local listen
+/// table, and its connections to nginx are connected and answered (SYN-ACK) on the CPU that
+/// owns their port, as the kernel's `sock:inet_sock_set_state` tracepoint shows; the CPU that
+/// closes them is reported. A shorter stock arm (module not loaded) is traced alike.
+pub fn haproxy_20k(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let cpus = cpus(ctx)?;
     let ncpu = procfs::nr_cpu_ids()?;
     let _enabled = KnobGuard::enabled("1")?;
+    let _ports = KnobGuard::listen_ports("all")?;
     let _rfd = KnobGuard::rfd("1")?;
     let front = ctx.netns_pair(ServerSide::Current)?;
     let back = ctx.netns_pair(ServerSide::Current)?;
     back.set_rps(&cpus)
         .context("RPS on haproxy's backend-facing device")?;
     let ctx: &Ctx = ctx;
-    let ((module_load, module), (stock_load, stock)) =
+    let ((module_load, module, accepts), (stock_load, stock)) =
         through_haproxy(&front, &back, cpus.len(), |url| {
             let mut trace = trace_instance()?;
-            let module = backend_arm(&mut trace, || wrk_until(&front, url, TARGET_REQUESTS))?;
+            let before = procfs::read_counters()?;
+            let (load, backend) =
+                backend_arm(&mut trace, || wrk_until(&front, url, TARGET_REQUESTS))?;
+            let accepts = procfs::read_counters()?.since(&before)?.total();
             let stock = stock(ctx, || {
                 backend_arm(&mut trace, || wrk_until(&front, url, STOCK_REQUESTS))
             })?;
-            Ok((module, stock))
+            Ok(((load, backend, accepts), stock))
         })?;
     let (module_share, stock_share) = (module.share(ncpu), stock.share(ncpu));
-    info!("haproxy backend locality: stock {stock_share}, module {module_share}");
     for (name, load, backend) in [
         ("module", &module_load, &module),
         ("stock", &stock_load, &stock),
     ] {
         info!(
-            "  {name}: {} requests in {} wrk runs, {:.0} conn/s; {}",
+            "{name}: {} requests in {} wrk runs, {:.0} conn/s; backend connections: {}",
             load.requests,
             load.runs,
             load.requests as f64 / load.seconds.max(1e-9),
             backend.details(ncpu)
         );
     }
+    let accept_share = Share {
+        local: accepts.local as usize,
+        total: accepts.accepts as usize,
+    };
+    info!(
+        "haproxy's accepts with the module: locality {accept_share}, {} taken from their \
+         CPU's queue, {} stolen, {} fell back to the listener's queue",
+        accepts.queue_local, accepts.queue_steal, accepts.queue_fallback
+    );
+    ensure!(
+        accepts.accepts >= module_load.requests,
+        "{} completed requests (one connection each), but haproxy's accepts rose by only {}",
+        module_load.requests,
+        accepts.accepts
+    );
     // What RFD controls, held to 99%: every backend connection gets a port of the CPU that
     // runs its connect(), and its SYN-ACK is processed on that port's CPU. What it does not:
-    // haproxy's threads are not pinned (the configuration is Debian's), and the scheduler
-    // moves a thread between a connection's connect() and close() now and then. Seen in the
-    // emulated guest with 2 vCPUs: 96.6-97.5% local, every miss a close on the other CPU, all
-    // ports and SYN-ACKs on the connect CPU (stock 25.8-26.8%). The floor for the whole is 95%.
+    // the CPU of the close is where haproxy's thread runs then, and Debian's configuration
+    // does not pin haproxy's threads, so the scheduler moves one between a connection's
+    // connect() and close() now and then (seen in the emulated guest with 2 vCPUs: 95-97.5%
+    // of connections closed on the connect CPU with the module, 90-92% in stock's arm; a
+    // slower CI host had fewer). Printed, not judged: `rfd_locality_*` hold the close to 99%
+    // with threads that stay on their CPU.
     let count = |f: &dyn Fn(&Seen) -> bool| module.complete.iter().filter(|c| f(c)).count();
     let total = module.complete.len();
     let port_ok = count(&|&(c, _, _, p)| c == cpu_of(p, ncpu));
     let synack_ok = count(&|&(_, e, _, p)| e == cpu_of(p, ncpu));
+    info!(
+        "haproxy's backend connections connected and answered on their port's CPU: module \
+         {}, stock {}; also closed there: module {module_share}, stock {stock_share}",
+        Share {
+            local: count(&|&(c, e, _, p)| c == cpu_of(p, ncpu) && e == c),
+            total
+        },
+        Share {
+            local: stock
+                .complete
+                .iter()
+                .filter(|&&(c, e, _, p)| c == cpu_of(p, ncpu) && e == c)
+                .count(),
+            total: stock.complete.len()
+        },
+    );
     ensure!(
         total > 0 && port_ok * 100 >= 99 * total && synack_ok * 100 >= 99 * total,
         "haproxy's backend connections with the module: of {total}, {port_ok} got a port of \
          the connect CPU and {synack_ok} had their SYN-ACK processed on the port's CPU, \
          expected at least 99% of each ({})",
-        module.details(ncpu)
-    );
-    ensure!(
-        module_share.local * 100 >= 95 * module_share.total,
-        "haproxy's backend connections with the module: {module_share} local, expected at \
-         least 95% ({}); stock {stock_share}",
         module.details(ncpu)
     );
     Ok(())
@@ -1775,7 +1807,7 @@ mod tests {
         assert_eq!(reused, usize::from(TW_RANGE.1 - TW_RANGE.0) + 1);
     }
 
-    /// The stock arm of [`haproxy_rfd_backend_locality`] on the host's kernel (no module):
+    /// The stock arm of [`haproxy_20k`] on the host's kernel (no module):
     /// the trace of haproxy's backend connections is complete and parsed. Needs root,
     /// iproute2, tracefs, nginx, haproxy and wrk: `sudo cargo test -- --ignored`.
     #[test]
