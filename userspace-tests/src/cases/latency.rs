@@ -318,6 +318,9 @@ pub fn accept_latency_skewed_rps(ctx: &mut Ctx) -> TestResult {
 
 /// How long worker A stays stalled (its CPU's wake-ups held) before it is killed.
 const STALLED_BEFORE_KILL: Duration = Duration::from_millis(20);
+/// How long the module arm waits for a first wake-up held for the stalled A before the
+/// `STALLED_BEFORE_KILL` (A counts as present for `PRESENT_MS`, 100 ms, after its last accept).
+const HELD_WITHIN: Duration = Duration::from_millis(100);
 /// Load after the kill.
 const AFTER_KILL: Duration = Duration::from_secs(1);
 
@@ -364,6 +367,17 @@ fn killed_arm(pair: &NetnsPair, cpus: &[usize], arm: Arm) -> TestResult<Killed> 
     let counters = (arm == Arm::Module)
         .then(procfs::read_counters)
         .transpose()?;
+    // With the module, A is killed once a wake-up was held for it (the scenario under test),
+    // or after `HELD_WITHIN` if none was: on a slow host the clients' next handshake on A's
+    // CPU may take longer than `STALLED_BEFORE_KILL` (the final check then says so).
+    if let Some(before) = &counters {
+        let deadline = stalled_at + HELD_WITHIN;
+        while procfs::read_counters()?.since(before)?.total().wake_held == 0
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
     thread::sleep(STALLED_BEFORE_KILL);
     victim.signal(Signal::SIGKILL).context("killing worker A")?;
     victim

@@ -27,6 +27,13 @@ const REQUESTS: usize = 100;
 /// `accept_latency_*` tests.
 const LOCALITY_PAUSE: Duration = Duration::from_millis(5);
 
+/// `listen_hold_ms` of the module arm for pinned workers, whose locality is held to 99%: a
+/// connection is kept for the worker woken on its CPU for this long. The default 5 ms is
+/// shorter than the stalls of an emulated vCPU on a busy host (2026-12-06: 290-298 of 300
+/// local, every wake-up local, the misses taken by the other CPU's worker after 5 ms);
+/// the paced tests check the mechanism, `make bench` measures the default under load.
+const PINNED_HOLD_MS: &str = "50";
+
 /// How many accepts were local out of how many.
 #[derive(Clone, Copy, Debug)]
 pub struct Share {
@@ -83,18 +90,22 @@ fn compare_locality(
     min_percent: usize,
 ) -> TestResult {
     let _ports = KnobGuard::listen_ports("all")?;
+    let pinned = !variant.starts_with("unpinned");
     let (module, wakes) = {
         let _enabled = KnobGuard::enabled("1")?;
+        let _hold = pinned
+            .then(|| KnobGuard::listen_hold_ms(PINNED_HOLD_MS))
+            .transpose()?;
         let before = procfs::read_counters()?;
         let share = measure(pair, server, LOCALITY_REQUESTS)?;
         let delta = procfs::read_counters()?.since(&before)?.total();
         // The module counts where accept() ran, userspace where the thread runs just after
         // it returned: an unpinned thread may move in between, so only pinned ones agree
         // exactly; unpinned ones may differ by 1% of the accepts.
-        let slack = if variant.starts_with("unpinned") {
-            share.total.div_ceil(100) as u64
-        } else {
+        let slack = if pinned {
             0
+        } else {
+            share.total.div_ceil(100) as u64
         };
         ensure!(
             delta.accepts == share.total as u64 && delta.local.abs_diff(share.local as u64) <= slack,
