@@ -2,8 +2,10 @@
 
 //! Which listeners a CPU accepted from lately, and which task did.
 //!
-//! One small direct-mapped table per CPU, written by `accept()` on that CPU and read by the
-//! softirq of that CPU: a colliding entry only makes the answer "not seen", which is safe.
+//! One small direct-mapped table per CPU, written by `accept()` on that CPU (and its times by
+//! the listener wake-up there, [`RecentListeners::refresh`]) and read by the softirq of that
+//! CPU and by other CPUs' accepts: a colliding entry only makes the answer "not seen", which
+//! is safe.
 //! The three words of an entry are written one by one: a reader racing with a writer may see
 //! one listener's key with another's time or task, which only changes a hint.
 //!
