@@ -65,25 +65,26 @@ const INT_KNOBS: [IntKnob; 7] = [
     },
 ];
 
-/// Generated writes per knob, checked one by one against the expected outcome and by each of
-/// [`WRITERS`] concurrent writers while a reader reads: 100,000 per knob under `make soak`
-/// (where [`fuzz::SOAK_MINUTES`] is set), a fifth of that in the CI slice (the whole took
-/// about 290 s of a 2,400 s CI boot).
+/// Generated writes per knob: `exact` checked one by one against the expected outcome, then
+/// `concurrent` by each of [`WRITERS`] writers while a reader reads.
+#[derive(Clone, Copy)]
+struct Writes {
+    exact: u64,
+    concurrent: u64,
+}
+
+/// 100,000 per knob under `make soak` (where [`fuzz::SOAK_MINUTES`] is set).
 const SOAK_WRITES: Writes = Writes {
     exact: 60_000,
     concurrent: 20_000,
 };
+/// A fifth of that in CI's `make test`: the whole took about 290 s of a 2,400 s CI boot.
 const CI_WRITES: Writes = Writes {
     exact: 12_000,
     concurrent: 4_000,
 };
 const WRITERS: usize = 2;
 
-#[derive(Clone, Copy)]
-struct Writes {
-    exact: u64,
-    concurrent: u64,
-}
 /// Unloads and reloads of the module while threads write the knobs and read its files.
 const UNLOAD_CYCLES: usize = 5;
 /// Namespaces torn down while threads write their knobs and read their files.

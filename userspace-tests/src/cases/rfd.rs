@@ -1568,30 +1568,37 @@ impl Backend {
         self.complete.len() + self.incomplete
     }
 
-    /// Connections connected, answered and closed on the CPU that owns their port.
-    fn share(&self, ncpu: usize) -> Share {
+    /// Complete connections for which `f` holds.
+    fn count(&self, f: impl Fn(&Seen) -> bool) -> usize {
+        self.complete.iter().filter(|c| f(c)).count()
+    }
+
+    fn of_complete(&self, local: usize) -> Share {
         Share {
-            local: self
-                .complete
-                .iter()
-                .filter(|&&(c, e, x, port)| {
-                    let owner = cpu_of(port, ncpu);
-                    c == owner && e == owner && x == owner
-                })
-                .count(),
+            local,
             total: self.complete.len(),
         }
     }
 
+    /// Connections connected and answered (SYN-ACK) on the CPU that owns their port: what
+    /// RFD steers.
+    fn steered(&self, ncpu: usize) -> Share {
+        self.of_complete(self.count(|&(c, e, _, p)| c == cpu_of(p, ncpu) && e == c))
+    }
+
+    /// Connections connected, answered and closed on the CPU that owns their port.
+    fn share(&self, ncpu: usize) -> Share {
+        self.of_complete(self.count(|&(c, e, x, p)| c == cpu_of(p, ncpu) && e == c && x == c))
+    }
+
     /// The parts of locality, for messages.
     fn details(&self, ncpu: usize) -> String {
-        let count = |f: &dyn Fn(&Seen) -> bool| self.complete.iter().filter(|c| f(c)).count();
         format!(
             "port of the connect CPU {}, SYN-ACK on the port's CPU {}, closed on the connect \
              CPU {}; {} connections incomplete",
-            count(&|&(c, _, _, p)| c == cpu_of(p, ncpu)),
-            count(&|&(_, e, _, p)| e == cpu_of(p, ncpu)),
-            count(&|&(c, _, x, _)| c == x),
+            self.count(|&(c, _, _, p)| c == cpu_of(p, ncpu)),
+            self.count(|&(_, e, _, p)| e == cpu_of(p, ncpu)),
+            self.count(|&(c, _, x, _)| c == x),
             self.incomplete
         )
     }
@@ -1723,29 +1730,18 @@ pub fn haproxy_20k(ctx: &mut Ctx) -> TestResult {
     // runs its connect(), and its SYN-ACK is processed on that port's CPU. What it does not:
     // the CPU of the close is where haproxy's thread runs then, and Debian's configuration
     // does not pin haproxy's threads, so the scheduler moves one between a connection's
-    // connect() and close() now and then (seen in the emulated guest with 2 vCPUs: 95-97.5%
-    // of connections closed on the connect CPU with the module, 90-92% in stock's arm; a
-    // slower CI host had fewer). Printed, not judged: `rfd_locality_*` hold the close to 99%
+    // connect() and close() now and then (seen in the emulated guest with 2 vCPUs: 92.7-97.5%
+    // of connections closed on the connect CPU with the module, 87-92% in stock's arm; a CI
+    // run fell under the 95% floor this was held to until 2026-12-06). Printed, not judged: `rfd_locality_*` hold the close to 99%
     // with threads that stay on their CPU.
-    let count = |f: &dyn Fn(&Seen) -> bool| module.complete.iter().filter(|c| f(c)).count();
     let total = module.complete.len();
-    let port_ok = count(&|&(c, _, _, p)| c == cpu_of(p, ncpu));
-    let synack_ok = count(&|&(_, e, _, p)| e == cpu_of(p, ncpu));
+    let port_ok = module.count(|&(c, _, _, p)| c == cpu_of(p, ncpu));
+    let synack_ok = module.count(|&(_, e, _, p)| e == cpu_of(p, ncpu));
     info!(
         "haproxy's backend connections connected and answered on their port's CPU: module \
          {}, stock {}; also closed there: module {module_share}, stock {stock_share}",
-        Share {
-            local: count(&|&(c, e, _, p)| c == cpu_of(p, ncpu) && e == c),
-            total
-        },
-        Share {
-            local: stock
-                .complete
-                .iter()
-                .filter(|&&(c, e, _, p)| c == cpu_of(p, ncpu) && e == c)
-                .count(),
-            total: stock.complete.len()
-        },
+        module.steered(ncpu),
+        stock.steered(ncpu)
     );
     ensure!(
         total > 0 && port_ok * 100 >= 99 * total && synack_ok * 100 >= 99 * total,
