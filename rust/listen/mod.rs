@@ -12,11 +12,15 @@
 //!   on c or may be pulled there, but the worker that accepted from this listener on c
 //!   lately is still on c (running or runnable there, or asleep in something else with c its
 //!   last CPU: it is busy and will be back) or was displaced onto a CPU another worker
-//!   accepts on (see `keeps_for_worker`), the exclusive wake-up is held on c instead: it
-//!   joins a slot of the listener claimed on c less than half a hold ago (adding to its count
-//!   of held wake-ups), or claims one whose deadline is `listen_hold_ms` later; nothing
-//!   extends a deadline, and when it passes, c's timer wakes the listener as many times as
-//!   wake-ups were held in the slot (at least once), as stock would have. With `listen_pull`,
+//!   accepts on (see `keeps_for_worker`), the exclusive wake-up is held on c instead: for
+//!   `listen_hold_ms`, or [`LONG_HOLDS`](crate::sys::hold::LONG_HOLDS) times that where the
+//!   worker is runnable on c (running or preempted there: it comes back to `accept()` once it
+//!   is done with what it serves). It joins a slot of the listener claimed on c, no longer
+//!   than itself, with at least half its length left (adding to its count of held wake-ups),
+//!   or claims one whose deadline is its length later; nothing extends a deadline, and when it
+//!   passes, c's timer wakes the listener as many times as wake-ups were held in the slot (at
+//!   least once), as stock would have, but no more than connections wait in c's queue (those
+//!   c's worker accepted meanwhile need no other worker). With `listen_pull`,
 //!   the same is done once per [`SPREAD_MS`] on c when c is busy with another task, no waiter
 //!   sits there and two waiters share another CPU (workers that gathered there): the timer's
 //!   wake-up then pulls one onto c if c is idle by then, so that the next connections on c
@@ -26,15 +30,18 @@
 //!   connection is kept for its own CPU while that CPU holds a wake-up of the listener claimed
 //!   no later than the connection's last segment, the worker that accepted from it there last
 //!   did so (or a waiter there was woken for the listener) in the last `PRESENT_MS` and is
-//!   still there (or displaced), and the connection is younger than `listen_hold_ms`. A kept
-//!   connection looks absent to other CPUs' poll and accept.
+//!   still there (or displaced), and the connection is younger than `listen_hold_ms`, or,
+//!   while that worker is runnable on c, younger than the long hold. A kept connection looks
+//!   absent to other CPUs' poll and accept.
 //!
 //! The bound: a connection kept for its CPU becomes takeable by any worker, and the wake-up
 //! held for it is delivered, at most `listen_hold_ms` after its CPU held the listener's
-//! wake-up for it, whether or not a worker is left there; plus one jiffy (the jiffy a
-//! segment and a claim may straddle) and the timer's granularity: one jiffy for holds under
-//! 64 jiffies (the default 5 ms), up to an eighth of the hold above. A segment reaching a
-//! queued connection makes it count as arriving anew.
+//! wake-up for it, or at most the long hold (4 x `listen_hold_ms`) where the worker there was
+//! runnable on it then (a connection past `listen_hold_ms` stays kept only while it still
+//! is), whether or not a worker is left there; plus one jiffy (the jiffy a segment and a
+//! claim may straddle) and the timer's granularity: one jiffy for holds under 64 jiffies (the
+//! default 5 ms and its 20 ms long hold), up to an eighth of the hold above. A segment
+//! reaching a queued connection makes it count as arriving anew.
 
 pub(crate) mod queues;
 
@@ -47,7 +54,7 @@ use crate::netstate::NetState;
 use crate::stats::Wake;
 use crate::sys::{
     cpu,
-    hold::HeldWakes,
+    hold::{HeldWakes, Length},
     hooks::AcceptPick,
     net::{ListenerWake, Sock, WakeHow},
     sysctl::TextValue,
@@ -105,39 +112,60 @@ pub(crate) const PRESENT_MS: u32 = 100;
 /// waiter onto it, this bounds the cost to one hold (`listen_hold_ms`) per period.
 pub(crate) const SPREAD_MS: u32 = 100;
 
+/// Whether and how long a CPU keeps a listener's connections for the worker that accepted
+/// from it there lately (see [`keeps_for_worker`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keep {
+    /// Not kept: nobody is known to come back to the CPU.
+    No,
+    /// Kept for `listen_hold_ms`: the worker is asleep there (in something else than
+    /// `accept()` or `epoll_wait()` on the listener) or was displaced.
+    Away,
+    /// Kept for up to [`LONG_HOLDS`](crate::sys::hold::LONG_HOLDS) times `listen_hold_ms`,
+    /// and past `listen_hold_ms` only while it stays so: the worker is runnable on the CPU
+    /// (running there, or preempted there), so it comes back to `accept()` as soon as it is
+    /// done with what it serves.
+    Busy,
+}
+
 /// Whether `cpu` (whose state is `cpu_state`) keeps `listener`'s connections for the worker
 /// that accepted from it there lately (in the last [`PRESENT_MS`]), and holds its wake-up:
 ///
-/// - that worker is still on `cpu`: running or runnable there, or asleep with `cpu` its last
-///   CPU (busy, it will be back);
-/// - or it was displaced: it sits on a CPU whose own last acceptor of `listener` is another
-///   task. The hold's timer then wakes a waiter onto `cpu` (if `cpu` is idle by then), which
-///   puts a worker back where the connections come from.
+/// - [`Keep::Busy`]: that worker is runnable on `cpu` (running there or waiting to);
+/// - [`Keep::Away`]: it is asleep with `cpu` its last CPU (busy with something else, it will
+///   be back), or it was displaced: it sits on a CPU whose own last acceptor of `listener` is
+///   another task. The hold's timer then wakes a waiter onto `cpu` (if `cpu` is idle by
+///   then), which puts a worker back where the connections come from.
 ///
-/// Not when that worker is gone, or sits on a CPU where it is the last acceptor itself (or
-/// where nobody accepted lately): it moved there, so nobody is known to come back to `cpu`.
-/// This is the case of an unpinned worker alone (or with fewer workers than CPUs): holding
-/// for it would only make it, the one waiter, wait for the hold's timer.
+/// [`Keep::No`] when that worker is gone, or sits on a CPU where it is the last acceptor
+/// itself (or where nobody accepted lately): it moved there, so nobody is known to come back
+/// to `cpu`. This is the case of an unpinned worker alone (or with fewer workers than CPUs):
+/// holding for it would only make it, the one waiter, wait for the hold's timer.
 fn keeps_for_worker(
     state: &NetState,
     cpu_state: &CpuListen,
     listener: &Sock,
     cpu: u32,
     now: usize,
-) -> bool {
+) -> Keep {
     let window = time::ms_to_jiffies(PRESENT_MS);
     let Some(pid) = cpu_state.recent.acceptor_within(listener.id(), now, window) else {
-        return false;
+        return Keep::No;
     };
-    match task::cpu_of(pid) {
-        Some(on) if on == cpu => true,
-        Some(on) => state.listen_cpu(on).is_some_and(|there| {
-            there
-                .recent
-                .acceptor_within(listener.id(), now, window)
-                .is_some_and(|owner| owner != pid)
-        }),
-        None => false,
+    match task::state_of(pid) {
+        Some((on, true)) if on == cpu => Keep::Busy,
+        Some((on, false)) if on == cpu => Keep::Away,
+        Some((on, _))
+            if state.listen_cpu(on).is_some_and(|there| {
+                there
+                    .recent
+                    .acceptor_within(listener.id(), now, window)
+                    .is_some_and(|owner| owner != pid)
+            }) =>
+        {
+            Keep::Away
+        }
+        _ => Keep::No,
     }
 }
 
@@ -163,7 +191,7 @@ impl CpuListen {
     /// An initialiser of the state of `cpu`, built in place (its timer must not move).
     pub(crate) fn new(cpu: u32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            held <- HeldWakes::new(cpu),
+            held <- HeldWakes::new(cpu, queues::queued_on),
             recent: RecentListeners::default(),
             spread: Spacing::default(),
         })
@@ -183,7 +211,18 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
     let bound = time::ms_to_jiffies(state.listen_hold_ms());
     let now = time::jiffies();
     let pull = state.listen_pull();
-    let hold = bound > 0 && keeps_for_worker(state, here, listener, cpu, now);
+    let keep = if bound > 0 {
+        keeps_for_worker(state, here, listener, cpu, now)
+    } else {
+        Keep::No
+    };
+    let hold = keep != Keep::No;
+    // A busy worker's wake-up is held long (it is on its way back); others short.
+    let length = if keep == Keep::Busy {
+        Length::Long
+    } else {
+        Length::Short
+    };
     let how = WakeHow {
         pull,
         hold,
@@ -196,9 +235,12 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
             // last accepted here counts as present again (`keeps_for_worker` still checks
             // where it is): without this, a waiter that had not accepted for `PRESENT_MS`
             // could see its connection taken by a worker still in its accept loop elsewhere.
+            // The woken waiter is runnable on this CPU: a long reservation, kept past
+            // `listen_hold_ms` only while the worker `keeps_for_worker` finds stays so.
             if bound > 0 {
                 here.recent.refresh(listener.id(), now);
-                here.held.hold(listener, bound, how.pull, false);
+                here.held
+                    .hold(listener, bound, Length::Long, how.pull, false);
             }
             match woke {
                 ListenerWake::Local => Wake::Local,
@@ -209,12 +251,12 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
             // Woken in the stock order: keep it for the busy local worker all the same, until
             // the timer wakes the listener again.
             if how.hold {
-                here.held.hold(listener, bound, how.pull, false);
+                here.held.hold(listener, bound, length, how.pull, false);
             }
             Wake::Fallback
         }
         // The exclusive wake-up was withheld: the slot counts it and the timer delivers it.
-        ListenerWake::Held if here.held.hold(listener, bound, how.pull, true) => {
+        ListenerWake::Held if here.held.hold(listener, bound, length, how.pull, true) => {
             if !how.hold {
                 // Held to spread the waiters: not again on this CPU for a while.
                 here.spread.note(now);
@@ -271,18 +313,20 @@ pub(crate) fn may_take_from(state: &NetState, listener: &Sock, cpu: u32, last: u
     let now = time::jiffies();
     // Jiffies wrap (at 32 bits in the socket): compare ages, not times.
     let age = (now as u32).wrapping_sub(last);
-    let kept = (age as usize) < bound
-        && there.held.is_held_for(listener, last, bound)
-        && keeps_for_worker(state, there, listener, cpu, now);
+    let kept = match keeps_for_worker(state, there, listener, cpu, now) {
+        Keep::No => false,
+        Keep::Away => (age as usize) < bound,
+        Keep::Busy => (age as usize) < Length::Long.of(bound),
+    } && there.held.is_held_for(listener, last, bound);
     !kept
 }
 
 /// Whether a worker on `cpu` accepted from `listener` in the last [`PRESENT_MS`] and is still
 /// there (or displaced, see [`keeps_for_worker`]).
 pub(crate) fn worker_present(state: &NetState, listener: &Sock, cpu: u32) -> bool {
-    state
-        .listen_cpu(cpu)
-        .is_some_and(|there| keeps_for_worker(state, there, listener, cpu, time::jiffies()))
+    state.listen_cpu(cpu).is_some_and(|there| {
+        keeps_for_worker(state, there, listener, cpu, time::jiffies()) != Keep::No
+    })
 }
 
 /// Which queued connection an `accept()` on `listener`, running on this CPU, should take.

@@ -35,7 +35,7 @@ use crate::sys::{
     cpu, hooks,
     net::{Sock, SockRef},
     percpu::{Alloc, PerCpu},
-    rcu::Published,
+    rcu::{self, Published},
     reqq::{Req, ReqQueue},
     time,
 };
@@ -52,6 +52,11 @@ impl Queues {
     /// how many moved.
     pub(crate) fn close(&self, listener: &Sock) -> u32 {
         self.cpus.iter().map(|(_, q)| q.close(listener)).sum()
+    }
+
+    /// How many connections wait now in `cpu`'s queue (0 for a CPU without one).
+    fn len_on(&self, cpu: u32) -> u32 {
+        self.cpus.get(cpu).map_or(0, ReqQueue::len)
     }
 
     /// Adds to `counts[c]` the connections waiting now in CPU c's queue.
@@ -258,6 +263,24 @@ pub(crate) fn ready(state: Option<&NetState>, listener: &Sock, queues: &Queues) 
         q.head_rcv().is_some_and(|rcv| {
             state.map_or(true, |s| may_take_from(s, listener, from, rcv)) && q.head_is(takeable)
         })
+    })
+}
+
+/// How many of `listener`'s connections a wake-up held on `cpu` may still be for (see
+/// [`HeldWakes::new`]): those in `cpu`'s queue, or, while the listener's own queue has
+/// some (connections the per-CPU queues did not take, or gave back), all of its connections.
+/// A connection leaves `cpu`'s queue for the listener's own one only when the queues close,
+/// which wakes a waiter for it; reading `cpu`'s queue first, a connection moving meanwhile is
+/// counted in one place or the other.
+///
+/// [`HeldWakes::new`]: crate::sys::hold::HeldWakes::new
+pub(crate) fn queued_on(listener: &Sock, cpu: u32) -> u32 {
+    rcu::read_section(|rcu| {
+        let here = hooks::queues_of::<FastSocketHooks>(listener, rcu).map(|q| q.len_on(cpu));
+        match here {
+            Some(n) if listener.own_queue_is_empty() => n,
+            _ => listener.acceptq_len(),
+        }
     })
 }
 

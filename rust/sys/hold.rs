@@ -6,12 +6,15 @@
 //! workers asleep for a short bound so that the local worker, coming back to `accept()`, takes
 //! it. [`HeldWakes`] keeps a reference on each such listener in a slot, with the number of
 //! exclusive wake-ups held for it and a deadline fixed when the slot was claimed: nothing
-//! extends it. When the deadline passes (or when the object is dropped) the timer wakes the
-//! listener as many times as wake-ups were held, at least once, as the stack would have, but
-//! no more times than the listener has connections queued then: a held wake-up is delayed by
-//! at most the bound (plus the timer's one-jiffy granularity), never lost, and one whose
-//! connection the CPU's own worker accepted meanwhile is dropped (it would only wake a worker
-//! to find nothing to accept and sleep again).
+//! extends it. A slot is short (the bound) or long ([`LONG_HOLDS`] bounds, for a worker the
+//! caller knows to be runnable on the CPU); a short hold only ever joins a short slot. When
+//! the deadline passes (or when the object is dropped) the timer wakes the listener as many
+//! times as wake-ups were held, at least once, as the stack would have, but no more times than
+//! the connections the caller's `queued` function says may still be waiting for them (those
+//! queued on this CPU, as a rule): a held wake-up is delayed by at most its slot's length
+//! (plus the timer's one-jiffy granularity), never lost, and one whose connection was
+//! accepted meanwhile (by the CPU's own worker, as a rule) is dropped (it would only wake a
+//! worker to find nothing to accept and sleep again).
 //!
 //! # Concurrency
 //!
@@ -54,9 +57,11 @@ const LIVE: u64 = 1;
 /// `meta` bits 1..=16: how many exclusive wake-ups are held.
 const COUNT_SHIFT: u32 = 1;
 const COUNT_MAX: u64 = 0xffff;
-/// `meta` bits 17..=31: the generation, bumped when the slot is claimed.
+/// `meta` bits 17..=30: the generation, bumped when the slot is claimed.
 const GEN_SHIFT: u32 = 17;
-const GEN_MASK: u64 = 0x7fff;
+const GEN_MASK: u64 = 0x3fff;
+/// `meta` bit 31: the slot is long ([`Length::Long`]).
+const LONG: u64 = 1 << 31;
 /// `meta` bits 32..=63: the deadline, the low 32 bits of a jiffies value.
 const DEADLINE_SHIFT: u32 = 32;
 
@@ -68,8 +73,44 @@ fn deadline32(meta: u64) -> u32 {
     (meta >> DEADLINE_SHIFT) as u32
 }
 
+fn length_of(meta: u64) -> Length {
+    if meta & LONG != 0 {
+        Length::Long
+    } else {
+        Length::Short
+    }
+}
+
+/// How many bounds a long hold lasts.
+pub(crate) const LONG_HOLDS: usize = 4;
+
+/// How long a hold lasts, in bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Length {
+    /// One bound.
+    Short,
+    /// [`LONG_HOLDS`] bounds.
+    Long,
+}
+
+impl Length {
+    /// The hold's length in jiffies for a bound of `bound` jiffies.
+    pub(crate) fn of(self, bound: usize) -> usize {
+        match self {
+            Length::Short => bound,
+            Length::Long => bound.saturating_mul(LONG_HOLDS),
+        }
+    }
+
+    /// Whether a hold of this length may join a slot of length `slot` (never a longer one).
+    fn may_join(self, slot: Length) -> bool {
+        self == Length::Long || slot == Length::Short
+    }
+}
+
 /// Whether the deadline in `meta` passed at `now`: wrap-safe on 32 bits, valid because a
-/// deadline is at most `listen_hold_ms` (at most a second) after its claim.
+/// deadline is at most [`LONG_HOLDS`] times `listen_hold_ms` (at most a second) after its
+/// claim.
 fn is_due(meta: u64, now: usize) -> bool {
     (now as u32).wrapping_sub(deadline32(meta)) as i32 >= 0
 }
@@ -107,12 +148,15 @@ struct Slot {
 ///   granularity of the timer wheel). Once a releaser cleared the live bit, that releaser owns
 ///   the reference and the wake-ups.
 /// - `cpu` is the CPU the object belongs to.
+/// - `queued` is safe to call from the timer (softirq) and from the drop.
 #[pin_data(PinnedDrop)]
 pub(crate) struct HeldWakes {
     #[pin]
     timer: Opaque<bindings::timer_list>,
     slots: [Slot; SLOTS],
     cpu: u32,
+    /// How many connections of a listener the wake-ups held on `cpu` may still be for.
+    queued: fn(&Sock, u32) -> u32,
     /// Whether the timer's wake-up may pull a blocked `accept()` or `epoll_wait()` here.
     pull: AtomicBool,
     /// Held wake-ups not delivered: their connections were taken before the deadline.
@@ -127,7 +171,10 @@ unsafe impl Sync for HeldWakes {}
 
 impl HeldWakes {
     /// An initialiser of the held wake-ups of `cpu`, which sets up the timer in place.
-    pub(crate) fn new(cpu: u32) -> impl PinInit<Self, Error> {
+    /// `queued(listener, cpu)` tells the timer how many connections of `listener` its held
+    /// wake-ups may still be for: at least every connection that completed on `cpu` and is
+    /// still queued (it may count more, never fewer). It runs in softirq, without sleeping.
+    pub(crate) fn new(cpu: u32, queued: fn(&Sock, u32) -> u32) -> impl PinInit<Self, Error> {
         // INVARIANT: The timer is set up at the object's final, pinned address.
         try_pin_init!(Self {
             timer <- Opaque::ffi_init(|timer| {
@@ -145,12 +192,14 @@ impl HeldWakes {
                 }
             }; SLOTS],
             cpu,
+            queued,
             pull: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
         })
     }
 
-    /// Holds a wake-up of `listener` for at most `bound` jiffies from now: with `withheld`, one
+    /// Holds a wake-up of `listener` for at most `length` (of `bound` jiffies) from now: with
+    /// `withheld`, one
     /// exclusive wake-up the caller did not deliver (it is counted and delivered by the timer);
     /// without, the caller woke a waiter already and only wants the connection kept for this
     /// CPU ([`HeldWakes::is_held_for`]) until the timer's wake-up. Returns `false` (and holds
@@ -158,23 +207,34 @@ impl HeldWakes {
     /// timer wakes the listener as the stack would, except that with `pull` it may wake a task
     /// blocked in `accept()` or `epoll_wait()` onto this CPU (see [`Sock::wake_listener_on`]).
     ///
-    /// The hold joins a slot of `listener` claimed less than `bound / 2` ago (whose deadline
-    /// stays: nothing extends a deadline), else claims a free slot with a deadline `bound` from
-    /// now, else joins any live slot of `listener` (a shorter hold). So each hold lasts at most
-    /// `bound`, and at least `bound / 2` while slots are free.
+    /// The hold joins a slot of `listener` no longer than itself with at least half its own
+    /// length left (whose deadline stays: nothing extends a deadline), else claims a free slot
+    /// of its length, else joins any live slot of `listener` no longer than itself (a shorter
+    /// hold). So each hold lasts at most its length, and at least half of it while slots are
+    /// free.
     ///
     /// Called with bottom halves disabled on the CPU this object belongs to.
-    pub(crate) fn hold(&self, listener: &Sock, bound: usize, pull: bool, withheld: bool) -> bool {
+    pub(crate) fn hold(
+        &self,
+        listener: &Sock,
+        bound: usize,
+        length: Length,
+        pull: bool,
+        withheld: bool,
+    ) -> bool {
         self.pull.store(pull, Ordering::Relaxed);
         let sk = listener.as_raw();
         let now = time::jiffies();
-        // A fresh slot has at least half the bound left.
-        let fresh =
-            |meta: u64| deadline32(meta).wrapping_sub(now as u32) as i32 >= (bound / 2) as i32;
+        let len = length.of(bound);
+        // A fresh slot has at least half the hold's length left.
+        let fresh = |meta: u64| {
+            length.may_join(length_of(meta))
+                && deadline32(meta).wrapping_sub(now as u32) as i32 >= (len / 2) as i32
+        };
         if self.join(sk, withheld, fresh) {
             return true;
         }
-        let deadline = now.wrapping_add(bound);
+        let deadline = now.wrapping_add(len);
         for slot in &self.slots {
             if slot
                 .sk
@@ -191,7 +251,9 @@ impl HeldWakes {
             // The slot is ours until its `meta` is live; nobody else writes `meta` meanwhile.
             let old = slot.meta.load(Ordering::Relaxed);
             let generation = ((old >> GEN_SHIFT) + 1) & GEN_MASK;
+            let long = if length == Length::Long { LONG } else { 0 };
             let meta = (u64::from(deadline as u32) << DEADLINE_SHIFT)
+                | long
                 | (generation << GEN_SHIFT)
                 | (u64::from(withheld) << COUNT_SHIFT)
                 | LIVE;
@@ -205,7 +267,7 @@ impl HeldWakes {
             return true;
         }
         // No free slot: a shorter hold is still a hold.
-        self.join(sk, withheld, |_| true)
+        self.join(sk, withheld, |meta| length.may_join(length_of(meta)))
     }
 
     /// Joins a live slot of `sk` whose `meta` passes `pick`, adding one wake-up to its count
@@ -239,9 +301,10 @@ impl HeldWakes {
     /// Whether a wake-up of `listener` is held here for a connection whose last segment came
     /// at `since` (jiffies, truncated to 32 bits), i.e. the timer has yet to release a slot of
     /// `listener` claimed no later than one jiffy after `since` (the jiffy may tick between
-    /// the segment and the claim). `bound` is the hold's length, from which the claim time is
-    /// found back from the deadline (if `listen_hold_ms` changed meanwhile, the answer is off by
-    /// that change, but never holds past the slot's fixed deadline).
+    /// the segment and the claim). `bound` is the bound the slot's length was given in, from
+    /// which the claim time is found back from the deadline (if `listen_hold_ms` changed
+    /// meanwhile, the answer is off by that change, but never holds past the slot's fixed
+    /// deadline).
     ///
     /// A slot claimed later was claimed for younger connections: an older one that sits in the
     /// queue must not be kept by it, or successive holds could keep it for ever.
@@ -249,7 +312,7 @@ impl HeldWakes {
         let sk = listener.as_raw();
         self.slots.iter().any(|s| {
             let meta = s.meta.load(Ordering::Acquire);
-            let claimed = deadline32(meta).wrapping_sub(bound as u32);
+            let claimed = deadline32(meta).wrapping_sub(length_of(meta).of(bound) as u32);
             meta & LIVE != 0
                 && s.sk.load(Ordering::Acquire) == sk
                 && since.wrapping_add(1).wrapping_sub(claimed) as i32 >= 0
@@ -301,7 +364,7 @@ impl HeldWakes {
                 // SAFETY: By the type invariant the slot owned a reference on `sk`, a listener
                 // given to `hold()` as a `&Sock` (so an `inet_connection_sock`); the reference
                 // is ours now and keeps the socket valid until `sock_put()`.
-                let dropped = Self::wake(unsafe { Sock::from_raw(sk) }, count(meta), pull);
+                let dropped = self.wake(unsafe { Sock::from_raw(sk) }, count(meta), pull);
                 self.dropped.fetch_add(dropped, Ordering::Relaxed);
                 // SAFETY: The slot's reference is ours; the socket is not used any more.
                 unsafe { bindings::sock_put(sk) };
@@ -314,17 +377,18 @@ impl HeldWakes {
     }
 
     /// Delivers `count` held exclusive wake-ups of `listener`, at least one, and at most one per
-    /// connection it has queued now; returns how many of the `count` it did not deliver. Every
-    /// connection a wake-up was held for was counted in the listener's queue length before its
-    /// hold, on this CPU; so a length of 0 means they were all taken, and a connection queued
-    /// after the read gets its own wake-up (or hold) from the path that queues it.
-    fn wake(listener: &Sock, count: u64, pull: bool) -> u64 {
+    /// connection they may still be for (`queued`); returns how many of the `count` it did not
+    /// deliver. Every connection a wake-up was held for completed on this object's CPU and
+    /// was queued before its hold; so a count of 0 means they were all taken, and a
+    /// connection queued after the read gets its own wake-up (or hold) from the path that
+    /// queues it.
+    fn wake(&self, listener: &Sock, count: u64, pull: bool) -> u64 {
         let how = WakeHow {
             pull,
             hold: false,
             spread: false,
         };
-        let queued = u64::from(listener.acceptq_len());
+        let queued = u64::from((self.queued)(listener, self.cpu));
         for i in 0..count.max(1).min(queued) {
             if i > 0
                 || !how.pull

@@ -264,6 +264,21 @@ impl Sock {
         u32::from(state) == bindings::TCP_LISTEN
     }
 
+    /// Whether this listener's own accept queue (not a module's queues of it) is empty now, as
+    /// `reqsk_queue_empty()` reads it: a hint, the queue may change at once.
+    pub(crate) fn own_queue_is_empty(&self) -> bool {
+        // SAFETY: The socket is valid for `&self` and an `inet_connection_sock` (type
+        // invariant); the head pointer is read once, as `READ_ONCE()` does, and never dereferenced.
+        let head = unsafe {
+            ptr::read_volatile(ptr::addr_of!(
+                (*self.0.get().cast::<bindings::inet_connection_sock>())
+                    .icsk_accept_queue
+                    .rskq_accept_head
+            ))
+        };
+        head.is_null()
+    }
+
     /// This listener's count of queued connections (`sk_ack_backlog`, as `READ_ONCE()` reads
     /// it): the connections in its own accept queue and in a module's queues of it, each
     /// counted where it is queued and uncounted where it is taken.

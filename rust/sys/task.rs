@@ -16,8 +16,9 @@ pub(crate) fn current_pid() -> i32 {
 }
 
 /// The CPU the task with pid `pid` (initial pid namespace) runs, waits to run or last ran on,
-/// if that task exists.
-pub(crate) fn cpu_of(pid: i32) -> Option<u32> {
+/// and whether it is runnable (running or waiting to run, not asleep) as it was looked up, if
+/// that task exists.
+pub(crate) fn state_of(pid: i32) -> Option<(u32, bool)> {
     if pid <= 0 {
         return None;
     }
@@ -30,8 +31,15 @@ pub(crate) fn cpu_of(pid: i32) -> Option<u32> {
         }
         // SAFETY: `found` is a live `struct pid` for the rest of the RCU section.
         let task = unsafe { bindings::pid_task(found, bindings::pid_type_PIDTYPE_PID) };
+        if task.is_null() {
+            return None;
+        }
         // SAFETY: A task found through its pid under RCU is not freed before the section ends;
         // `task_cpu()` only reads one of its fields.
-        (!task.is_null()).then(|| unsafe { bindings::task_cpu(task) })
+        let cpu = unsafe { bindings::task_cpu(task) };
+        // SAFETY: As above; `__state` is written concurrently by its task and its wakers, so it
+        // is read once, volatile, as `task_is_running()` does with `READ_ONCE()`.
+        let state = unsafe { ptr::read_volatile(ptr::addr_of!((*task).__state)) };
+        Some((cpu, state == bindings::TASK_RUNNING))
     })
 }

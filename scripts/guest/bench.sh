@@ -350,6 +350,27 @@ hooks_state() {
 # shellcheck disable=SC2016 # awk program
 tw_count() { in_ns "$1" awk '/^TCP:/ { for (i = 1; i < NF; i++) if ($i == "tw") print $(i + 1) }' /proc/net/sockstat; }
 
+# The module's wake-up and queue counters summed over CPUs, as "name=value" words, so that two
+# samples around a run say where its non-local accepts came from (empty if not loaded).
+# shellcheck disable=SC2016 # awk program
+counters_sums() {
+	[ -e /proc/net/fastsocket ] || return 0
+	awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($i ~ /^(wake|queue)_/) col[i] = $i; next }
+	     { for (i in col) sum[col[i]] += $i }
+	     END { for (c in sum) printf "%s=%d ", c, sum[c] }' /proc/net/fastsocket
+}
+
+# The difference of two counters_sums samples, columns in a fixed order.
+# shellcheck disable=SC2016 # awk program
+counters_delta() { # before after
+	awk -v before="$1" -v after="$2" 'BEGIN {
+		n = split(before, b, " "); for (i = 1; i <= n; i++) { split(b[i], kv, "="); v[kv[1]] = kv[2] }
+		n = split(after, a, " ")
+		for (i = 1; i <= n; i++) { split(a[i], kv, "="); d[kv[1]] = kv[2] - v[kv[1]] }
+		split("wake_local wake_pulled wake_held wake_dropped wake_fallback queue_local queue_steal queue_fallback", order, " ")
+		for (i = 1; i <= 8; i++) if (order[i] in d) printf "%s %d, ", order[i], d[order[i]] }'
+}
+
 counters_total() {
 	if [ -e /proc/net/fastsocket ]; then
 		fs_counters | awk '{ a += $2; l += $3 } END { print a + 0, l + 0 }'
@@ -434,6 +455,7 @@ measure() { # workload arm round slot ns url
 	fi
 	[ "$profile" = lockstat ] && echo 0 >/proc/lock_stat
 	read -r a0 l0 < <(counters_total)
+	sums0=$(counters_sums)
 	read -r busy0 idle0 cs0 < <(cpu_sample)
 	read -r cal0 res0 rx0 ks0 hs0 ns0 < <(ipi_sample)
 	if [ "$profile" = perflock ] || [ "$profile" = cpuprof ]; then
@@ -451,6 +473,7 @@ measure() { # workload arm round slot ns url
 	read -r busy1 idle1 cs1 < <(cpu_sample)
 	read -r cal1 res1 rx1 ks1 hs1 ns1 < <(ipi_sample)
 	read -r a1 l1 < <(counters_total)
+	sums1=$(counters_sums)
 	read -r rps err reqs < <(awk '/^Requests\/sec:/ { rps = $2 }
 		/ requests in / { reqs = $1 }
 		/Socket errors:/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
@@ -497,6 +520,7 @@ measure() { # workload arm round slot ns url
 		if (clock == "wall") printf "vCPUs idle %.1f%%, ", 100 * i / (b + i + (b + i == 0))
 		n += (n == 0)
 		printf "per connection: %.1f context switches, %.2f function-call IPIs, %.2f rescheduling IPIs, %.2f NET_RX softirqs; switches of ksoftirqd %.2f, haproxy %.2f, nginx %.2f", c / n, cal / n, res / n, rx / n, ks / n, hs / n, ns / n }')"
+	if [ -n "$sums1" ]; then log "  $w $arm round $run counters: $(counters_delta "$sums0" "$sums1")"; fi
 }
 
 # `perf lock contention` of DATA into FILE with the profile header; fails loudly where perf
