@@ -109,8 +109,8 @@ impl Length {
 }
 
 /// Whether the deadline in `meta` passed at `now`: wrap-safe on 32 bits, valid because a
-/// deadline is at most [`LONG_HOLDS`] times `listen_hold_ms` (at most a second) after its
-/// claim.
+/// deadline is at most [`LONG_HOLDS`] times `listen_hold_ms` (at most a second: 4 s, far
+/// below 2^31 jiffies) after its claim.
 fn is_due(meta: u64, now: usize) -> bool {
     (now as u32).wrapping_sub(deadline32(meta)) as i32 >= 0
 }
@@ -142,8 +142,8 @@ struct Slot {
 ///   initialised in place, and the object does not move until dropped (it is pinned).
 /// - A slot whose `sk` is neither null nor [`claiming`] owns a reference (`sock_hold()`) on a
 ///   listening socket. While its `meta` is live, the exclusive waiters of that listener are owed
-///   `count` wake-ups (at least one either way), less those that would find no connection
-///   queued on the listener then, by the deadline in `meta`, and
+///   `count` wake-ups (at least one either way), less those beyond the connections `queued`
+///   counts then, by the deadline in `meta`, and
 ///   the timer is pending or running for a time no later than that deadline (plus the
 ///   granularity of the timer wheel). Once a releaser cleared the live bit, that releaser owns
 ///   the reference and the wake-ups.
