@@ -312,12 +312,15 @@ pub(crate) fn may_take_from(state: &NetState, listener: &Sock, cpu: u32, last: u
     };
     let now = time::jiffies();
     // Jiffies wrap (at 32 bits in the socket): compare ages, not times.
-    let age = (now as u32).wrapping_sub(last);
-    let kept = match keeps_for_worker(state, there, listener, cpu, now) {
-        Keep::No => false,
-        Keep::Away => (age as usize) < bound,
-        Keep::Busy => (age as usize) < Length::Long.of(bound),
-    } && there.held.is_held_for(listener, last, bound);
+    let age = (now as u32).wrapping_sub(last) as usize;
+    // Cheapest first: the age, the held slots, then the worker (a pid look-up).
+    let kept = age < Length::Long.of(bound)
+        && there.held.is_held_for(listener, last, bound)
+        && match keeps_for_worker(state, there, listener, cpu, now) {
+            Keep::No => false,
+            Keep::Away => age < bound,
+            Keep::Busy => true,
+        };
     !kept
 }
 
