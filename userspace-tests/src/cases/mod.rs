@@ -117,6 +117,8 @@ const TESTS: &[Test] = &[
     )
     .limit(120),
     Test::new("hold_busy_epoll_exclusive", pick::hold_busy_epoll_exclusive).limit(120),
+    Test::new("hold_long_busy_worker", pick::hold_long_busy_worker).limit(120),
+    Test::new("hold_timer_counts_own_cpu", pick::hold_timer_counts_own_cpu).limit(120),
     Test::new("hold_pending_netns_exit", pick::hold_pending_netns_exit).limit(300),
     Test::new("accept_latency_pinned", latency::accept_latency_pinned).limit(300),
     Test::new(

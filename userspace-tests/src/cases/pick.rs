@@ -12,6 +12,12 @@
 //! - [`hold_busy_epoll_exclusive`] (8): a busy `EPOLLEXCLUSIVE` worker whose CPU's wake-up
 //!   is held finds the listener ready when it next calls `epoll_wait()` (before patch 0009 it
 //!   slept until the hold's timer).
+//! - [`hold_long_busy_worker`]: a wake-up held for a worker runnable on its CPU (spinning
+//!   there) is held for the long hold (4 x `listen_hold_ms`), one held for a worker asleep
+//!   there for `listen_hold_ms`; either way the hold's timer then wakes a waiter elsewhere.
+//! - [`hold_timer_counts_own_cpu`]: the hold's timer drops a held wake-up whose connection
+//!   the worker took, even while another CPU's queue holds a connection (it used to wake a
+//!   waiter for it).
 //! - [`hold_pending_netns_exit`] (issue 11): a namespace whose listener closes while one of
 //!   its CPUs holds the listener's wake-up is freed once the hold's timer ran, with no splat
 //!   and no leak.
@@ -826,4 +832,428 @@ fn wait_freed(name: &str) -> TestResult<Duration> {
         thread::sleep(Duration::from_millis(20));
     }
     Ok(start.elapsed())
+}
+
+/// What the test tells a [`Worker`] to do.
+enum Order {
+    /// Accept once (blocking if the listener is) and report it.
+    Accept,
+    /// Spin on its CPU: runnable there, as a worker serving a request.
+    Spin,
+    /// Sleep (in a futex) until the next order: asleep with its CPU its last, as a worker
+    /// busy with something else than the listener.
+    Park,
+}
+
+/// What a [`Worker`]'s accept got: the client's port, the CPU its handshake completed on, and
+/// when accept() returned.
+type Accepted = (u16, i32, Instant);
+
+/// A worker thread pinned to a CPU that accepts from a listener when told and in between
+/// spins there or sleeps, as the test tells it.
+struct Worker {
+    orders: Option<Sender<Order>>,
+    reports: Receiver<TestResult<Accepted>>,
+    tid: i32,
+    /// Set from just before its accept() to just after.
+    accepting: std::sync::Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts a worker pinned to `cpu`, parked.
+    fn start(cpu: usize, listener: &TcpListener) -> TestResult<Worker> {
+        let listener = listener.try_clone().context("duplicating the listener")?;
+        let (orders, incoming) = mpsc::channel::<Order>();
+        let (report, reports) = mpsc::channel();
+        let (started, tid) = mpsc::channel::<TestResult<i32>>();
+        let accepting = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = accepting.clone();
+        let thread = thread::spawn(move || {
+            let pinned = sys::pin_current_thread(cpu)
+                .context(format!("pinning to cpu {cpu}"))
+                .map(|()| gettid().as_raw());
+            if started.send(pinned).is_err() {
+                return;
+            }
+            let mut spinning = false;
+            loop {
+                let order = if spinning {
+                    match incoming.try_recv() {
+                        Ok(order) => order,
+                        Err(mpsc::TryRecvError::Empty) => {
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                        Err(mpsc::TryRecvError::Disconnected) => return,
+                    }
+                } else {
+                    match incoming.recv() {
+                        Ok(order) => order,
+                        Err(_) => return,
+                    }
+                };
+                match order {
+                    Order::Accept => {
+                        flag.store(true, SeqCst);
+                        let got = try_accept(&listener);
+                        let at = Instant::now();
+                        flag.store(false, SeqCst);
+                        let got = got.and_then(|got| {
+                            got.map(|(_conn, port, cpu)| (port, cpu, at))
+                                .ok_or_else(|| format!("accept() on cpu {cpu}: EAGAIN"))
+                        });
+                        if report.send(got).is_err() {
+                            return;
+                        }
+                    }
+                    Order::Spin => spinning = true,
+                    Order::Park => spinning = false,
+                }
+            }
+        });
+        let tid = tid
+            .recv()
+            .map_err(|_| format!("the worker for cpu {cpu} died"))??;
+        Ok(Worker {
+            orders: Some(orders),
+            reports,
+            tid,
+            accepting,
+            thread: Some(thread),
+        })
+    }
+
+    fn order(&self, order: Order) -> TestResult {
+        self.orders
+            .as_ref()
+            .ok_or("worker stopped")?
+            .send(order)
+            .map_err(|_| "the worker is gone".to_string())
+    }
+
+    /// The worker's next accept, waiting at most `timeout` for it.
+    fn accepted(&self, timeout: Duration) -> TestResult<Accepted> {
+        self.reports
+            .recv_timeout(timeout)
+            .context("waiting for the worker's accept")?
+    }
+
+    /// Tells the worker to accept once, then to carry on as `then` says; returns what it got.
+    fn accept_then(&self, then: Order) -> TestResult<Accepted> {
+        self.order(Order::Accept)?;
+        self.order(then)?;
+        self.accepted(SETTLE_TIMEOUT)
+    }
+
+    /// Waits until the worker sleeps: in accept() if `in_accept`.
+    fn wait_asleep(&self, in_accept: bool) -> TestResult {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        while !((!in_accept || self.accepting.load(SeqCst)) && thread_state(self.tid)? == 'S') {
+            ensure!(
+                Instant::now() < deadline,
+                "set-up: worker thread {} did not go to sleep{}",
+                self.tid,
+                if in_accept { " in accept()" } else { "" }
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the order channel ends the thread (after an accept() under way returns).
+        self.orders = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `listen_hold_ms` of [`hold_long_busy_worker`]: its long hold (4 x) fits within the 100 ms
+/// a worker counts as present after its accept.
+const HOLD_MS: u64 = 20;
+/// The safety net of a blocking accept() (`SO_RCVTIMEO`): it ends with `EAGAIN` only if a
+/// wake-up was lost.
+const ACCEPT_SAFETY_NET: Duration = Duration::from_secs(5);
+
+/// The long hold: worker A, pinned on CPU a, accepts and then either sleeps there (parked:
+/// busy with something else, `Away`) or spins there (runnable: serving, `Busy`); worker B,
+/// pinned on CPU b, sleeps in a blocking accept(). A connection that completes on CPU a has
+/// its wake-up held for A (`wake_held`), and B gets it when the hold's timer wakes it: after
+/// `listen_hold_ms` ([`HOLD_MS`]) where A sleeps, after the long hold (4 x) where A is
+/// runnable on its CPU. Asserted: the held connection goes to B, by the timer (no lost
+/// wake-up: B's accept() has a 5 s safety net), not before `listen_hold_ms` in either case,
+/// and at least twice that where A spins.
+pub fn hold_long_busy_worker(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    let (a_cpu, b_cpu) = two_cpus(ctx)?;
+    let _enabled = KnobGuard::enabled("1")?;
+    let _ports = KnobGuard::listen_ports("all")?;
+    let _hold = KnobGuard::listen_hold_ms(&HOLD_MS.to_string())?;
+    let pair = ctx.netns_pair(ServerSide::Current)?;
+    let mut client = Connector::start(pair.client_ns())?;
+    pair.set_rps(&[a_cpu]).context("setting the RPS mask")?;
+    attempts("long hold", || {
+        long_hold_attempt(&pair, &mut client, a_cpu, b_cpu)
+    })
+}
+
+/// A listener of [`listen`] whose accept() blocks, for at most [`ACCEPT_SAFETY_NET`].
+fn blocking_listener(pair: &NetnsPair) -> TestResult<(TcpListener, SocketAddr)> {
+    let (listener, addr) = listen(pair)?;
+    listener
+        .set_nonblocking(false)
+        .context("clearing O_NONBLOCK")?;
+    let timeout = nix::sys::time::TimeVal::new(ACCEPT_SAFETY_NET.as_secs() as _, 0);
+    nix::sys::socket::setsockopt(
+        &listener,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &timeout,
+    )
+    .context("SO_RCVTIMEO")?;
+    Ok((listener, addr))
+}
+
+fn long_hold_attempt(
+    pair: &NetnsPair,
+    client: &mut Connector,
+    a_cpu: usize,
+    b_cpu: usize,
+) -> TestResult<Attempt> {
+    let hold = Duration::from_millis(HOLD_MS);
+    let (listener, addr) = blocking_listener(pair)?;
+    let a = Worker::start(a_cpu, &listener)?;
+    let b = Worker::start(b_cpu, &listener)?;
+    // The connection B gets, `wait` after its connect() returned; None if too slow to tell.
+    let held_for_b = |client: &mut Connector, present: Instant| -> TestResult<Option<Duration>> {
+        b.order(Order::Accept)?;
+        b.wait_asleep(true)?;
+        let before = procfs::read_counters()?;
+        let start = Instant::now();
+        let port = client.connect(addr)?;
+        let wakes = wait_wake(&procfs::read_counters, &before, a_cpu)?;
+        let elapsed = present.elapsed();
+        if wakes.wake_held != 1 || wakes.wakes() != 1 {
+            let seen = format!(
+                "wake-ups on cpu {a_cpu}: {} local, {} pulled, {} fallback, {} held, \
+                 {elapsed:?} after A's accept",
+                wakes.wake_local, wakes.wake_pulled, wakes.wake_fallback, wakes.wake_held
+            );
+            ensure!(
+                elapsed >= PRESENT_MARGIN,
+                "the handshake's wake-up was not held for worker A: {seen}"
+            );
+            // B gets it all the same; wait for that before the next attempt.
+            b.accepted(ACCEPT_SAFETY_NET + SETTLE_TIMEOUT)?;
+            return Ok(None);
+        }
+        let (got, cpu, at) = b.accepted(ACCEPT_SAFETY_NET + SETTLE_TIMEOUT).map_err(|e| {
+            format!("worker B's accept() (cpu {b_cpu}) for a wake-up held on cpu {a_cpu}: {e}: lost wake-up")
+        })?;
+        ensure!(
+            got == port && cpu == a_cpu as i32,
+            "B accepted client port {got} (handshake on cpu {cpu}), expected {port} (cpu {a_cpu})"
+        );
+        Ok(Some(at.duration_since(start)))
+    };
+
+    // Away: A accepted and sleeps on its CPU.
+    client.connect(addr)?;
+    wait_queued(a_cpu, 1)?;
+    a.accept_then(Order::Park)?;
+    let present = Instant::now();
+    a.wait_asleep(false)?;
+    let Some(short) = held_for_b(client, present)? else {
+        return Ok(Attempt::TooSlow(
+            "A asleep: the wake-up was not held".into(),
+        ));
+    };
+    // The timer runs at the claim's jiffy + the hold, so at most a jiffy (1 ms) earlier.
+    ensure!(
+        short + Duration::from_millis(1) >= hold,
+        "worker A asleep on cpu {a_cpu}: B (cpu {b_cpu}) got the connection held for A \
+         {short:?} after it, before listen_hold_ms={HOLD_MS}"
+    );
+    if short >= hold * 3 {
+        return Ok(Attempt::TooSlow(format!(
+            "A asleep: B got the held connection only after {short:?}"
+        )));
+    }
+
+    // Busy: A accepts again and spins on its CPU. First any hold claimed for the connection
+    // A takes ends, so that only the long hold can keep the next one.
+    client.connect(addr)?;
+    wait_queued(a_cpu, 1)?;
+    thread::sleep(hold * 2);
+    a.accept_then(Order::Spin)?;
+    let present = Instant::now();
+    let Some(long) = held_for_b(client, present)? else {
+        return Ok(Attempt::TooSlow(
+            "A spinning: the wake-up was not held".into(),
+        ));
+    };
+    info!(
+        "the hold's timer gave B (cpu {b_cpu}) the connection held for A (cpu {a_cpu}) {:.1} ms \
+         after it where A slept there, {:.1} ms where A spun there (listen_hold_ms={HOLD_MS}, \
+         long hold {} ms)",
+        short.as_secs_f64() * 1000.0,
+        long.as_secs_f64() * 1000.0,
+        HOLD_MS * 4
+    );
+    ensure!(
+        long >= hold * 2,
+        "worker A runnable on cpu {a_cpu}: B got the connection held for A {long:?} after it, \
+         less than twice listen_hold_ms={HOLD_MS}: the hold was not the long one"
+    );
+    Ok(Attempt::Done)
+}
+
+/// The hold's timer delivers a CPU's held wake-ups only for connections still queued on that
+/// CPU: worker A, pinned on CPU a, accepted and spins there; worker B, pinned on CPU b, waits
+/// in epoll_wait() (`EPOLLEXCLUSIVE | EPOLLET`, so that a queued connection does not keep
+/// waking it) and accepts nothing. A connection completes on CPU a: its wake-up is held for A
+/// (B not woken). Then one completes on CPU b (B is woken for it, and leaves it queued), and A
+/// accepts its own (the oldest). When CPU a's hold timer runs, CPU a's queue is empty while
+/// CPU b's holds a connection: the timer must drop the held wake-up (`wake_dropped`), as it
+/// did not when it counted the listener's whole backlog (it delivered it to B).
+pub fn hold_timer_counts_own_cpu(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    let (a_cpu, b_cpu) = two_cpus(ctx)?;
+    let _enabled = KnobGuard::enabled("1")?;
+    let _ports = KnobGuard::listen_ports("all")?;
+    let _hold = KnobGuard::listen_hold_ms(LONG_HOLD_MS)?;
+    let pair = ctx.netns_pair(ServerSide::Current)?;
+    let mut client = Connector::start(pair.client_ns())?;
+    attempts("timer counts its own cpu", || {
+        own_cpu_attempt(&pair, &mut client, a_cpu, b_cpu)
+    })
+}
+
+fn own_cpu_attempt(
+    pair: &NetnsPair,
+    client: &mut Connector,
+    a_cpu: usize,
+    b_cpu: usize,
+) -> TestResult<Attempt> {
+    let (listener, addr) = listen(pair)?;
+    pair.set_rps(&[a_cpu]).context("setting the RPS mask")?;
+    let eb = Epoll::new().context("epoll_create1")?;
+    eb.add(
+        &listener,
+        EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE | EpollFlags::EPOLLET,
+    )
+    .context("EPOLL_CTL_ADD")?;
+    let stop = EventFd::new().context("eventfd")?;
+    eb.add(&stop, EpollFlags::EPOLLIN)
+        .context("EPOLL_CTL_ADD")?;
+    let stop_token = stop.as_raw_fd() as u64;
+    let b_tid = AtomicI32::new(0);
+    thread::scope(|scope| {
+        let b = scope.spawn(|| -> TestResult {
+            sys::pin_current_thread(b_cpu).context(format!("pinning B to cpu {b_cpu}"))?;
+            b_tid.store(gettid().as_raw(), SeqCst);
+            while !eb
+                .wait_forever()
+                .context("B: epoll_wait")?
+                .contains(&stop_token)
+            {}
+            Ok(())
+        });
+        let mut run = || -> TestResult<Attempt> {
+            let a = Worker::start(a_cpu, &listener)?;
+            let first = client.connect(addr)?;
+            wait_queued(a_cpu, 1)?;
+            let (got, cpu, _) = a.accept_then(Order::Spin)?;
+            let present = Instant::now();
+            ensure!(
+                got == first && cpu == a_cpu as i32,
+                "set-up: A accepted client port {got} (handshake on cpu {cpu}), expected \
+                 {first} (cpu {a_cpu})"
+            );
+            let deadline = Instant::now() + SETTLE_TIMEOUT;
+            while !(b_tid.load(SeqCst) != 0 && thread_state(b_tid.load(SeqCst))? == 'S') {
+                ensure!(
+                    Instant::now() < deadline,
+                    "set-up: worker B did not go to sleep in epoll_wait()"
+                );
+                thread::sleep(Duration::from_millis(1));
+            }
+            let before = procfs::read_counters()?;
+            let port = client.connect(addr)?;
+            let wakes = wait_wake(&procfs::read_counters, &before, a_cpu)?;
+            let elapsed = present.elapsed();
+            if wakes.wake_held != 1 || wakes.wakes() != 1 {
+                let seen = format!(
+                    "wake-ups on cpu {a_cpu}: {} local, {} pulled, {} fallback, {} held, \
+                     {elapsed:?} after A's accept",
+                    wakes.wake_local, wakes.wake_pulled, wakes.wake_fallback, wakes.wake_held
+                );
+                ensure!(
+                    elapsed >= PRESENT_MARGIN,
+                    "the handshake's wake-up was not held for busy worker A: {seen}"
+                );
+                return Ok(Attempt::TooSlow(seen));
+            }
+            pair.set_rps(&[b_cpu]).context("setting the RPS mask")?;
+            let other = client.connect(addr)?;
+            wait_queued(b_cpu, 1)?;
+            pair.set_rps(&[a_cpu]).context("setting the RPS mask")?;
+            let (got, cpu, _) = a.accept_then(Order::Spin)?;
+            ensure!(
+                got == port && cpu == a_cpu as i32,
+                "A accepted client port {got} (handshake on cpu {cpu}), expected {port} \
+                 (cpu {a_cpu}), the oldest"
+            );
+            // The long hold (A spins) is 4 x listen_hold_ms; then the timer runs.
+            let safety_net = Instant::now() + Duration::from_millis(4000) + SETTLE_TIMEOUT;
+            let at_timer = loop {
+                let now = procfs::read_counters()?;
+                if now.since(&before)?.cpu(a_cpu).wake_dropped > 0 {
+                    break now;
+                }
+                ensure!(
+                    Instant::now() < safety_net,
+                    "the hold's timer on cpu {a_cpu} did not drop the wake-up held for the \
+                     connection A took: wake_dropped unchanged there ({} queued on cpu \
+                     {b_cpu}): it delivered it for another cpu's connection",
+                    now.cpu(b_cpu).queued
+                );
+                thread::sleep(Duration::from_millis(5));
+            };
+            let dropped = at_timer.since(&before)?.cpu(a_cpu).wake_dropped;
+            ensure!(
+                dropped == 1,
+                "wake_dropped +{dropped} on cpu {a_cpu} for one held wake-up"
+            );
+            ensure!(
+                at_timer.cpu(b_cpu).queued == 1,
+                "set-up: cpu {b_cpu}'s connection was no longer queued when the timer ran \
+                 ({} queued there)",
+                at_timer.cpu(b_cpu).queued
+            );
+            info!(
+                "the hold's timer on cpu {a_cpu} dropped the wake-up held for the connection A \
+                 took, with one connection queued on cpu {b_cpu}"
+            );
+            let (_conn, got, _) = try_accept(&listener)?
+                .ok_or_else(|| format!("cpu {b_cpu}'s connection: EAGAIN"))?;
+            ensure!(
+                got == other,
+                "accepted client port {got}, expected cpu {b_cpu}'s {other}"
+            );
+            Ok(Attempt::Done)
+        };
+        let attempt = run();
+        let stopped = stop.signal().context("eventfd write");
+        let b = b
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let attempt = attempt?;
+        stopped?;
+        b?;
+        Ok(attempt)
+    })
 }
