@@ -197,50 +197,6 @@ fn try_accept(listener: &TcpListener) -> TestResult<Option<(TcpStream, u16, i32)
     }
 }
 
-/// A worker that accepted one connection on its CPU and stays there, asleep, until dropped:
-/// a busy worker that will come back, for which its CPU's connections are kept (the module
-/// keeps them only while the last acceptor there is still there).
-struct ParkedWorker {
-    resume: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl ParkedWorker {
-    /// Starts the worker pinned to `cpu` and returns once it accepted from `listener`.
-    fn accept_on(cpu: usize, listener: &TcpListener) -> TestResult<ParkedWorker> {
-        let listener = listener.try_clone().context("duplicating the listener")?;
-        let (resume, parked) = mpsc::channel::<()>();
-        let (report, accepted) = mpsc::channel::<TestResult>();
-        let thread = thread::spawn(move || {
-            let accept = || -> TestResult {
-                sys::pin_current_thread(cpu).context(format!("pinning to cpu {cpu}"))?;
-                try_accept(&listener)?
-                    .ok_or(format!("set-up: the worker on cpu {cpu} got EAGAIN"))?;
-                Ok(())
-            };
-            let _ = report.send(accept());
-            let _ = parked.recv();
-        });
-        let worker = ParkedWorker {
-            resume: Some(resume),
-            thread: Some(thread),
-        };
-        accepted
-            .recv()
-            .map_err(|_| "the worker died".to_string())??;
-        Ok(worker)
-    }
-}
-
-impl Drop for ParkedWorker {
-    fn drop(&mut self) {
-        drop(self.resume.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Runs `f` on a thread pinned to `cpu` (so the caller's affinity is left alone).
 fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> TestResult<T> + Send) -> TestResult<T> {
     thread::scope(|scope| {
@@ -252,6 +208,41 @@ fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> TestResult<T> + Send) -> Test
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+/// What the presence-dependent scenarios share: the module on with every port in scope and
+/// the given hold (and `listen_scan`, if given), a namespace pair with the server side in the
+/// runner's namespace, a client in the other, and the guest's first two CPUs. The knobs are
+/// restored when it is dropped.
+struct Scenario {
+    client: Connector,
+    pair: NetnsPair,
+    a_cpu: usize,
+    b_cpu: usize,
+    _knobs: Vec<KnobGuard>,
+}
+
+impl Scenario {
+    fn new(ctx: &mut Ctx, hold_ms: &str, scan: Option<&str>) -> TestResult<Scenario> {
+        ctx.ensure_loaded()?;
+        let (a_cpu, b_cpu) = two_cpus(ctx)?;
+        let mut knobs = vec![KnobGuard::enabled("1")?, KnobGuard::listen_ports("all")?];
+        if let Some(scan) = scan {
+            knobs.push(KnobGuard::listen_scan(scan)?);
+        }
+        knobs.push(KnobGuard::listen_hold_ms(hold_ms)?);
+        // Restored in the reverse order of setting.
+        knobs.reverse();
+        let pair = ctx.netns_pair(ServerSide::Current)?;
+        let client = Connector::start(pair.client_ns())?;
+        Ok(Scenario {
+            client,
+            pair,
+            a_cpu,
+            b_cpu,
+            _knobs: knobs,
+        })
+    }
 }
 
 /// `listen_scan` of [`pick_overtaking_bounded`].
@@ -366,16 +357,10 @@ fn attempts(what: &str, mut attempt: impl FnMut() -> TestResult<Attempt>) -> Tes
 /// 0. A non-blocking accept() on CPU 0 must return the CPU-0 connection at once: the kept
 /// ones fill the scan window but must not hide it (before the fix: `EAGAIN`).
 pub fn pick_kept_window_hides_none(ctx: &mut Ctx) -> TestResult {
-    ctx.ensure_loaded()?;
-    let (here, there) = two_cpus(ctx)?;
-    let _enabled = KnobGuard::enabled("1")?;
-    let _ports = KnobGuard::listen_ports("all")?;
-    let _scan = KnobGuard::listen_scan("1")?;
-    let _hold = KnobGuard::listen_hold_ms(LONG_HOLD_MS)?;
-    let pair = ctx.netns_pair(ServerSide::Current)?;
-    let mut client = Connector::start(pair.client_ns())?;
+    let mut s = Scenario::new(ctx, LONG_HOLD_MS, Some("1"))?;
+    let (here, there) = (s.a_cpu, s.b_cpu);
     attempts("kept window", || {
-        kept_window_attempt(&pair, &mut client, here, there)
+        kept_window_attempt(&s.pair, &mut s.client, here, there)
     })
 }
 
@@ -390,7 +375,7 @@ fn kept_window_attempt(
         pair.set_rps(&[there]).context("setting the RPS mask")?;
         client.connect(addr)?;
         wait_queued(there, 1)?;
-        let _worker = ParkedWorker::accept_on(there, &listener)?;
+        let _worker = Worker::accept_on(there, &listener)?;
         // From here the worker on `there` counts as present, for 100 ms.
         let present = Instant::now();
         let kept = [client.connect(addr)?, client.connect(addr)?];
@@ -483,17 +468,11 @@ const B_RUN_MARGIN: Duration = Duration::from_millis(200);
 /// (`listen_hold_ms=1000`), and accept the connection. Then the timer must drop the held
 /// wake-up (`wake_dropped`) instead of waking B for a queue that is empty.
 pub fn hold_busy_epoll_exclusive(ctx: &mut Ctx) -> TestResult {
-    ctx.ensure_loaded()?;
-    let (a_cpu, b_cpu) = two_cpus(ctx)?;
-    let _enabled = KnobGuard::enabled("1")?;
-    let _ports = KnobGuard::listen_ports("all")?;
-    let _scan = KnobGuard::listen_scan("64")?;
-    let _hold = KnobGuard::listen_hold_ms(LONG_HOLD_MS)?;
-    let pair = ctx.netns_pair(ServerSide::Current)?;
-    let mut client = Connector::start(pair.client_ns())?;
-    pair.set_rps(&[a_cpu]).context("setting the RPS mask")?;
+    let mut s = Scenario::new(ctx, LONG_HOLD_MS, Some("64"))?;
+    let (a_cpu, b_cpu) = (s.a_cpu, s.b_cpu);
+    s.pair.set_rps(&[a_cpu]).context("setting the RPS mask")?;
     attempts("busy epoll worker", || {
-        busy_epoll_attempt(&pair, &mut client, a_cpu, b_cpu)
+        busy_epoll_attempt(&s.pair, &mut s.client, a_cpu, b_cpu)
     })
 }
 
@@ -502,6 +481,29 @@ fn thread_state(tid: i32) -> TestResult<char> {
     let (state, _cpu) =
         sys::thread_state(tid).context(format!("reading the state of thread {tid}"))?;
     Ok(state)
+}
+
+/// Waits until `ready` names a thread (it is about to block where the test needs it) and
+/// that thread sleeps; `what` names it in the error.
+fn wait_sleeping(what: &str, ready: impl Fn() -> Option<i32>) -> TestResult {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        if let Some(tid) = ready() {
+            if thread_state(tid)? == 'S' {
+                return Ok(());
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "set-up: {what} did not go to sleep within {SETTLE_TIMEOUT:?}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The thread id a started thread stored in `tid`, once it did.
+fn started(tid: &AtomicI32) -> Option<i32> {
+    Some(tid.load(SeqCst)).filter(|&t| t != 0)
 }
 
 fn busy_epoll_attempt(
@@ -562,14 +564,9 @@ fn busy_epoll_attempt(
                 "set-up: A's epoll reported {stale:?} with the queue empty"
             );
             go.send(()).map_err(|_| "worker B is gone".to_string())?;
-            let deadline = Instant::now() + SETTLE_TIMEOUT;
-            while !(b_waiting.load(SeqCst) && thread_state(b_tid.load(SeqCst))? == 'S') {
-                ensure!(
-                    Instant::now() < deadline,
-                    "set-up: worker B did not go to sleep in epoll_wait()"
-                );
-                thread::sleep(Duration::from_millis(1));
-            }
+            wait_sleeping("worker B in epoll_wait()", || {
+                b_waiting.load(SeqCst).then(|| b_tid.load(SeqCst))
+            })?;
             let before = procfs::read_counters()?;
             let port = client.connect(addr)?;
             let wakes = wait_wake(&procfs::read_counters, &before, a_cpu)?;
@@ -730,7 +727,7 @@ fn netns_exit_attempt(ctx: &mut Ctx, a_cpu: usize, b_cpu: usize) -> TestResult<A
     let (listener, addr) = in_ns(&ns, || listen(&pair))?;
     client.connect(addr)?;
     wait_queued_in(&counters, a_cpu, 1)?;
-    let worker = ParkedWorker::accept_on(a_cpu, &listener)?;
+    let worker = Worker::accept_on(a_cpu, &listener)?;
     // From here A counts as present on its CPU, for 100 ms.
     let present = Instant::now();
     // O_NONBLOCK belongs to the open file, shared with every duplicate: B blocks from now on.
@@ -747,14 +744,7 @@ fn netns_exit_attempt(ctx: &mut Ctx, a_cpu: usize, b_cpu: usize) -> TestResult<A
             Ok(b_listener.accept().map(|(conn, _)| conn))
         });
         let held = (|| -> TestResult<Result<String, String>> {
-            let deadline = Instant::now() + SETTLE_TIMEOUT;
-            while !(b_tid.load(SeqCst) != 0 && thread_state(b_tid.load(SeqCst))? == 'S') {
-                ensure!(
-                    Instant::now() < deadline,
-                    "set-up: worker B did not go to sleep in accept()"
-                );
-                thread::sleep(Duration::from_millis(1));
-            }
+            wait_sleeping("worker B in accept()", || started(&b_tid))?;
             let before = counters()?;
             client.connect(addr)?;
             let wakes = wait_wake(&counters, &before, a_cpu)?;
@@ -924,6 +914,17 @@ impl Worker {
         })
     }
 
+    /// Starts a worker pinned to `cpu` that accepts once from `listener` and parks: a busy
+    /// worker that will come back, for which its CPU's connections are kept (the module keeps
+    /// them only while the last acceptor there is still there).
+    fn accept_on(cpu: usize, listener: &TcpListener) -> TestResult<Worker> {
+        let worker = Worker::start(cpu, listener)?;
+        worker
+            .accept_then(Order::Park)
+            .map_err(|e| format!("set-up: the worker on cpu {cpu}: {e}"))?;
+        Ok(worker)
+    }
+
     fn order(&self, order: Order) -> TestResult {
         self.orders
             .as_ref()
@@ -948,17 +949,14 @@ impl Worker {
 
     /// Waits until the worker sleeps: in accept() if `in_accept`.
     fn wait_asleep(&self, in_accept: bool) -> TestResult {
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        while !((!in_accept || self.accepting.load(SeqCst)) && thread_state(self.tid)? == 'S') {
-            ensure!(
-                Instant::now() < deadline,
-                "set-up: worker thread {} did not go to sleep{}",
-                self.tid,
-                if in_accept { " in accept()" } else { "" }
-            );
-            thread::sleep(Duration::from_millis(1));
-        }
-        Ok(())
+        let what = format!(
+            "worker thread {}{}",
+            self.tid,
+            if in_accept { " in accept()" } else { "" }
+        );
+        wait_sleeping(&what, || {
+            (!in_accept || self.accepting.load(SeqCst)).then_some(self.tid)
+        })
     }
 }
 
@@ -988,16 +986,11 @@ const ACCEPT_SAFETY_NET: Duration = Duration::from_secs(5);
 /// wake-up: B's accept() has a 5 s safety net), not before `listen_hold_ms` in either case,
 /// and at least twice that where A spins.
 pub fn hold_long_busy_worker(ctx: &mut Ctx) -> TestResult {
-    ctx.ensure_loaded()?;
-    let (a_cpu, b_cpu) = two_cpus(ctx)?;
-    let _enabled = KnobGuard::enabled("1")?;
-    let _ports = KnobGuard::listen_ports("all")?;
-    let _hold = KnobGuard::listen_hold_ms(&HOLD_MS.to_string())?;
-    let pair = ctx.netns_pair(ServerSide::Current)?;
-    let mut client = Connector::start(pair.client_ns())?;
-    pair.set_rps(&[a_cpu]).context("setting the RPS mask")?;
+    let mut s = Scenario::new(ctx, &HOLD_MS.to_string(), None)?;
+    let (a_cpu, b_cpu) = (s.a_cpu, s.b_cpu);
+    s.pair.set_rps(&[a_cpu]).context("setting the RPS mask")?;
     attempts("long hold", || {
-        long_hold_attempt(&pair, &mut client, a_cpu, b_cpu)
+        long_hold_attempt(&s.pair, &mut s.client, a_cpu, b_cpu)
     })
 }
 
@@ -1120,15 +1113,10 @@ fn long_hold_attempt(
 /// CPU b's holds a connection: the timer must drop the held wake-up (`wake_dropped`), as it
 /// did not when it counted the listener's whole backlog (it delivered it to B).
 pub fn hold_timer_counts_own_cpu(ctx: &mut Ctx) -> TestResult {
-    ctx.ensure_loaded()?;
-    let (a_cpu, b_cpu) = two_cpus(ctx)?;
-    let _enabled = KnobGuard::enabled("1")?;
-    let _ports = KnobGuard::listen_ports("all")?;
-    let _hold = KnobGuard::listen_hold_ms(LONG_HOLD_MS)?;
-    let pair = ctx.netns_pair(ServerSide::Current)?;
-    let mut client = Connector::start(pair.client_ns())?;
+    let mut s = Scenario::new(ctx, LONG_HOLD_MS, None)?;
+    let (a_cpu, b_cpu) = (s.a_cpu, s.b_cpu);
     attempts("timer counts its own cpu", || {
-        own_cpu_attempt(&pair, &mut client, a_cpu, b_cpu)
+        own_cpu_attempt(&s.pair, &mut s.client, a_cpu, b_cpu)
     })
 }
 
@@ -1173,14 +1161,7 @@ fn own_cpu_attempt(
                 "set-up: A accepted client port {got} (handshake on cpu {cpu}), expected \
                  {first} (cpu {a_cpu})"
             );
-            let deadline = Instant::now() + SETTLE_TIMEOUT;
-            while !(b_tid.load(SeqCst) != 0 && thread_state(b_tid.load(SeqCst))? == 'S') {
-                ensure!(
-                    Instant::now() < deadline,
-                    "set-up: worker B did not go to sleep in epoll_wait()"
-                );
-                thread::sleep(Duration::from_millis(1));
-            }
+            wait_sleeping("worker B in epoll_wait()", || started(&b_tid))?;
             let before = procfs::read_counters()?;
             let port = client.connect(addr)?;
             let wakes = wait_wake(&procfs::read_counters, &before, a_cpu)?;
