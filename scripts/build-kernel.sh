@@ -20,6 +20,14 @@ if [ ! -e "$KSRC/.fastsocket-extracted" ]; then
 fi
 applied=$KSRC/.fastsocket-applied
 if ! diff -qr "$top/patches" "$applied" >/dev/null 2>&1; then
+	# A file the new series leaves as the old one did keeps its time stamp, so make
+	# rebuilds only what the change touched, not everything that includes a patched header.
+	keep=$(mktemp -d)
+	{ sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$applied"/*.patch 2>/dev/null || :; } | sort -u |
+		while read -r f; do
+			[ -e "$KSRC/$f" ] || continue
+			mkdir -p "$keep/$(dirname "$f")" && cp -p "$KSRC/$f" "$keep/$f"
+		done
 	if [ -e "$applied/series" ]; then
 		tac "$applied/series" | while read -r p; do
 			log "reverting $p"
@@ -33,6 +41,10 @@ if ! diff -qr "$top/patches" "$applied" >/dev/null 2>&1; then
 		cp "$top/patches/$p" "$applied/"
 	done <"$top/patches/series"
 	cp "$top/patches/series" "$applied/series"
+	(cd "$keep" && find . -type f) | while read -r f; do
+		if cmp -s "$keep/$f" "$KSRC/$f"; then touch -r "$keep/$f" "$KSRC/$f"; fi
+	done
+	rm -rf "$keep"
 fi
 
 # 2. Config: defconfig + kvm_guest.config + our fragments.
