@@ -32,9 +32,11 @@ const LISTEN_QUEUES: usize = 4;
 const RFD: usize = 5;
 /// Index of `net.fastsocket.vfs` in [`KNOBS`].
 const VFS: usize = 6;
+/// Index of `net.fastsocket.rfd_peer` in [`KNOBS`].
+const RFD_PEER: usize = 7;
 
 /// The integer knobs under `/proc/sys/net/fastsocket/` of each namespace.
-static KNOBS: [IntKnob; 7] = [
+static KNOBS: [IntKnob; 8] = [
     // The module's master switch in this namespace.
     IntKnob {
         name: c_str!("enabled"),
@@ -91,10 +93,21 @@ static KNOBS: [IntKnob; 7] = [
         max: 1,
         default: 1,
     },
+    // Whether segments this namespace receives from a same-host peer namespace (over veth)
+    // with Receive Flow Deliver on, from a port of that namespace's ephemeral range, are
+    // processed where that namespace's RFD processes its end of the connection: both ends
+    // of a same-host connection on the CPU that opened it (see Documentation/rfd.md).
+    // Off by default: passive connections keep the stock steering.
+    IntKnob {
+        name: c_str!("rfd_peer"),
+        min: 0,
+        max: 1,
+        default: 0,
+    },
 ];
 
 /// The features the kernel calls the module for only where they are on.
-static SWITCHES: [Switch<7>; 2] = [
+static SWITCHES: [Switch<8>; 3] = [
     Switch {
         feature: NetFeature::Rfd,
         on: rfd_on,
@@ -103,18 +116,29 @@ static SWITCHES: [Switch<7>; 2] = [
         feature: NetFeature::Vfs,
         on: vfs_on,
     },
+    Switch {
+        feature: NetFeature::RfdPeer,
+        on: rfd_peer_on,
+    },
 ];
 
 /// Receive Flow Deliver's hooks are called for a namespace only with `enabled` and `rfd` on
 /// there, and only if the module registered them (several possible CPUs, see
 /// `HOOKS_ONE_CPU`): elsewhere segments and port searches do not reach the module.
-fn rfd_on(knobs: &KnobValues<'_, 7>) -> bool {
+fn rfd_on(knobs: &KnobValues<'_, 8>) -> bool {
     knobs.get(ENABLED) != 0 && knobs.get(RFD) != 0 && cpu::nr_ids() > 1
+}
+
+/// Segments from a same-host peer's connections reach the module for a namespace only with
+/// `enabled` and `rfd_peer` on there (and several possible CPUs); the module then answers as
+/// the peer's namespace would, if that one has Receive Flow Deliver on.
+fn rfd_peer_on(knobs: &KnobValues<'_, 8>) -> bool {
+    knobs.get(ENABLED) != 0 && knobs.get(RFD_PEER) != 0 && cpu::nr_ids() > 1
 }
 
 /// The socket pair cache's hooks are called for the sockets a namespace's tasks create only
 /// with `enabled` and `vfs` on there.
-fn vfs_on(knobs: &KnobValues<'_, 7>) -> bool {
+fn vfs_on(knobs: &KnobValues<'_, 8>) -> bool {
     knobs.get(ENABLED) != 0 && knobs.get(VFS) != 0
 }
 
@@ -124,7 +148,7 @@ static PER_NET: PerNet<NetState> = PerNet::new();
 /// The module's state in one network namespace.
 pub(crate) struct NetState {
     // The knobs are dropped first: no write can race with the teardown of the rest.
-    knobs: Knobs<7>,
+    knobs: Knobs<8>,
     listen_ports: TextKnob<ListenPorts>,
     /// The listeners of this namespace that have per-CPU queues; dropping it gives their
     /// connections back to the listeners' own queues.

@@ -41,6 +41,8 @@ ARMS = {
     "TS": "fastsocket (defaults) in the servers' namespaces only, enabled=0 in the client's: "
           "the module's cost as a server sees it, the load generator stock as if on another "
           "machine",
+    "TN": "fastsocket, rfd_peer=1 (in every namespace): a server's end of a same-host "
+          "connection processed on its client port's CPU, with the client's end",
 }
 # What the arms meant in runs of the harness before Receive Flow Deliver (no "rfd" in its
 # "harness:" line): the module had no RFD, ip_local_port_range was 1024-65000.

@@ -10,8 +10,13 @@
 //!   such a port, from a port outside the ephemeral range, is processed on the CPU that owns
 //!   its destination port ([`steer`]).
 //!
+//! - the other end of a same-host connection (softirq, a namespace with
+//!   `net.fastsocket.rfd_peer` on receiving from its veth peer's namespace): the kernel asks
+//!   [`rps_cpu`] for the peer's namespace with the ports swapped, as for that namespace's own
+//!   reply, so both ends run on the CPU that opened the connection.
+//!
 //! Both only while `net.fastsocket.rfd` and `net.fastsocket.enabled` are on in the socket's,
-//! or the receiving device's, namespace. Neither takes a lock or keeps state per connection:
+//! or the receiving device's (its peer's), namespace. Neither takes a lock or keeps state per connection:
 //! turning the feature off or unloading the module leaves every connection with the stock
 //! steering. See `Documentation/rfd.md`.
 

@@ -76,6 +76,9 @@ pub(crate) enum NetFeature {
     Rfd,
     /// The socket inode cache: its hooks for sockets created by the namespace's tasks.
     Vfs,
+    /// Receive Flow Deliver's steering, asked for segments from a same-host peer namespace's
+    /// connections.
+    RfdPeer,
 }
 
 impl NetFeature {
@@ -83,6 +86,7 @@ impl NetFeature {
         match self {
             Self::Rfd => bindings::FASTSOCKET_NET_RFD,
             Self::Vfs => bindings::FASTSOCKET_NET_VFS,
+            Self::RfdPeer => bindings::FASTSOCKET_NET_RFD_PEER,
         }
     }
 }

@@ -62,9 +62,12 @@
 #       module as a server sees it, wrk's side stock as if on another machine (the module's
 #       cost in the load generator's namespace, RFD for wrk's connections, left out; W2: in
 #       W1 RFD steers only wrk's replies, TR0 is that view)
+#   TN  T with rfd_peer=1 in every namespace: a server's end of a same-host connection is
+#       processed where RFD processes its client's end (the client port's CPU), so both ends
+#       of wrk's, haproxy's and nginx's connections run on the CPU that opened them (opt-in)
 #
 # Every (round, arm) starts from the same state: servers stopped, module unloaded (rmmod);
-# for C, T, T0, T20, TQ0, TR0, TV0, TP0 and TS the module is loaded again (insmod) and its knobs
+# for C, T, T0, T20, TQ0, TR0, TV0, TP0, TS and TN the module is loaded again (insmod) and its knobs
 # written and read back in every namespace the workloads use (initial, client, backend): the
 # scope is the whole guest, by design (TS: enabled=0 in the client's). Then the servers start
 # (after the module, so every listener is born under the arm's state), a 2 s warm-up, one
@@ -293,14 +296,15 @@ dry_loaded=0
 arm_knobs() {
 	case "$1" in
 	C) echo "enabled=1 listen_ports= rfd=0 vfs=0" ;;
-	T) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=1" ;;
-	T0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=0 listen_pull=1 listen_queues=1 rfd=1 vfs=1" ;;
-	T20) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=20 listen_pull=1 listen_queues=1 rfd=1 vfs=1" ;;
-	TQ0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=0 rfd=1 vfs=1" ;;
-	TR0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=0 vfs=1" ;;
-	TV0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=0" ;;
-	TP0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=0 listen_queues=1 rfd=1 vfs=1" ;;
-	TS) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=1" ;;
+	T) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=1 rfd_peer=0" ;;
+	T0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=0 listen_pull=1 listen_queues=1 rfd=1 vfs=1 rfd_peer=0" ;;
+	T20) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=20 listen_pull=1 listen_queues=1 rfd=1 vfs=1 rfd_peer=0" ;;
+	TQ0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=0 rfd=1 vfs=1 rfd_peer=0" ;;
+	TR0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=0 vfs=1 rfd_peer=0" ;;
+	TV0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=0 rfd_peer=0" ;;
+	TP0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=0 listen_queues=1 rfd=1 vfs=1 rfd_peer=0" ;;
+	TS) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=1 rfd_peer=0" ;;
+	TN) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=1 rfd_peer=1" ;;
 	esac
 }
 
@@ -310,7 +314,7 @@ arm_ns_knobs() { # arm ns
 }
 
 # Puts the module in the arm's state and logs it: unloaded for the B arms; for C, T, T0, T20, TQ0,
-# TR0, TV0, TP0 and TS a fresh insmod with the arm's knobs written and read back in every namespace.
+# TR0, TV0, TP0, TS and TN a fresh insmod with the arm's knobs written and read back in every namespace.
 module_for() { # arm
 	local arm=$1 knobs ns kv got want
 	if module_loaded; then act rmmod fastsocket; dry_loaded=0; fi
@@ -549,7 +553,7 @@ if [ "$dry" != 1 ]; then
 	sysctl -qw net.ipv4.tcp_tw_reuse=1
 fi
 log "bench: $clock clock, $cpus vCPUs, $runs rounds x ${seconds}s per arm (+${WARMUP}s warm-up), workloads: $workloads$([ "$dry" = 1 ] && echo ', DRY RUN')"
-log "  every arm: servers stopped, module unloaded; C/T/T0/T20/TQ0/TR0/TV0/TP0/TS: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS (TS: enabled=0 in $CLIENT_NS)"
+log "  every arm: servers stopped, module unloaded; C/T/T0/T20/TQ0/TR0/TV0/TP0/TS/TN: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS (TS: enabled=0 in $CLIENT_NS)"
 log "  ip_local_port_range $PORT_RANGE in every namespace (no service port inside: RFD); RPS on every CPU on fs-srv, fs-cli, fs-be0, fs-be1"
 case "$profile" in
 lockstat) log "  lock profile: /proc/lock_stat per measured run -> $profdir" ;;
@@ -558,10 +562,10 @@ cpuprof) log "  CPU profile: perf record -a -F 4999 around each measured run (cp
 esac
 for w in $workloads; do
 	case "$w" in
-	W1) arms=(B0 B1 B2 C T T0 T20 TQ0 TR0 TV0) ns=$CLIENT_NS url="http://$SERVER_IP:8080/" ;;
-	W2) arms=(B0 T TR0 TV0 TS) ns=$CLIENT_NS url="http://$SERVER_IP:8081/" ;;
+	W1) arms=(B0 B1 B2 C T T0 T20 TQ0 TR0 TV0 TN) ns=$CLIENT_NS url="http://$SERVER_IP:8080/" ;;
+	W2) arms=(B0 T TR0 TV0 TS TN) ns=$CLIENT_NS url="http://$SERVER_IP:8081/" ;;
 	# wrk runs in the measured (initial) netns: its connect()s are what W3 measures.
-	W3) arms=(B0 T TR0 TV0) ns=- url="http://$BACKEND_IP:8080/" ;;
+	W3) arms=(B0 T TR0 TV0 TN) ns=- url="http://$BACKEND_IP:8080/" ;;
 	*) log "unknown workload $w"; exit 2 ;;
 	esac
 	if [ -n "${BENCH_ARMS:-}" ]; then

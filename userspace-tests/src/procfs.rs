@@ -34,6 +34,8 @@ pub const LISTEN_HOLD_MS: &str = "listen_hold_ms";
 pub const LISTEN_PULL: &str = "listen_pull";
 pub const LISTEN_QUEUES: &str = "listen_queues";
 pub const RFD: &str = "rfd";
+/// Receive Flow Deliver for a same-host peer's connections (off by default).
+pub const RFD_PEER: &str = "rfd_peer";
 /// The socket inode cache (lightweight socket files).
 pub const VFS: &str = "vfs";
 /// The TCP line of the socket summary (sockets in use, in TIME_WAIT), per netns.

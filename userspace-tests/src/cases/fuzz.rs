@@ -180,6 +180,7 @@ fn all_features_on() -> TestResult {
         (procfs::LISTEN_QUEUES, "1"),
         (procfs::RFD, "1"),
         (procfs::VFS, "1"),
+        (procfs::RFD_PEER, "1"),
     ] {
         if Path::new(&procfs::knob_path(knob)).exists() {
             procfs::write_knob(knob, value.as_bytes())

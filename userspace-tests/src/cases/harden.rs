@@ -27,7 +27,7 @@ struct IntKnob {
     max: i64,
 }
 
-const INT_KNOBS: [IntKnob; 7] = [
+const INT_KNOBS: [IntKnob; 8] = [
     IntKnob {
         name: procfs::ENABLED,
         min: 0,
@@ -60,6 +60,11 @@ const INT_KNOBS: [IntKnob; 7] = [
     },
     IntKnob {
         name: procfs::VFS,
+        min: 0,
+        max: 1,
+    },
+    IntKnob {
+        name: procfs::RFD_PEER,
         min: 0,
         max: 1,
     },

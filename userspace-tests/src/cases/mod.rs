@@ -190,6 +190,7 @@ const TESTS: &[Test] = &[
     Test::new("rfd_locality_pinned", rfd::rfd_locality_pinned).limit(180),
     Test::new("rfd_locality_pinned_ipv6", rfd::rfd_locality_pinned_ipv6).limit(180),
     Test::new("rfd_locality_unpinned", rfd::rfd_locality_unpinned).limit(180),
+    Test::new("rfd_peer_passive_side", rfd::rfd_peer_passive_side).limit(240),
     Test::new("rfd_port_exhaustion", rfd::rfd_port_exhaustion).limit(420),
     Test::new("rfd_socket_options", rfd::rfd_socket_options).limit(180),
     Test::new(
@@ -345,6 +346,11 @@ impl KnobGuard {
     /// Sets `rfd`, restored to the default 1.
     pub fn rfd(value: &str) -> TestResult<KnobGuard> {
         KnobGuard::set(procfs::RFD, value, "1")
+    }
+
+    /// Sets `rfd_peer`, restored to the default 0.
+    pub fn rfd_peer(value: &str) -> TestResult<KnobGuard> {
+        KnobGuard::set(procfs::RFD_PEER, value, "0")
     }
 
     /// Sets `vfs`, restored to the default 1.

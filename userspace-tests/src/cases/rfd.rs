@@ -37,7 +37,7 @@ use crate::client::{self, LoopClient, LoopStats};
 use crate::klog::LogWatch;
 use crate::netns::{NetnsPair, ServerSide};
 use crate::procfs::{self, Counters, CpuStats};
-use crate::server::{AcceptServer, ServerOpts, READ_TIMEOUT};
+use crate::server::{AcceptServer, Accepted, ServerOpts, READ_TIMEOUT};
 use crate::{sys, tracefs};
 
 /// The servers' ports: outside the ephemeral range, so that their replies are steered.
@@ -452,6 +452,153 @@ pub fn rfd_locality_pinned_ipv6(ctx: &mut Ctx) -> TestResult {
 
 pub fn rfd_locality_unpinned(ctx: &mut Ctx) -> TestResult {
     rfd_locality(ctx, "unpinned", false, false, UNPINNED, false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2b. The server's end of a same-host connection (`rfd_peer`).
+
+/// Connections per client thread in each `rfd_peer` arm (IPv6: a third of it).
+const PEER_CONNECTIONS: usize = 200;
+
+/// Writes `value` to the module's knob `knob` in the server's namespace.
+fn server_knob(pair: &NetnsPair, knob: &str, value: &str) -> TestResult {
+    let ns = pair.server_ns().ok_or("the pair has no server namespace")?;
+    in_ns(ns, || {
+        procfs::write_knob(knob, value.as_bytes()).context(format!("writing {value} to {knob}"))
+    })
+}
+
+/// Whether the kernel asks the module about segments from same-host peers in the server's
+/// namespace (`rfd_peer_net` in its /proc/net/fastsocket_hooks).
+fn server_rfd_peer_net(pair: &NetnsPair) -> TestResult<bool> {
+    let ns = pair.server_ns().ok_or("the pair has no server namespace")?;
+    in_ns(ns, || procfs::read_hooks_flag("rfd_peer_net"))
+}
+
+/// The server's ends of `accepted` that were accepted and last processed (SO_INCOMING_CPU)
+/// on the CPU their client's port maps to.
+fn server_ends_on_port_cpu(accepted: &[Accepted], ncpu: usize) -> Share {
+    let port_cpu = |a: &Accepted| cpu_of(a.peer_port, ncpu);
+    Share {
+        local: accepted
+            .iter()
+            .filter(|a| a.cpu == port_cpu(a) && usize::try_from(a.incoming_cpu) == Ok(port_cpu(a)))
+            .count(),
+        total: accepted.len(),
+    }
+}
+
+/// One `rfd_peer` arm: `per_thread` short connections from each client thread (pinned to each
+/// CPU) to `server`; the client's ends and the server's, and the client namespace's RFD
+/// counters' increase.
+fn peer_arm(
+    pair: &NetnsPair,
+    server: &AcceptServer,
+    pins: &[Option<usize>],
+    per_thread: usize,
+) -> TestResult<(Vec<ConnCpus>, Vec<Accepted>, Counters)> {
+    let first = server.accepted();
+    let before = client_counters(pair)?;
+    let conns = locality_arm(pair, server.addr(), pins, per_thread)?;
+    let delta = client_counters(pair)?.since(&before)?;
+    server.wait_for(first + conns.len(), ACCEPT_TIMEOUT)?;
+    let accepted = server.snapshot()[first..].to_vec();
+    ensure!(
+        accepted.len() == conns.len(),
+        "{} connections made, the server accepted {}",
+        conns.len(),
+        accepted.len()
+    );
+    Ok((conns, accepted, delta))
+}
+
+/// `rfd_peer` (patch 0017): a server namespace that turns it on has its end of a connection
+/// from a same-host client namespace with RFD on processed where the client's end is, on the
+/// CPU that owns the client's port, so with a worker pinned on each CPU the whole connection,
+/// both ends, runs on the CPU that opened it. Client threads pinned to each CPU connect to a
+/// server with an accepting thread pinned on each CPU, first with `rfd_peer` at its default 0
+/// (the server's end keeps the stock RPS choice, spread by the client socket's hash: checked
+/// to be far from 100%), then with 1 over IPv4 and IPv6 (at least 99% of the server's ends
+/// accepted and last processed on the client port's CPU, and the client's ends local as in
+/// `rfd_locality_pinned`; the client namespace's steering counters count both ends), then at
+/// 0 again (the kernel stops asking: `rfd_peer_net` 0).
+pub fn rfd_peer_passive_side(ctx: &mut Ctx) -> TestResult {
+    let (cpus, ncpu, pair) = rfd_setup(ctx)?;
+    let pins: Vec<Option<usize>> = cpus.iter().map(|&c| Some(c)).collect();
+    let server_opts = |ipv6| {
+        ServerOpts::pinned(pair.server_ip(ipv6), &cpus)
+            .ns(pair.server_ns())
+            .port(SERVER_PORT)
+    };
+    let server = AcceptServer::start_with(&server_opts(false))?;
+    let server6 = AcceptServer::start_with(&server_opts(true))?;
+    let ns = pair.server_ns().ok_or("the pair has no server namespace")?;
+    let default = in_ns(ns, || procfs::read_knob_int(procfs::RFD_PEER))?;
+    ensure!(
+        default == 0 && !server_rfd_peer_net(&pair)?,
+        "a fresh server namespace reads rfd_peer {default}, expected the default 0 (and \
+         rfd_peer_net 0)"
+    );
+
+    let (_, off_ends, off_delta) = peer_arm(&pair, &server, &pins, PEER_CONNECTIONS)?;
+    let off = server_ends_on_port_cpu(&off_ends, ncpu);
+    server_knob(&pair, procfs::RFD_PEER, "1")?;
+    let on_net = server_rfd_peer_net(&pair);
+    let arms = [(false, PEER_CONNECTIONS), (true, PEER_CONNECTIONS / 3)].map(|(ipv6, n)| {
+        let server = if ipv6 { &server6 } else { &server };
+        peer_arm(&pair, server, &pins, n).context(if ipv6 { "IPv6" } else { "IPv4" })
+    });
+    server_knob(&pair, procfs::RFD_PEER, "0")?;
+    let off_again = server_rfd_peer_net(&pair)?;
+    server.stop()?;
+    server6.stop()?;
+    ensure!(
+        on_net?,
+        "rfd_peer_net stayed 0 in the server's namespace after rfd_peer=1"
+    );
+    ensure!(
+        !off_again,
+        "rfd_peer_net stayed 1 in the server's namespace after rfd_peer=0"
+    );
+
+    info!(
+        "rfd_peer=0: server ends on the client port's CPU {off}; client counters {}",
+        rfd_columns(&off_delta)
+    );
+    ensure!(
+        off.local * 100 < 90 * off.total,
+        "with rfd_peer at its default 0, {off} of the server's ends ran on their client port's \
+         CPU: the server's side should keep the stock choice, spread by the client's hash"
+    );
+    for (arm, family) in arms.into_iter().zip(["IPv4", "IPv6"]) {
+        let (conns, ends, delta) = arm?;
+        let (client, server_ends) = (
+            Locality::of(&conns, ncpu),
+            server_ends_on_port_cpu(&ends, ncpu),
+        );
+        info!(
+            "rfd_peer=1 {family}: server ends on the client port's CPU {server_ends}; client \
+             ends {client}; client counters {}",
+            rfd_columns(&delta)
+        );
+        let n = conns.len() as u64;
+        let total = delta.total();
+        ensure!(
+            total.rfd_steered + total.rfd_local >= 2 * n,
+            "{family}: {n} connections, each with at least a SYN-ACK steered at the client's end \
+             and a SYN at the server's, but rfd_steered + rfd_local rose by only {}: {}",
+            total.rfd_steered + total.rfd_local,
+            rfd_columns(&delta)
+        );
+        for (what, share) in [("server", server_ends), ("client", client.share)] {
+            ensure!(
+                share.local * 100 >= 99 * share.total,
+                "rfd_peer=1 {family}: {share} of the {what}'s ends on the client port's CPU, \
+                 expected at least 99% (server {server_ends}, client {client})"
+            );
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1313,51 +1460,60 @@ pub fn rfd_toggle_unload_under_load(ctx: &mut Ctx) -> TestResult {
 // ---------------------------------------------------------------------------------------------
 // 6. The knob.
 
-/// `rfd`: 0 and 1 read back, anything else (2, -1, not a number, too long, 1 MiB) is refused
-/// with EINVAL and changes nothing, an empty write changes nothing, a write without
-/// CAP_NET_ADMIN fails with EPERM; at most one log line and no splat for all that.
+/// `rfd` and `rfd_peer`: 0 and 1 read back, anything else (2, -1, not a number, too long,
+/// 1 MiB) is refused with EINVAL and changes nothing, an empty write changes nothing, a write
+/// without CAP_NET_ADMIN fails with EPERM; at most one log line per knob and no splat for all
+/// that.
 pub fn rfd_knob_bad_input(ctx: &mut Ctx) -> TestResult {
-    const KNOB: &str = procfs::RFD;
     ctx.ensure_loaded()?;
     let _rfd = KnobGuard::rfd("1")?;
+    let _rfd_peer = KnobGuard::rfd_peer("0")?;
     let mut splats = KernelWatch::start()?;
-    let mut log = LogWatch::new().context("opening /dev/kmsg")?;
+    for (knob, values) in [(procfs::RFD, ["1", "0"]), (procfs::RFD_PEER, ["0", "1"])] {
+        let mut log = LogWatch::new().context("opening /dev/kmsg")?;
+        knob_bad_input(knob, values).context(knob)?;
+        let lines = log.read_new().context("reading the kernel log")?;
+        info!(
+            "kernel log lines during the refused writes to {knob}: {}",
+            lines.lines().count()
+        );
+        ensure!(
+            lines.lines().count() <= 1,
+            "the refused writes to {knob} logged more than one line:\n{lines}"
+        );
+    }
+    splats.check(false)
+}
+
+/// The refused writes of [`rfd_knob_bad_input`] to `knob`, whose default is `values[0]`.
+fn knob_bad_input(knob: &str, values: [&str; 2]) -> TestResult {
     check_int_knob(
-        KNOB,
-        ["1", "0"],
+        knob,
+        values,
         &["2", "-1", "abc", "99999999999999999999", "1x"],
     )?;
     let digits = vec![b'1'; 1 << 20];
     let mut one_then_letters = vec![b'x'; 1 << 20];
     one_then_letters[0] = b'1';
-    for start in ["1", "0"] {
-        procfs::write_knob(KNOB, start.as_bytes()).context(format!("writing {start}"))?;
-        expect_einval_bytes(KNOB, &digits, "1 MiB of digits")
+    for start in values {
+        procfs::write_knob(knob, start.as_bytes()).context(format!("writing {start}"))?;
+        expect_einval_bytes(knob, &digits, "1 MiB of digits")
             .context(format!("starting from {start}"))?;
-        expect_einval_bytes(KNOB, &one_then_letters, "1 and then 1 MiB of letters")
+        expect_einval_bytes(knob, &one_then_letters, "1 and then 1 MiB of letters")
             .context(format!("starting from {start}"))?;
         // As for every integer sysctl: success or EINVAL, never a change.
-        match procfs::write_knob(KNOB, b"") {
+        match procfs::write_knob(knob, b"") {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            Err(e) => return Err(format!("empty write to {KNOB}: {e}")),
+            Err(e) => return Err(format!("empty write to {knob}: {e}")),
         }
-        let value = procfs::read_knob_int(KNOB)?;
+        let value = procfs::read_knob_int(knob)?;
         ensure!(
             value.to_string() == start,
-            "an empty write changed {KNOB} from {start} to {value}"
+            "an empty write changed {knob} from {start} to {value}"
         );
     }
-    let lines = log.read_new().context("reading the kernel log")?;
-    info!(
-        "kernel log lines during the refused writes: {}",
-        lines.lines().count()
-    );
-    ensure!(
-        lines.lines().count() <= 1,
-        "the refused writes to {KNOB} logged more than one line:\n{lines}"
-    );
-    splats.check(false)
+    Ok(())
 }
 
 /// The kernel's view of the two per-namespace features in the namespace of the calling thread:
