@@ -15,10 +15,10 @@
 //!   [`rps_cpu`] for the peer's namespace with the ports swapped, as for that namespace's own
 //!   reply, so both ends run on the CPU that opened the connection.
 //!
-//! Both only while `net.fastsocket.rfd` and `net.fastsocket.enabled` are on in the socket's,
-//! or the receiving device's (its peer's), namespace. Neither takes a lock or keeps state per connection:
-//! turning the feature off or unloading the module leaves every connection with the stock
-//! steering. See `Documentation/rfd.md`.
+//! All only while `net.fastsocket.rfd` and `net.fastsocket.enabled` are on in the socket's,
+//! or the receiving device's (for a peer's segment: the peer's) namespace. None takes a lock or
+//! keeps state per connection: turning the feature off or unloading the module leaves every
+//! connection with the stock steering. See `Documentation/rfd.md`.
 
 use crate::logic::rfd::{steer, walk, Ephemeral, Walk};
 use crate::netstate::NetState;

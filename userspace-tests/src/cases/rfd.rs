@@ -457,7 +457,7 @@ pub fn rfd_locality_unpinned(ctx: &mut Ctx) -> TestResult {
 // ---------------------------------------------------------------------------------------------
 // 2b. The server's end of a same-host connection (`rfd_peer`).
 
-/// Connections per client thread in each `rfd_peer` arm (IPv6: a third of it).
+/// Connections per client thread in each `rfd_peer` arm.
 const PEER_CONNECTIONS: usize = 200;
 
 /// Writes `value` to the module's knob `knob` in the server's namespace.
@@ -475,18 +475,27 @@ fn server_rfd_peer_net(pair: &NetnsPair) -> TestResult<bool> {
     in_ns(ns, || procfs::read_hooks_flag("rfd_peer_net"))
 }
 
-/// The server's ends of `accepted` that were accepted and last processed (SO_INCOMING_CPU)
-/// on the CPU their client's port maps to.
-fn server_ends_on_port_cpu(accepted: &[Accepted], ncpu: usize) -> Share {
-    let port_cpu = |a: &Accepted| cpu_of(a.peer_port, ncpu);
-    Share {
+/// Of the server's ends of `accepted`: those last processed (SO_INCOMING_CPU) on the CPU their
+/// client's port maps to, and those accepted there.
+fn server_ends_on_port_cpu(accepted: &[Accepted], ncpu: usize) -> (Share, Share) {
+    let share = |cpu: &dyn Fn(&Accepted) -> Option<usize>| Share {
         local: accepted
             .iter()
-            .filter(|a| a.cpu == port_cpu(a) && usize::try_from(a.incoming_cpu) == Ok(port_cpu(a)))
+            .filter(|a| cpu(a) == Some(cpu_of(a.peer_port, ncpu)))
             .count(),
         total: accepted.len(),
-    }
+    };
+    (
+        share(&|a| usize::try_from(a.incoming_cpu).ok()),
+        share(&|a| Some(a.cpu)),
+    )
 }
+
+/// The least share (percent) of the server's ends accepted on their client port's CPU with
+/// `rfd_peer=1`: every segment is processed there, but the local listen table lets another
+/// CPU's worker take a connection once the hold for a busy worker ends (listen.md), which
+/// the emulated guest's slow workers hit now and then (2 of 132 IPv6 connections in one run).
+const PEER_ACCEPTED_FLOOR: usize = 95;
 
 /// One `rfd_peer` arm: `per_thread` short connections from each client thread (pinned to each
 /// CPU) to `server`; the client's ends and the server's, and the client namespace's RFD
@@ -519,9 +528,9 @@ fn peer_arm(
 /// server with an accepting thread pinned on each CPU, first with `rfd_peer` at its default 0
 /// (the server's end keeps the stock RPS choice, spread by the client socket's hash: checked
 /// to be far from 100%), then with 1 over IPv4 and IPv6 (at least 99% of the server's ends
-/// accepted and last processed on the client port's CPU, and the client's ends local as in
-/// `rfd_locality_pinned`; the client namespace's steering counters count both ends), then at
-/// 0 again (the kernel stops asking: `rfd_peer_net` 0).
+/// last processed on the client port's CPU and [`PEER_ACCEPTED_FLOOR`]% accepted there, and
+/// the client's ends local as in `rfd_locality_pinned`; the client namespace's steering
+/// counters count both ends), then at 0 again (the kernel stops asking: `rfd_peer_net` 0).
 pub fn rfd_peer_passive_side(ctx: &mut Ctx) -> TestResult {
     let (cpus, ncpu, pair) = rfd_setup(ctx)?;
     let pins: Vec<Option<usize>> = cpus.iter().map(|&c| Some(c)).collect();
@@ -541,12 +550,11 @@ pub fn rfd_peer_passive_side(ctx: &mut Ctx) -> TestResult {
     );
 
     let (_, off_ends, off_delta) = peer_arm(&pair, &server, &pins, PEER_CONNECTIONS)?;
-    let off = server_ends_on_port_cpu(&off_ends, ncpu);
+    let (off, _) = server_ends_on_port_cpu(&off_ends, ncpu);
     server_knob(&pair, procfs::RFD_PEER, "1")?;
     let on_net = server_rfd_peer_net(&pair);
-    let arms = [(false, PEER_CONNECTIONS), (true, PEER_CONNECTIONS / 3)].map(|(ipv6, n)| {
-        let server = if ipv6 { &server6 } else { &server };
-        peer_arm(&pair, server, &pins, n).context(if ipv6 { "IPv6" } else { "IPv4" })
+    let arms = [(false, &server), (true, &server6)].map(|(ipv6, server)| {
+        peer_arm(&pair, server, &pins, PEER_CONNECTIONS).context(if ipv6 { "IPv6" } else { "IPv4" })
     });
     server_knob(&pair, procfs::RFD_PEER, "0")?;
     let off_again = server_rfd_peer_net(&pair)?;
@@ -562,7 +570,7 @@ pub fn rfd_peer_passive_side(ctx: &mut Ctx) -> TestResult {
     );
 
     info!(
-        "rfd_peer=0: server ends on the client port's CPU {off}; client counters {}",
+        "rfd_peer=0: server ends processed on the client port's CPU {off}; client counters {}",
         rfd_columns(&off_delta)
     );
     ensure!(
@@ -572,13 +580,11 @@ pub fn rfd_peer_passive_side(ctx: &mut Ctx) -> TestResult {
     );
     for (arm, family) in arms.into_iter().zip(["IPv4", "IPv6"]) {
         let (conns, ends, delta) = arm?;
-        let (client, server_ends) = (
-            Locality::of(&conns, ncpu),
-            server_ends_on_port_cpu(&ends, ncpu),
-        );
+        let client = Locality::of(&conns, ncpu);
+        let (processed, accepted) = server_ends_on_port_cpu(&ends, ncpu);
         info!(
-            "rfd_peer=1 {family}: server ends on the client port's CPU {server_ends}; client \
-             ends {client}; client counters {}",
+            "rfd_peer=1 {family}: server ends processed on the client port's CPU {processed}, \
+             accepted there {accepted}; client ends {client}; client counters {}",
             rfd_columns(&delta)
         );
         let n = conns.len() as u64;
@@ -590,11 +596,16 @@ pub fn rfd_peer_passive_side(ctx: &mut Ctx) -> TestResult {
             total.rfd_steered + total.rfd_local,
             rfd_columns(&delta)
         );
-        for (what, share) in [("server", server_ends), ("client", client.share)] {
+        for (what, share, floor) in [
+            ("server's ends processed", processed, 99),
+            ("server's ends accepted", accepted, PEER_ACCEPTED_FLOOR),
+            ("client's ends local", client.share, 99),
+        ] {
             ensure!(
-                share.local * 100 >= 99 * share.total,
-                "rfd_peer=1 {family}: {share} of the {what}'s ends on the client port's CPU, \
-                 expected at least 99% (server {server_ends}, client {client})"
+                share.local * 100 >= floor * share.total,
+                "rfd_peer=1 {family}: {share} of the {what} on the client port's CPU, expected \
+                 at least {floor}% (server's ends processed there {processed}, accepted there \
+                 {accepted}; client's ends {client})"
             );
         }
     }
@@ -1316,8 +1327,9 @@ fn wait_for_progress(what: &str, done: impl Fn() -> bool) -> TestResult {
 }
 
 /// Request loops on every CPU (client threads pinned) and long-lived connections exchanging
-/// data, while `rfd` flips between 0 and 1 and the module is then unloaded: no client error,
-/// every request answered, the long-lived connections keep working after the unload.
+/// data, while `rfd` flips between 0 and 1 in the client's namespace and `rfd_peer` the other
+/// way in the server's, and the module is then unloaded with both on: no client error, every
+/// request answered, the long-lived connections keep working after the unload.
 pub fn rfd_toggle_unload_under_load(ctx: &mut Ctx) -> TestResult {
     let (cpus, _, pair) = rfd_setup(ctx)?;
     let ctx: &Ctx = ctx;
@@ -1376,9 +1388,11 @@ pub fn rfd_toggle_unload_under_load(ctx: &mut Ctx) -> TestResult {
     let before = client_counters(&pair)?;
     for flip in 0..FLIPS {
         client_knob(&pair, procfs::RFD, ["0", "1"][flip % 2])?;
+        server_knob(&pair, procfs::RFD_PEER, ["1", "0"][flip % 2])?;
         thread::sleep(FLIP_PERIOD);
     }
     client_knob(&pair, procfs::RFD, "1")?;
+    server_knob(&pair, procfs::RFD_PEER, "1")?;
     thread::sleep(FLIP_PERIOD);
     let delta = client_counters(&pair)?.since(&before)?;
     let key_loaded = procfs::read_hooks_flag("rfd_key")?;
@@ -1421,8 +1435,9 @@ pub fn rfd_toggle_unload_under_load(ctx: &mut Ctx) -> TestResult {
     server.wait_for(connected, ACCEPT_TIMEOUT)?;
     let accepted = server.stop()?.len();
     info!(
-        "{FLIPS} rfd flips and an unload under load: requests per cpu {:?}, long-lived \
-         exchanges {:?} (at the unload {:?}, {:?} after it); counters during the flips: {}",
+        "{FLIPS} rfd and rfd_peer flips and an unload under load: requests per cpu {:?}, \
+         long-lived exchanges {:?} (at the unload {:?}, {:?} after it); counters during the \
+         flips: {}",
         stats.iter().map(|s| s.connected).collect::<Vec<_>>(),
         long_results,
         at_unload,
