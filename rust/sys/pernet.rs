@@ -176,9 +176,13 @@ impl<T: NetData> PerNet<T> {
             return None;
         }
         // SAFETY: The storage is allocated. On teardown, `ops_free_list()` frees it after every
-        // pernet exit ran, by when the namespace's sockets (the hooks' only way to `net`) are
-        // gone: user sockets hold the namespace, kernel sockets are released by their
-        // subsystem's exit (see `Sock::net`). During set-up, no hook runs for the namespace:
+        // pernet exit ran, by when the hooks' ways to `net` are gone: its sockets (user sockets
+        // hold the namespace, kernel sockets are released by their subsystem's exit, see
+        // `Sock::net`) and its devices, through which receive steering reaches it (the
+        // receiving device's namespace, or its veth peer's): the devices' pernet exit
+        // unregisters them, and `unregister_netdevice_many()` waits for a grace period
+        // (`synchronize_net()`) once they are unlisted, so no RCU reader that found one (`rcu`
+        // proves we are in such a section) outlives the storage. During set-up, no hook runs for the namespace:
         // userspace cannot reach it before `setup_net()` returns and its loopback device is
         // down, so no connection completes or is accepted in it. (If our `init` fails,
         // `ops_init()` frees the storage at once, without a grace period: `state` is still

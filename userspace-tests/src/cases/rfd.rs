@@ -79,11 +79,26 @@ fn client_sysctl(pair: &NetnsPair, path: &str, value: &str) -> TestResult {
     })
 }
 
-/// Writes `value` to the module's knob `knob` in the client's namespace.
-fn client_knob(pair: &NetnsPair, knob: &str, value: &str) -> TestResult {
-    in_client(pair, || {
+/// Writes `value` to the module's knob `knob` in namespace `ns`.
+fn knob_in(ns: &str, knob: &str, value: &str) -> TestResult {
+    in_ns(ns, || {
         procfs::write_knob(knob, value.as_bytes()).context(format!("writing {value} to {knob}"))
     })
+}
+
+/// Writes `value` to the module's knob `knob` in the client's namespace.
+fn client_knob(pair: &NetnsPair, knob: &str, value: &str) -> TestResult {
+    knob_in(pair.client_ns(), knob, value)
+}
+
+/// The server's namespace of a pair made with [`ServerSide::Named`].
+fn server_ns(pair: &NetnsPair) -> TestResult<&str> {
+    Ok(pair.server_ns().ok_or("the pair has no server namespace")?)
+}
+
+/// Writes `value` to the module's knob `knob` in the server's namespace.
+fn server_knob(pair: &NetnsPair, knob: &str, value: &str) -> TestResult {
+    knob_in(server_ns(pair)?, knob, value)
 }
 
 /// The module's counters in the client's namespace.
@@ -460,19 +475,10 @@ pub fn rfd_locality_unpinned(ctx: &mut Ctx) -> TestResult {
 /// Connections per client thread in each `rfd_peer` arm.
 const PEER_CONNECTIONS: usize = 200;
 
-/// Writes `value` to the module's knob `knob` in the server's namespace.
-fn server_knob(pair: &NetnsPair, knob: &str, value: &str) -> TestResult {
-    let ns = pair.server_ns().ok_or("the pair has no server namespace")?;
-    in_ns(ns, || {
-        procfs::write_knob(knob, value.as_bytes()).context(format!("writing {value} to {knob}"))
-    })
-}
-
 /// Whether the kernel asks the module about segments from same-host peers in the server's
 /// namespace (`rfd_peer_net` in its /proc/net/fastsocket_hooks).
 fn server_rfd_peer_net(pair: &NetnsPair) -> TestResult<bool> {
-    let ns = pair.server_ns().ok_or("the pair has no server namespace")?;
-    in_ns(ns, || procfs::read_hooks_flag("rfd_peer_net"))
+    in_ns(server_ns(pair)?, || procfs::read_hooks_flag("rfd_peer_net"))
 }
 
 /// Of the server's ends of `accepted`: those last processed (SO_INCOMING_CPU) on the CPU their
@@ -541,8 +547,9 @@ pub fn rfd_peer_passive_side(ctx: &mut Ctx) -> TestResult {
     };
     let server = AcceptServer::start_with(&server_opts(false))?;
     let server6 = AcceptServer::start_with(&server_opts(true))?;
-    let ns = pair.server_ns().ok_or("the pair has no server namespace")?;
-    let default = in_ns(ns, || procfs::read_knob_int(procfs::RFD_PEER))?;
+    let default = in_ns(server_ns(&pair)?, || {
+        procfs::read_knob_int(procfs::RFD_PEER)
+    })?;
     ensure!(
         default == 0 && !server_rfd_peer_net(&pair)?,
         "a fresh server namespace reads rfd_peer {default}, expected the default 0 (and \
@@ -1334,7 +1341,7 @@ pub fn rfd_toggle_unload_under_load(ctx: &mut Ctx) -> TestResult {
     let (cpus, _, pair) = rfd_setup(ctx)?;
     let ctx: &Ctx = ctx;
     let ip = pair.server_ip(false);
-    let server_ns = pair.server_ns().ok_or("no server namespace")?;
+    let server_ns = server_ns(&pair)?;
     let server = AcceptServer::start_with(
         &ServerOpts::pinned(ip, &cpus)
             .ns(Some(server_ns))
