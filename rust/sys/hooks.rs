@@ -533,7 +533,7 @@ unsafe extern "C" fn pair_get_trampoline<T: Hooks>() -> *mut bindings::dentry {
 
 /// # Safety
 ///
-/// Called by the kernel from `sock_close()` through `fastsocket_sock_pair_put()`, in process
+/// Called by the kernel from `sock_close()` through `__fastsocket_sock_pair_put()`, in process
 /// context inside `rcu_read_lock()`, with `dentry`, a closed socket's, and a reference to it:
 /// if this returns true the module owns that reference, else the kernel still does.
 unsafe extern "C" fn pair_put_trampoline<T: Hooks>(dentry: *mut bindings::dentry) -> bool {
