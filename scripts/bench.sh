@@ -115,7 +115,10 @@ mkdir -p "$out" "$top/results"
 	elif [ "$what" = cpuprof ]; then
 		echo "cpuprof: workloads ${BENCH_WORKLOADS:-W1}; arms ${BENCH_ARMS:-all}; icount at ${BENCH_CPUS:-2} vCPU(s); 1 round x ${ICOUNT_SECONDS:-4}s under perf record -a -F 4999"
 	elif [ "$partial" = 1 ]; then
-		echo "partial: workloads $workloads; arms ${BENCH_ARMS:-all}; clocks $clocks; wall at $cpu_list vCPU(s), icount at $icount_cpus vCPU(s); $runs wall rounds x ${seconds}s, $iruns icount rounds x ${iseconds}s"
+		ran=""
+		[[ " $clocks " = *" wall "* ]] && ran+="; wall at $cpu_list vCPU(s), $runs rounds x ${seconds}s"
+		[[ " $clocks " = *" icount "* ]] && ran+="; icount at $icount_cpus vCPU(s), $iruns rounds x ${iseconds}s"
+		echo "partial: workloads $workloads; arms ${BENCH_ARMS:-all}; clocks $clocks$ran"
 	fi
 } >"$out/machine.txt"
 # Appends one boot's duration to machine.txt.

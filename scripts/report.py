@@ -191,7 +191,7 @@ def events_table(rows, arms, run, lines):
               "| workload | vCPUs | clock | arm | runs | " + " | ".join(EVENTS) + " |",
               "|---|---|---|---|---|" + "---|" * len(EVENTS)]
     for w in WORKLOADS:
-        for cpus in (2, 1):
+        for cpus in vcpu_counts(g):
             for clock in ("wall", "icount"):
                 for arm in arms:
                     runs = g.get((w, cpus, clock, arm))
@@ -456,6 +456,22 @@ def arm_order(name):
     return (w, list(ARMS).index(arm) if arm in ARMS else len(ARMS), name)
 
 
+def vcpu_counts(g):
+    """The vCPU counts a run measured (its groups' keys have them second), most first."""
+    return sorted({k[1] for k in g}, reverse=True)
+
+
+def partial_vcpus(keys):
+    """The vCPU counts a partial run measured, from its `partial` line (its clocks' counts)."""
+    text = keys.get("partial", "")
+    clocks = re.search(r"clocks ([a-z ]+);", text)
+    counts = set()
+    for clock, cpus in re.findall(r"(wall|icount) at ([\d ]+) vCPU", text):
+        if not clocks or clock in clocks.group(1).split():
+            counts.update(int(c) for c in cpus.split())
+    return counts
+
+
 def run_name(keys):
     """A run as tables name it: its date and repository commit."""
     return f"run of {keys.get('date', 'unknown date')}, repository {keys.get('repository', '?')}"
@@ -499,7 +515,8 @@ def bench_section(res, docs, lines, heading="## Throughput, locality, scaling", 
                   "minutes on this 2-core machine).", ""]
     # Each workload's rows are superseded by the newest partial run that measured it.
     covered = set()
-    for k in reversed([k for k in later or [] if before_rfd and "rfd" in k.get("harness", "")]):
+    for k in reversed([k for k in later or [] if before_rfd and "rfd" in k.get("harness", "")
+                       and partial_vcpus(k) & {r["cpus"] for r in rows}]):
         mine = [w for w in k.get("partial", "").split(";")[0].replace("workloads ", "").split()
                 if w not in covered]
         covered.update(mine)
@@ -535,7 +552,7 @@ def bench_section(res, docs, lines, heading="## Throughput, locality, scaling", 
                      "connections whose connect, SYN-ACK and close ran on one CPU, the one "
                      "cpu_of(sport) names (see below)." if active else ""), ""]
     notes, headline = [], []
-    for cpus in (2, 1):
+    for cpus in vcpu_counts(g):
         if not any(k[1] == cpus and k[0] in ("wall", "icount") for k in g):
             continue
         lines += [f"### {cpus} vCPU{'s' if cpus > 1 else ''} ({run})"
@@ -662,7 +679,7 @@ def active_table(ga, arms, run, lines, keys):
               "events lost | rfd_ports / rfd_fallback | rfd_steered / rfd_local |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for w in WORKLOADS:
-        for cpus in (2, 1):
+        for cpus in vcpu_counts(ga):
             for clock in ("wall", "icount"):
                 for arm in arms:
                     if (clock, cpus, w, arm) not in ga:
