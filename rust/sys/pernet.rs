@@ -182,9 +182,9 @@ impl<T: NetData> PerNet<T> {
         // receiving device's namespace, or its veth peer's): the devices' pernet exit
         // unregisters them, and `unregister_netdevice_many()` waits for a grace period
         // (`synchronize_net()`) once they are unlisted, so no RCU reader that found one (`rcu`
-        // proves we are in such a section) outlives the storage. During set-up, no hook runs for the namespace:
-        // userspace cannot reach it before `setup_net()` returns and its loopback device is
-        // down, so no connection completes or is accepted in it. (If our `init` fails,
+        // proves we are in such a section) outlives the storage. During set-up, no hook runs
+        // for the namespace: userspace cannot reach it before `setup_net()` returns and its
+        // loopback device is down, so no connection completes or is accepted in it. (If our `init` fails,
         // `ops_init()` frees the storage at once, without a grace period: `state` is still
         // `EMPTY` until then.)
         let state = unsafe { (*slot).state.load(Ordering::Acquire) };
