@@ -323,6 +323,14 @@ const STALLED_BEFORE_KILL: Duration = Duration::from_millis(20);
 const HELD_WITHIN: Duration = Duration::from_millis(100);
 /// Load after the kill.
 const AFTER_KILL: Duration = Duration::from_secs(1);
+/// One client of the killed-worker scenario, so that B waits in `accept()` whenever a
+/// handshake completes: a connection kept for the stalled A then withholds B's wake-up
+/// (`wake_held`). With two, B is mostly serving the other client's connection by then, and
+/// the stack's wake-up, which finds no waiter, counts as `wake_fallback` even though the
+/// connection is kept for A all the same.
+const KILLED_CLIENTS: usize = 1;
+/// Attempts of a module arm of the killed-worker scenario to hold a wake-up for the stalled A.
+const KILLED_TRIES: usize = 3;
 
 /// What one arm of the killed-worker scenario measured.
 struct Killed {
@@ -333,9 +341,10 @@ struct Killed {
     held_after_stall: u64,
 }
 
-/// Forked workers A (pinned to the handshakes' CPU) and B (another CPU) serve back-to-back
-/// clients; A stalls (stops accepting, as if busy for good: its CPU's wake-ups are held for
-/// it), is killed `STALLED_BEFORE_KILL` later, and B must serve every connection.
+/// Forked workers A (pinned to the handshakes' CPU) and B (another CPU) serve a back-to-back
+/// client ([`KILLED_CLIENTS`]); A stalls (stops accepting, as if busy for good: its CPU's
+/// wake-ups are held for it), is killed `STALLED_BEFORE_KILL` later, and B must serve every
+/// connection.
 fn killed_arm(pair: &NetnsPair, cpus: &[usize], arm: Arm) -> TestResult<Killed> {
     let (a_cpu, b_cpu) = (cpus[cpus.len() - 1], cpus[0]);
     pair.set_rps(&[a_cpu]).context("setting the RPS mask")?;
@@ -348,7 +357,7 @@ fn killed_arm(pair: &NetnsPair, cpus: &[usize], arm: Arm) -> TestResult<Killed> 
         sys::fork_accept_worker(&listener, a_cpu, b'A', READ_TIMEOUT, a).context("fork")?;
     let _other =
         sys::fork_accept_worker(&listener, b_cpu, b'B', READ_TIMEOUT, b).context("fork")?;
-    let clients = BurstClients::start(pair.client_ns(), addr, CLIENTS, None)?;
+    let clients = BurstClients::start(pair.client_ns(), addr, KILLED_CLIENTS, None)?;
 
     let wait = |what: &str, done: &dyn Fn() -> bool| -> TestResult {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -369,7 +378,7 @@ fn killed_arm(pair: &NetnsPair, cpus: &[usize], arm: Arm) -> TestResult<Killed> 
         .transpose()?;
     // With the module, A is killed once a wake-up was held for it (the scenario under test),
     // or after `HELD_WITHIN` if none was: on a slow host the clients' next handshake on A's
-    // CPU may take longer than `STALLED_BEFORE_KILL` (the final check then says so).
+    // CPU may take longer than `STALLED_BEFORE_KILL` (the caller then runs the arm again).
     if let Some(before) = &counters {
         let deadline = stalled_at + HELD_WITHIN;
         while procfs::read_counters()?.since(before)?.total().wake_held == 0
@@ -421,23 +430,44 @@ fn killed_arm(pair: &NetnsPair, cpus: &[usize], arm: Arm) -> TestResult<Killed> 
 
 /// (c) A worker dies while a wake-up is held for its CPU: the others serve its connections
 /// within the bound.
+///
+/// The module holds for A only while A counts as present (`PRESENT_MS`, 100 ms after its last
+/// accept), and the first holds often come before the runner has seen A stall: a module arm
+/// in which no wake-up was held for the stalled A did not test anything, so it is run again,
+/// up to [`KILLED_TRIES`] times. Every attempt's requests count (all answered, within
+/// [`BOUND`]); the test fails if a round's module arm never held a wake-up for A.
 pub fn accept_latency_worker_killed(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let pair = ctx.netns_pair(ServerSide::Current)?;
     let mut module = (Vec::new(), 0);
     let mut stock = (Vec::new(), 0);
-    let mut held = 0;
+    let (mut held, mut tries) = (0, 0);
     for round in 0..ROUNDS {
         for arm in arms(round) {
-            set_arm(ctx, arm)?;
-            let killed = killed_arm(&pair, &ctx.cpus, arm)?;
             let into = match arm {
                 Arm::Module => &mut module,
                 Arm::Stock => &mut stock,
             };
-            into.0.extend(killed.after_stall);
-            into.1 += killed.requests;
-            held += killed.held_after_stall;
+            for attempt in 1..=KILLED_TRIES {
+                set_arm(ctx, arm)?;
+                let killed = killed_arm(&pair, &ctx.cpus, arm)?;
+                into.0.extend(killed.after_stall);
+                into.1 += killed.requests;
+                if arm == Arm::Stock {
+                    break;
+                }
+                tries += 1;
+                held += killed.held_after_stall;
+                if killed.held_after_stall > 0 {
+                    break;
+                }
+                ensure!(
+                    attempt < KILLED_TRIES,
+                    "round {round}: in {KILLED_TRIES} attempts no wake-up was held for worker A \
+                     after it stalled: the scenario did not exercise the hold"
+                );
+                info!("round {round}: no wake-up was held for the stalled worker A, again");
+            }
         }
     }
     set_arm(ctx, Arm::Module)?;
@@ -450,17 +480,13 @@ pub fn accept_latency_worker_killed(ctx: &mut Ctx) -> TestResult {
         "round trip after worker A stalled (killed {STALLED_BEFORE_KILL:?} later), stock:  {s} of {} requests",
         stock.1
     );
-    info!("wake-ups held after worker A stalled (module): {held}");
+    info!("wake-ups held after worker A stalled (module): {held} in {tries} module arms");
     ensure!(
         m.max < BOUND,
         "with the module a request waited {:?} after worker A stalled (bound {BOUND:?} with \
          listen_hold_ms={HOLD_MS}; stock max {:?})",
         m.max,
         s.max
-    );
-    ensure!(
-        held > 0,
-        "no wake-up was held after worker A stalled: the scenario did not exercise the hold"
     );
     Ok(())
 }
