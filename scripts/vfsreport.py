@@ -358,7 +358,7 @@ STAGES = {
     ("destroy_inode", "__x64_sys_socket"):
         ("mixed", "`__destroy_inode` (LSM, fsnotify), `call_rcu`, the dentry's free, "
                   "`mntput`, `file_free`, back to user space, the loop, socket() entry"),
-    ("sock_alloc_file", "alloc_file_path"): ("dentry", "the kept dentry renamed, `mntget`"),
+    ("sock_alloc_file", "alloc_file_path"): ("dentry", "the kept dentry, `mntget`"),
     ("alloc_file_path", "alloc_empty_file"): ("file", ""),
     ("sk_free", "__fastsocket_sock_pair_put"):
         ("protocol", "`sk_free`, the socket's release, the pair_put hook's tests"),

@@ -10,9 +10,10 @@
 //! show in a later socket); a socket created on that CPU by a task of a namespace with
 //! `net.fastsocket.vfs` on takes the oldest pair once a grace period has passed since it was
 //! kept: the kernel sets the socket up in it as in a new inode (new inode number, owner,
-//! mode), renames the dentry and builds the file on it. Pairs that find the cache full are
-//! dropped as without the module; the memory manager's shrinker drops kept ones when memory
-//! runs low, and unloading the module drops every kept pair. See `Documentation/vfs.md`.
+//! mode) and builds the file on the dentry if it has the new socket's protocol's name (a new
+//! dentry otherwise). Pairs that find the cache full are dropped as without the module; the
+//! memory manager's shrinker drops kept ones when memory runs low, and unloading the module
+//! drops every kept pair. See `Documentation/vfs.md`.
 
 use crate::logic::fifo::Fifo;
 use crate::netstate::NetState;

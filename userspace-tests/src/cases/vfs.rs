@@ -439,7 +439,8 @@ pub fn vfs_unload_live_sockets(ctx: &mut Ctx) -> TestResult {
 }
 
 /// A socket of each kind a program makes, by name, each from a kept pair when the cache is on
-/// and its dentry renamed for it (the cache is warmed with TCP sockets first).
+/// (the cache is warmed with TCP sockets first: a socket of another protocol keeps the pair's
+/// inode and takes a new dentry, with its own protocol's name).
 fn sockets_of_each_kind() -> TestResult<Vec<(&'static str, OwnedFd)>> {
     let stream = |family| socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None);
     let dgram = |family| socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None);
@@ -544,9 +545,9 @@ fn pair_observations() -> TestResult<Vec<String>> {
     Ok(seen)
 }
 
-/// Sockets of every kind made from kept pairs (dentries renamed), and sockets made after a
-/// socket's mode, owner, lock or inotify watch changed, look to a program as with the cache
-/// off, in the same run.
+/// Sockets of every kind made from kept pairs (new dentries where the protocol differs), and
+/// sockets made after a socket's mode, owner, lock or inotify watch changed, look to a program
+/// as with the cache off, in the same run.
 pub fn vfs_pair_state(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let mut arms = Vec::new();
