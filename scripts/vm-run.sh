@@ -11,7 +11,9 @@
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-cpus=${VM_CPUS:-2} memory=${VM_MEMORY:-2G} timeout=${VM_TIMEOUT:-2400} icount=0 rwdirs=() append=""
+# The default timeout leaves room for make test's booted suite on a slow 2-core host: it took
+# 1,730 s on one and 2,330 s on another (2026-12-07, when 2,400 s cut the VM off after it).
+cpus=${VM_CPUS:-2} memory=${VM_MEMORY:-2G} timeout=${VM_TIMEOUT:-3600} icount=0 rwdirs=() append=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--cpus) cpus=$2; shift 2 ;;
