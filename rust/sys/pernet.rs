@@ -184,9 +184,9 @@ impl<T: NetData> PerNet<T> {
         // (`synchronize_net()`) once they are unlisted, so no RCU reader that found one (`rcu`
         // proves we are in such a section) outlives the storage. During set-up, no hook runs
         // for the namespace: userspace cannot reach it before `setup_net()` returns and its
-        // loopback device is down, so no connection completes or is accepted in it. (If our `init` fails,
-        // `ops_init()` frees the storage at once, without a grace period: `state` is still
-        // `EMPTY` until then.)
+        // loopback device is down, so no connection completes or is accepted in it. (If our
+        // `init` fails, `ops_init()` frees the storage at once, without a grace period: `state`
+        // is still `EMPTY` until then.)
         let state = unsafe { (*slot).state.load(Ordering::Acquire) };
         if state != LIVE {
             return None;
