@@ -16,13 +16,16 @@ release=$1 v1=$2 v2=$3
 passed=0 failed=0
 ok() { echo "[deb-test] PASS $*"; passed=$((passed + 1)); }
 bad() { echo "[deb-test] FAIL $*"; failed=$((failed + 1)); }
-check() { # check DESCRIPTION COMMAND...: PASS if the command succeeds
-	local what=$1 out
+check() { # check DESCRIPTION COMMAND...: PASS if the command succeeds (its time if >= 1 s)
+	local what=$1 out start=$SECONDS
 	shift
-	if out=$("$@" 2>&1); then ok "$what"; else bad "$what"; printf '%s\n' "$out" | tail -20 | sed 's/^/    /'; fi
+	if out=$("$@" 2>&1); then ok "$what$(took $start)"; else
+		bad "$what$(took $start)"; printf '%s\n' "$out" | tail -20 | sed 's/^/    /'
+	fi
 }
+took() { local s=$((SECONDS - $1)); [ $s = 0 ] || echo " (${s} s)"; }
 summary() {
-	echo "[deb-test] $passed passed, $failed failed"
+	echo "[deb-test] $passed passed, $failed failed (${SECONDS} s)"
 	[ "$failed" = 0 ] && [ "$passed" -gt 0 ]
 	exit $?
 }
@@ -50,6 +53,7 @@ done
 rm -f $R/var/lib/man-db/auto-update
 baseline=$s/baseline
 (cd $s/upper && find . | sort) >$baseline
+echo "[deb-test] scratch root ready (${SECONDS} s after the start)"
 
 dp() { dpkg --root=$R --force-not-root "$@" </dev/null; }
 image=$(ls $v1/linux-image-"$release"_*.deb) headers=$(ls $v1/linux-headers-"$release"_*.deb)
@@ -101,9 +105,11 @@ check "fastsocket-stat --total 1 1 with the module loaded" chroot $R fastsocket-
 check "modprobe -r fastsocket" chroot $R modprobe -r fastsocket
 check "module unloaded" test ! -e /sys/module/fastsocket
 
-# 4. Upgrade: the same packages over themselves, then a module package of a higher version;
-# a conffile the administrator changed is kept.
-check "dpkg -i the same three packages again" dp -i "$image" "$headers" "$module"
+# 4. Upgrade: the module package over itself, then one of a higher version; a conffile the
+# administrator changed is kept. (The kernel's packages are its own bindeb-pkg's: installing
+# them over themselves again would test that, at about five minutes of TCG for the headers'
+# 7,000 files.)
+check "dpkg -i $mod again (the same version)" dp -i "$module"
 echo fastsocket >$R/etc/modules-load.d/fastsocket.conf
 v2ver=$(dpkg-deb -f "$module2" Version)
 check "dpkg -i $mod $v2ver (upgrade)" dp -i "$module2"
