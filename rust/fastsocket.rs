@@ -84,7 +84,7 @@ impl Hooks for FastSocketHooks {
 
     type Queues = Queues;
 
-    fn listen(rcu: &RcuReadSection<'_>, listener: &Sock) -> Option<Queues> {
+    fn listen(rcu: &RcuReadSection<'_>, listener: &Sock) -> Option<Published<Queues>> {
         queues::listen(NetState::of(listener.net(), rcu)?, listener)
     }
 

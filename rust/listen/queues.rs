@@ -35,7 +35,7 @@ use crate::sys::{
     cpu, hooks,
     net::{Sock, SockRef},
     percpu::{Alloc, PerCpu},
-    rcu::{self, Published},
+    rcu::{self, Published, RcuBox},
     reqq::{Req, ReqQueue},
     time,
 };
@@ -101,7 +101,9 @@ impl Listeners {
         if list.closed {
             return false;
         }
-        let sock = SockRef::new(listener);
+        let Some(sock) = SockRef::try_new(listener) else {
+            return false;
+        };
         match list.socks.iter_mut().find(|slot| slot.is_none()) {
             Some(slot) => {
                 *slot = Some(sock);
@@ -161,7 +163,7 @@ impl Drop for Listeners {
 /// The queues for `listener`, which just started listening, if it is in scope. They are
 /// allocated even with `listen_queues` off, which only keeps new connections out of them:
 /// the listener is in scope, and turning the knob on later applies to it.
-pub(crate) fn listen(state: &NetState, listener: &Sock) -> Option<Queues> {
+pub(crate) fn listen(state: &NetState, listener: &Sock) -> Option<Published<Queues>> {
     if !state.listen_applies(listener) {
         return None;
     }
@@ -169,6 +171,9 @@ pub(crate) fn listen(state: &NetState, listener: &Sock) -> Option<Queues> {
     let queues = Queues {
         cpus: PerCpu::pin_init_with(Alloc::Atomic, |_| ReqQueue::new()).ok()?,
     };
+    // Allocated for RCU readers before the listener is noted: once it is, nothing fails (its
+    // queues would be lost with the reference the note holds).
+    let queues = RcuBox::publish(queues, GFP_ATOMIC).ok()?;
     state.listeners.add(listener).then_some(queues)
 }
 

@@ -140,8 +140,8 @@ struct Slot {
 ///
 /// - `timer` was set up (`timer_setup()`) to call [`release_timer`] when the object was
 ///   initialised in place, and the object does not move until dropped (it is pinned).
-/// - A slot whose `sk` is neither null nor [`claiming`] owns a reference (`sock_hold()`) on a
-///   listening socket. While its `meta` is live, the exclusive waiters of that listener are owed
+/// - A slot whose `sk` is neither null nor [`claiming`] owns a reference
+///   ([`Sock::try_hold`]) on a listening socket. While its `meta` is live, the exclusive waiters of that listener are owed
 ///   `count` wake-ups (at least one either way), less those beyond the connections `queued`
 ///   counts then, by the deadline in `meta`, and
 ///   the timer is pending or running for a time no later than that deadline (plus the
@@ -257,9 +257,13 @@ impl HeldWakes {
                 | (generation << GEN_SHIFT)
                 | (u64::from(withheld) << COUNT_SHIFT)
                 | LIVE;
-            // SAFETY: The listener is valid for `&listener`; the reference taken here is owned
-            // by the slot (type invariant) once `sk` names it.
-            unsafe { bindings::sock_hold(sk) };
+            // The reference taken here is owned by the slot (type invariant) once `sk` names
+            // it. A listener whose close dropped its last one (a syncookie's ACK reached it
+            // without a reference) is not held: the caller wakes it now, as stock would.
+            if !listener.try_hold() {
+                slot.sk.store(ptr::null_mut(), Ordering::Release);
+                return false;
+            }
             slot.sk.store(sk, Ordering::Release);
             slot.meta.store(meta, Ordering::Release);
             // INVARIANT: The timer fires by the slot's deadline.

@@ -59,11 +59,12 @@ pub(crate) trait Hooks {
 
     /// `listener` just started listening (`listen()`, process context, its socket lock held).
     ///
-    /// Returns the queues to keep with it, or `None` to leave it stock: none of the hooks is
-    /// ever called for a listener without queues. The queues stay with the listener until it
-    /// stops listening ([`Hooks::listen_stop`]) or the module takes them back ([`detach`]); a
-    /// module detaches every listener before its [`Registration`] is dropped.
-    fn listen(_rcu: &RcuReadSection<'_>, _listener: &Sock) -> Option<Self::Queues> {
+    /// Returns the queues to keep with it, already allocated for RCU readers (so that nothing
+    /// can fail once the module noted the listener), or `None` to leave it stock: none of the
+    /// hooks is ever called for a listener without queues. The queues stay with the listener
+    /// until it stops listening ([`Hooks::listen_stop`]) or the module takes them back
+    /// ([`detach`]); a module detaches every listener before its [`Registration`] is dropped.
+    fn listen(_rcu: &RcuReadSection<'_>, _listener: &Sock) -> Option<Published<Self::Queues>> {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
@@ -290,14 +291,7 @@ unsafe extern "C" fn listen_trampoline<T: Hooks>(
     let rcu = unsafe { RcuReadSection::assume() };
     // SAFETY: The socket is a valid `inet_connection_sock` for the duration of the call.
     let listener = unsafe { Sock::from_raw(sk) };
-    let Some(queues) = T::listen(&rcu, listener) else {
-        return ptr::null_mut();
-    };
-    // No sleeping here: the hook runs inside an RCU read-side section.
-    match RcuBox::publish(queues, GFP_ATOMIC) {
-        Ok(published) => published.into_raw().cast(),
-        Err(_) => ptr::null_mut(),
-    }
+    T::listen(&rcu, listener).map_or(ptr::null_mut(), |queues| queues.into_raw().cast())
 }
 
 /// # Safety
@@ -328,14 +322,21 @@ unsafe extern "C" fn queue_add_trampoline<T: Hooks>(
     let rcu = unsafe { RcuReadSection::assume() };
     // SAFETY: See the safety section.
     let (listener, queues) = unsafe { (Sock::from_raw(sk), queues::<T>(q, &rcu)) };
-    // SAFETY: `req` is owned by the caller and queued for `listener`; if it comes back, its
-    // ownership returns to the caller through `into_raw()`.
-    let req = unsafe { Req::from_raw(req, listener) };
-    match T::queue_add(&rcu, listener, queues, req) {
+    // SAFETY: `req` is owned by the caller, not yet counted, and queued for `listener`; if it
+    // comes back, its ownership returns to the caller through `into_raw()`.
+    let incoming = unsafe { Req::from_raw(req, listener) };
+    match T::queue_add(&rcu, listener, queues, incoming) {
         Ok(()) => true,
-        Err(req) => {
-            req.into_raw();
+        Err(back) if back.is(req) => {
+            back.into_raw();
             false
+        }
+        // Another connection of `listener` came back (one a hook took from its queues): the
+        // hook kept `req` or dropped it (which queued it on the listener), so the caller must
+        // not queue it again. The other one goes to the listener's own queue.
+        Err(other) => {
+            drop(other);
+            true
         }
     }
 }
@@ -544,9 +545,16 @@ unsafe extern "C" fn pair_put_trampoline<T: Hooks>(dentry: *mut bindings::dentry
     let kept = unsafe { KeptPair::from_raw(dentry) };
     match T::pair_put(&rcu, kept) {
         Ok(()) => true,
-        Err(kept) => {
-            kept.into_raw();
+        Err(back) if back.is(dentry) => {
+            back.into_raw();
             false
+        }
+        // Another pair came back (one a hook took from its cache): the hook kept `dentry` or
+        // dropped it, so the kernel must not drop it again. The other one cannot be dropped
+        // inside this RCU read-side section (`dput()` may sleep): it leaks.
+        Err(other) => {
+            core::mem::forget(other);
+            true
         }
     }
 }

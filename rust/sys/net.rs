@@ -175,6 +175,15 @@ impl Sock {
         self.0.get()
     }
 
+    /// Takes a reference to the socket unless its refcount already reached zero (it is being
+    /// freed, after a grace period for a listener); whether it took one. The caller owns the
+    /// reference taken and gives it back with `sock_put()`.
+    pub(crate) fn try_hold(&self) -> bool {
+        // SAFETY: The socket's memory is valid for `&self`; `refcount_inc_not_zero()` takes a
+        // reference only while another one is held, so never on a socket being freed.
+        unsafe { bindings::refcount_inc_not_zero(&raw mut (*self.0.get()).__sk_common.skc_refcnt) }
+    }
+
     /// An identity for tables keyed by socket; never turned back into a pointer.
     pub(crate) fn id(&self) -> usize {
         self.0.get() as usize
@@ -349,7 +358,7 @@ impl Drop for SockGuard<'_> {
     }
 }
 
-/// A reference to a socket (`sock_hold()`), released when dropped (`sock_put()`).
+/// A reference to a socket ([`Sock::try_hold`]), released when dropped (`sock_put()`).
 ///
 /// # Invariants
 ///
@@ -362,13 +371,16 @@ unsafe impl Send for SockRef {}
 unsafe impl Sync for SockRef {}
 
 impl SockRef {
-    /// Takes a reference to `sk`.
-    pub(crate) fn new(sk: &Sock) -> Self {
-        // SAFETY: The socket is valid for `&sk`, so its refcount is not zero.
-        unsafe { bindings::sock_hold(sk.as_raw()) };
-        // INVARIANT: The reference was just taken; `Sock`s are `inet_connection_sock`s.
-        // SAFETY: A `&Sock` is never null.
-        Self(unsafe { NonNull::new_unchecked(sk.as_raw()) })
+    /// Takes a reference to `sk`, unless its last one was dropped already: a `&Sock` keeps its
+    /// memory valid, not its refcount above zero. A TCP listener is freed after an RCU grace
+    /// period (`SOCK_RCU_FREE`), so a softirq that found it in the hash table without taking a
+    /// reference (a syncookie's ACK) may run while a `close()` drops its last one.
+    pub(crate) fn try_new(sk: &Sock) -> Option<Self> {
+        sk.try_hold().then(|| {
+            // INVARIANT: The reference was just taken; `Sock`s are `inet_connection_sock`s.
+            // SAFETY: A `&Sock` is never null.
+            Self(unsafe { NonNull::new_unchecked(sk.as_raw()) })
+        })
     }
 }
 

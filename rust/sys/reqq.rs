@@ -16,16 +16,18 @@ use core::{
 };
 use kernel::{bindings, prelude::*};
 
-/// A connection taken from a [`ReqQueue`] of `listener`, on its way to `accept()`.
+/// A connection on its way into a [`ReqQueue`] of `listener` or out of one to `accept()`.
 ///
-/// Dropping it gives it back to the tail of its listener's own accept queue, where `accept()`
-/// and the listener's close find it: a connection is never lost, whatever the caller does.
+/// Dropping it gives it back to the tail of its listener's own accept queue, counted in its
+/// backlog, where `accept()` and the listener's close find it. (On a listener whose close
+/// already emptied its queue it would stay there until the listener is freed: the hooks hand
+/// a [`Req`] on or back before they return.)
 ///
 /// # Invariants
 ///
-/// `req` is a `request_sock` whose `sk` is a child that completed its handshake, counted in
-/// `listener`'s `sk_ack_backlog`, linked in no queue, and owned by this value (it holds the
-/// reference the accept queue would hold).
+/// `req` is a `request_sock` whose `sk` is a child that completed its handshake, not counted
+/// in `listener`'s `sk_ack_backlog` (a queue counts what it links), linked in no queue, and
+/// owned by this value (it holds the reference the accept queue would hold).
 pub(crate) struct Req<'a> {
     req: NonNull<bindings::request_sock>,
     listener: &'a Sock,
@@ -37,10 +39,11 @@ impl<'a> Req<'a> {
     /// # Safety
     ///
     /// `req` is a `request_sock` whose `sk` is a child that completed its handshake, linked in
-    /// no queue, whose ownership passes to the returned value, and `listener` is the listener
-    /// it is queued for.
+    /// no queue and not counted in `listener`'s backlog, whose ownership passes to the
+    /// returned value, and `listener` is the listener it is queued for.
     pub(crate) unsafe fn from_raw(req: *mut bindings::request_sock, listener: &'a Sock) -> Self {
-        // INVARIANT: See the safety section; the count is the caller's (`push` counts it).
+        // INVARIANT: See the safety section; not counted (`push` counts it, `pop_if` uncounts
+        // it before it builds one).
         Self {
             // SAFETY: The caller passes a valid pointer.
             req: unsafe { NonNull::new_unchecked(req) },
@@ -55,6 +58,11 @@ impl<'a> Req<'a> {
         req
     }
 
+    /// Whether this is the request `req`.
+    pub(crate) fn is(&self, req: *const bindings::request_sock) -> bool {
+        ptr::eq(self.req.as_ptr(), req)
+    }
+
     /// The child socket.
     pub(crate) fn child(&self) -> &Sock {
         // SAFETY: By the type invariant `req` is valid and its `sk` is a child TCP socket that
@@ -65,8 +73,11 @@ impl<'a> Req<'a> {
 
 impl Drop for Req<'_> {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant the connection is owned, unlinked and counted on
-        // `listener`, which is what the function expects; it takes the queue's lock.
+        // Counted as the queue it joins counts what it links.
+        self.listener.acceptq_add(1);
+        // SAFETY: By the type invariant the connection is owned and unlinked, and it is
+        // counted on `listener` now, which is what the function expects; it takes the queue's
+        // lock.
         unsafe {
             bindings::fastsocket_reqsk_queue_requeue(self.listener.as_raw(), self.req.as_ptr())
         };
@@ -195,8 +206,8 @@ impl ReqQueue {
         }
         self.len.fetch_sub(1, Ordering::Relaxed);
         listener.acceptq_add(-1);
-        // SAFETY: The request was owned by the queue, counted on `listener` (uncounted just
-        // above, as a connection leaving for `accept()` is) and is now unlinked.
+        // SAFETY: The request was owned by the queue and is now unlinked, and uncounted from
+        // `listener` just above, as a connection leaving for `accept()` is.
         Some(unsafe { Req::from_raw(head.as_ptr(), listener) })
     }
 

@@ -61,6 +61,11 @@ impl KeptPair {
         }
     }
 
+    /// Whether this is the pair of dentry `dentry`.
+    pub(crate) fn is(&self, dentry: *const bindings::dentry) -> bool {
+        core::ptr::eq(self.ptr.as_ptr(), dentry)
+    }
+
     /// Gives the dentry and its reference back to the kernel (the `pair_put` hook returns
     /// false, and the kernel drops it).
     pub(crate) fn into_raw(self) -> *mut bindings::dentry {
