@@ -6,7 +6,7 @@ use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::AtomicU64;
@@ -202,6 +202,23 @@ pub fn incoming_cpu(sock: &impl AsFd) -> io::Result<i32> {
 /// every accept() blocked on it return EINVAL.
 pub fn shutdown_listener(listener: &TcpListener) -> io::Result<()> {
     Ok(socket::shutdown(listener.as_raw_fd(), Shutdown::Both)?)
+}
+
+/// An IPv4 MPTCP stream socket, close-on-exec (nix has no `IPPROTO_MPTCP`).
+pub fn mptcp_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes no pointer.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_MPTCP,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(): a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Mounts a filesystem of type `fstype` (debugfs, tracefs: no device) on `target`.
@@ -673,6 +690,21 @@ pub fn select_either(first: &impl AsFd, second: &impl AsFd) -> io::Result<Readab
             second: false,
         }),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits with poll() until `fd` is readable or `deadline` passed, restarting after a signal;
+/// whether it became readable. A caller that knows a connection is queued or coming treats
+/// `false` as a lost wake-up, never as a reason to look again.
+pub fn poll_readable_until(fd: &impl AsFd, deadline: Instant) -> io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if poll_readable(fd, left)? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
     }
 }
 

@@ -178,6 +178,7 @@ const TESTS: &[Test] = &[
     Test::new("unload_reload", lifecycle::unload_reload),
     Test::new("unload_under_load", lifecycle::unload_under_load),
     Test::new("cpu_hotplug_under_load", regress::cpu_hotplug_under_load).limit(300),
+    Test::new("mptcp_stays_stock", regress::mptcp_stays_stock).limit(120),
     Test::new("nginx_20k", apps::nginx_20k),
     Test::new("nginx_accept_mutex_20k", apps::nginx_accept_mutex_20k),
     Test::new("knob_fuzz", harden::knob_fuzz).limit(600),

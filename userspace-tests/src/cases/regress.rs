@@ -5,6 +5,7 @@
 use std::ffi::{CStr, CString};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{open, OFlag};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl;
+use nix::sys::socket::{self, SockaddrIn};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use nix::unistd::{gettid, setgroups, setresgid, setresuid, Gid, Uid};
@@ -526,20 +528,17 @@ pub fn cpu_hotplug_under_load(ctx: &mut Ctx) -> TestResult {
         || !ctx.cpus.contains(&cpu)
         || !Path::new(&cpu_online_path(cpu)).exists()
     {
-        info!(
-            "SKIP: cpu {cpu} cannot be taken offline here (online CPUs {:?}, no {})",
+        return Err(format!(
+            "cpu {cpu} cannot be taken offline here (online CPUs {:?}, no {}): the test needs \
+             two CPUs and CPU hotplug",
             ctx.cpus,
             cpu_online_path(cpu)
-        );
-        return Ok(());
+        ));
     }
-    if let Err(e) = set_online(cpu, false) {
-        info!(
-            "SKIP: cpu {cpu} cannot be taken offline here: writing 0 to {}: {e}",
-            cpu_online_path(cpu)
-        );
-        return Ok(());
-    }
+    set_online(cpu, false).context(format!(
+        "cpu {cpu} cannot be taken offline here: writing 0 to {}",
+        cpu_online_path(cpu)
+    ))?;
     set_online(cpu, true).context(format!("bringing cpu {cpu} back online"))?;
     let _online = OnlineGuard(cpu);
     ctx.ensure_loaded()?;
@@ -594,6 +593,11 @@ pub fn cpu_hotplug_under_load(ctx: &mut Ctx) -> TestResult {
         accepted == done.len(),
         "the clients made {} requests, the server accepted {accepted}",
         done.len()
+    );
+    ensure!(
+        delta.wake_held > 0,
+        "no wake-up was held for cpu {cpu}'s worker: the hold was not exercised across the \
+         hotplug"
     );
     drop(pair);
     module::rmmod().context("unloading the module after the hotplug")?;
@@ -660,4 +664,99 @@ mod tests {
         );
         assert_eq!(describe(0), "not attempted");
     }
+}
+
+/// MPTCP connections to an MPTCP listener for [`mptcp_stays_stock`].
+const MPTCP_CONNECTIONS: usize = 100;
+
+/// MPTCP (on in Debian's kernels, and in this project's) keeps the stock paths, whatever the
+/// module's knobs say. An MPTCP listener listens through a TCP subflow whose `data_ready` wakes
+/// the MPTCP socket only while the subflow's own accept queue has a child: given per-CPU
+/// queues it was never woken (patch 0020). So every connection here is accepted by a blocking
+/// `accept()` (a lost wake-up fails the client's reply wait) and the module counts none of
+/// them. And the kernel subflow socket of each MPTCP socket, which MPTCP frees with a bare
+/// `iput()` of its inode, never takes a kept socket file (patch 0021): the client namespace's
+/// `vfs_reused + vfs_new` grows by one per MPTCP socket, its user socket, not two.
+pub fn mptcp_stays_stock(ctx: &mut Ctx) -> TestResult {
+    ctx.ensure_loaded()?;
+    let _enabled = super::KnobGuard::enabled("1")?;
+    let _ports = super::KnobGuard::listen_ports("all")?;
+    let _vfs = super::KnobGuard::vfs("1")?;
+    let pair = ctx.netns_pair(ServerSide::Current)?;
+    let std::net::IpAddr::V4(ip) = pair.server_ip(false) else {
+        return Err("the server address is not IPv4".into());
+    };
+    let listener = sys::mptcp_socket().context("an MPTCP socket (CONFIG_MPTCP)")?;
+    socket::bind(listener.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(ip, 0)))
+        .context("bind")?;
+    socket::listen(&listener, socket::Backlog::new(128).context("backlog")?).context("listen")?;
+    let addr: SockaddrIn = socket::getsockname(listener.as_raw_fd()).context("getsockname")?;
+    let addr = SocketAddrV4::from(addr);
+    let listener = std::net::TcpListener::from(listener);
+    let server_before = procfs::read_counters()?;
+    let client = pair.client_ns().to_string();
+    let client_before = super::in_ns(&client, procfs::read_counters)?;
+    let (served, clients) = thread::scope(|scope| {
+        let acceptor = scope.spawn(|| -> TestResult<usize> {
+            for served in 0..MPTCP_CONNECTIONS {
+                let (mut conn, _) = match listener.accept() {
+                    Ok(accepted) => accepted,
+                    // The listener was shut down: the clients gave up.
+                    Err(_) => return Ok(served),
+                };
+                let mut byte = [0u8];
+                conn.read_exact(&mut byte).context("reading a request")?;
+                conn.write_all(b"1").context("replying")?;
+            }
+            Ok(MPTCP_CONNECTIONS)
+        });
+        let clients = super::in_ns(&client, || {
+            for i in 0..MPTCP_CONNECTIONS {
+                let fd = sys::mptcp_socket().context("an MPTCP socket")?;
+                socket::connect(fd.as_raw_fd(), &SockaddrIn::from(addr))
+                    .context(format!("connection {i}: connect"))?;
+                let mut conn = TcpStream::from(fd);
+                conn.set_read_timeout(Some(ACCEPT_TIMEOUT))
+                    .context("SO_RCVTIMEO")?;
+                conn.write_all(b"0").context("sending")?;
+                let mut byte = [0u8];
+                conn.read_exact(&mut byte).context(format!(
+                    "connection {i}: no reply within {ACCEPT_TIMEOUT:?}: the blocked accept() \
+                     was never woken"
+                ))?;
+            }
+            procfs::read_counters()
+        });
+        // Whatever happened, the acceptor's accept() returns.
+        let _ = sys::shutdown_listener(&listener);
+        let served = acceptor
+            .join()
+            .unwrap_or_else(|_| Err("the acceptor panicked".into()));
+        (served, clients)
+    });
+    let client_after = clients?;
+    let served = served?;
+    let accounted = procfs::read_counters()?.since(&server_before)?.total();
+    let sockets = client_after.since(&client_before)?.total();
+    info!(
+        "{served} MPTCP connections accepted by a blocking accept(); the module counted {} \
+         accepts; client namespace: {} sockets from the cache, {} new",
+        accounted.accepts, sockets.vfs_reused, sockets.vfs_new
+    );
+    ensure!(
+        served == MPTCP_CONNECTIONS,
+        "{served} of {MPTCP_CONNECTIONS} connections accepted"
+    );
+    ensure!(
+        accounted.accepts == 0,
+        "the module counted {} accepts of an MPTCP listener: it gave the subflow per-CPU queues",
+        accounted.accepts
+    );
+    ensure!(
+        sockets.vfs_reused + sockets.vfs_new == MPTCP_CONNECTIONS as u64,
+        "{MPTCP_CONNECTIONS} MPTCP sockets asked the socket file cache {} times: their kernel \
+         subflow sockets asked too",
+        sockets.vfs_reused + sockets.vfs_new
+    );
+    Ok(())
 }
