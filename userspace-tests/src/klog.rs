@@ -92,16 +92,18 @@ pub enum Kmemleak {
     Unavailable(String),
 }
 
-/// Mounts debugfs if needed and runs two kmemleak scans.
+/// Mounts debugfs if needed and runs two kmemleak scans. A kernel built without kmemleak is
+/// `Unavailable`; one whose kmemleak refuses to scan is an error: it was disabled at boot or
+/// turned itself off (an internal error, its object pool exhausted), so leaks went unchecked.
 pub fn kmemleak_scan() -> Result<Kmemleak, String> {
     if let Some(why) = kmemleak_unavailable()? {
         return Ok(Kmemleak::Unavailable(why));
     }
     // Writing fails (EPERM/EBUSY) where kmemleak was disabled at boot or turned itself off.
     let scan = || fs::write(KMEMLEAK, "scan");
-    if let Err(e) = scan() {
-        return Ok(Kmemleak::Unavailable(format!("scan: {e}")));
-    }
+    scan().map_err(|e| {
+        format!("kmemleak refused a scan ({e}): it was disabled or turned itself off")
+    })?;
     thread::sleep(KMEMLEAK_SCAN_GAP);
     scan().map_err(|e| format!("second kmemleak scan: {e}"))?;
     fs::read_to_string(KMEMLEAK)

@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::listen::Share;
-use super::{Context, Ctx, KnobGuard, TestResult};
+use super::{in_ns, Context, Ctx, KnobGuard, TestResult};
 use crate::netns::{NetnsPair, ServerSide};
 use crate::procfs;
 
@@ -27,6 +27,17 @@ const NGINX_DIRS: [&str; 2] = ["/var/log/nginx", "/var/lib/nginx"];
 /// Requests to complete, in runs of `WRK_RUN`.
 pub(super) const TARGET_REQUESTS: u64 = 20_000;
 const WRK_RUN: &str = "5s";
+/// wrk's `--timeout` where requests are judged: wrk looks every 2 s and counts every request
+/// then waiting longer as a timeout (a socket error), so in a 5 s run a request left 2 s
+/// without an answer before the look at 4 s fails the run.
+pub(super) const WRK_TIMEOUT: &str = "2s";
+/// wrk's `--timeout` under fuzzing (never reached in a 5 s run): a fuzzer may starve the
+/// servers for longer; a connection left in an accept queue is still caught at each run's end.
+pub(super) const FUZZ_WRK_TIMEOUT: &str = "10s";
+/// How long a listener's accept queue may take to empty once a wrk run ended: past the longest
+/// hold (4 x `listen_hold_ms`, at most 4 s) and nginx's `accept_mutex_delay` (500 ms).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_PAUSE: Duration = Duration::from_millis(10);
 /// Give up after this many runs.
 const MAX_RUNS: usize = 80;
 /// How long a server may take to start listening, and to stop.
@@ -340,9 +351,60 @@ pub(super) struct Load {
     pub(super) runs: usize,
 }
 
-/// Runs wrk from the client namespace in [`WRK_RUN`] runs until `target` requests
-/// completed; every run must be free of socket errors and non-2xx responses.
-pub(super) fn wrk_until(pair: &NetnsPair, url: &str, target: u64) -> TestResult<Load> {
+/// A listener that wrk's requests reach, directly or through a proxy, in namespace `ns`
+/// (`None`: the runner's), by its IPv4 port.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Listener<'a> {
+    pub(super) ns: Option<&'a str>,
+    pub(super) port: u16,
+}
+
+impl Listener<'_> {
+    /// The connections queued on the listener (`sk_ack_backlog`, ss Recv-Q).
+    fn queued(&self) -> TestResult<u32> {
+        let read = || -> TestResult<u32> {
+            Ok(procfs::read_tcp_listen_queues(self.port)?.iter().sum())
+        };
+        match self.ns {
+            None => read(),
+            Some(ns) => in_ns(ns, read),
+        }
+    }
+}
+
+/// Fails unless the accept queue of every listener in `listeners` empties within
+/// [`DRAIN_TIMEOUT`]. Called once a wrk run ended: no new connection comes then to wake a
+/// worker, so a connection still queued after every hold ended is a lost wake-up, which the
+/// next run's connections would otherwise hide.
+fn ensure_drained(listeners: &[Listener], run: usize) -> TestResult {
+    for listener in listeners {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            let queued = listener.queued()?;
+            if queued == 0 {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "wrk run {run}: {queued} connection(s) still queued on {listener:?} \
+                 {DRAIN_TIMEOUT:?} after wrk exited: a lost wake-up"
+            );
+            thread::sleep(DRAIN_PAUSE);
+        }
+    }
+    Ok(())
+}
+
+/// Runs wrk (`--timeout` `timeout`) from the client namespace in [`WRK_RUN`] runs until
+/// `target` requests completed; every run must be free of socket errors and non-2xx
+/// responses and leave the accept queues of `listeners` empty.
+pub(super) fn wrk_until(
+    pair: &NetnsPair,
+    url: &str,
+    target: u64,
+    timeout: &str,
+    listeners: &[Listener],
+) -> TestResult<Load> {
     let mut load = Load {
         requests: 0,
         seconds: 0.0,
@@ -357,7 +419,7 @@ pub(super) fn wrk_until(pair: &NetnsPair, url: &str, target: u64) -> TestResult<
         let out = Command::new("ip")
             .args(["netns", "exec", pair.client_ns(), WRK])
             .args(["-H", "Connection: close", "-c", "32", "-t", "2"])
-            .args(["-d", WRK_RUN, "--timeout", "10s", url])
+            .args(["-d", WRK_RUN, "--timeout", timeout, url])
             .output()
             .context("running wrk")?;
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -388,6 +450,7 @@ pub(super) fn wrk_until(pair: &NetnsPair, url: &str, target: u64) -> TestResult<
             "wrk run {} completed no request",
             load.runs
         );
+        ensure_drained(listeners, load.runs)?;
         load.requests += run.requests;
         load.seconds += run.seconds;
     }
@@ -395,10 +458,15 @@ pub(super) fn wrk_until(pair: &NetnsPair, url: &str, target: u64) -> TestResult<
 }
 
 /// Runs the load against `url` and prints the rate and the module's accept locality.
-fn measure(name: &str, pair: &NetnsPair, url: &str, scope: &str) -> TestResult {
+fn measure(name: &str, pair: &NetnsPair, addr: SocketAddr, scope: &str) -> TestResult {
+    let url = &format!("http://{addr}/");
     check_body(pair, url)?;
     let before = procfs::read_counters()?;
-    let load = wrk_until(pair, url, TARGET_REQUESTS)?;
+    let nginx = Listener {
+        ns: None,
+        port: addr.port(),
+    };
+    let load = wrk_until(pair, url, TARGET_REQUESTS, WRK_TIMEOUT, &[nginx])?;
     let delta = procfs::read_counters()?.since(&before)?.total();
     let share = Share {
         local: delta.local as usize,
@@ -440,7 +508,7 @@ fn nginx_load(ctx: &mut Ctx, name: &str, events: &str) -> TestResult {
     let addr = SocketAddr::new(ip, free_port(ip)?);
     let dir = WorkDir::new("nginx")?;
     let mut nginx = start_nginx(&dir, &[addr], events)?;
-    let result = measure(name, &pair, &format!("http://{addr}/"), "nginx");
+    let result = measure(name, &pair, addr, "nginx");
     let stopped = nginx.stop();
     result?;
     stopped

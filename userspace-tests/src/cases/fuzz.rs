@@ -26,7 +26,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procfs_core::{FromRead, Meminfo};
 
-use super::apps::{check_body, start_haproxy, start_nginx, wrk_until, Daemon, Load, WorkDir};
+use super::apps::{
+    check_body, start_haproxy, start_nginx, wrk_until, Daemon, Listener, Load, WorkDir,
+    FUZZ_WRK_TIMEOUT, WRK_TIMEOUT,
+};
 use super::log::KernelWatch;
 use super::{Context, Ctx, TestResult, ACCEPT_TIMEOUT};
 use crate::client::LoopClient;
@@ -210,6 +213,8 @@ fn scratch_dir(name: &str) -> TestResult<PathBuf> {
 struct Served {
     pair: NetnsPair,
     url: String,
+    /// nginx's listener.
+    listener: Listener<'static>,
     nginx: Daemon,
     proxy: Option<Proxied>,
     dir: WorkDir,
@@ -217,6 +222,8 @@ struct Served {
 
 struct Proxied {
     url: String,
+    /// haproxy's frontend and the nginx behind it.
+    listeners: [Listener<'static>; 2],
     haproxy: Daemon,
     backend: Daemon,
     _backend_dir: WorkDir,
@@ -233,6 +240,10 @@ impl Served {
         Ok(Served {
             pair,
             url,
+            listener: Listener {
+                ns: None,
+                port: addr.port(),
+            },
             nginx,
             proxy: None,
             dir,
@@ -250,6 +261,10 @@ impl Served {
         check_body(&self.pair, &url)?;
         self.proxy = Some(Proxied {
             url,
+            listeners: [frontend, backend].map(|addr| Listener {
+                ns: None,
+                port: addr.port(),
+            }),
             haproxy,
             backend: nginx,
             _backend_dir: backend_dir,
@@ -257,10 +272,15 @@ impl Served {
         Ok(self)
     }
 
-    /// The URLs wrk loads: nginx's, and haproxy's if there is one.
-    fn urls(&self) -> Vec<&str> {
-        std::iter::once(self.url.as_str())
-            .chain(self.proxy.as_ref().map(|p| p.url.as_str()))
+    /// The URLs wrk loads, with the listeners each reaches: nginx's, and haproxy's if there
+    /// is one.
+    fn urls(&self) -> Vec<(&str, &[Listener<'static>])> {
+        std::iter::once((self.url.as_str(), std::slice::from_ref(&self.listener)))
+            .chain(
+                self.proxy
+                    .as_ref()
+                    .map(|p| (p.url.as_str(), p.listeners.as_slice())),
+            )
             .collect()
     }
 
@@ -272,7 +292,7 @@ impl Served {
             let loads: Vec<_> = self
                 .urls()
                 .into_iter()
-                .map(|url| {
+                .map(|(url, listeners)| {
                     let stop = &stop;
                     scope.spawn(move || {
                         let mut total = Load {
@@ -281,7 +301,8 @@ impl Served {
                             runs: 0,
                         };
                         while !stop.load(Ordering::SeqCst) {
-                            let run = wrk_until(&self.pair, url, 1).map_err(|e| {
+                            let run = wrk_until(&self.pair, url, 1, FUZZ_WRK_TIMEOUT, listeners)
+                                .map_err(|e| {
                                 format!("wrk run {} on {url} during the work: {e}", total.runs + 1)
                             })?;
                             total.requests += run.requests;
@@ -327,13 +348,21 @@ impl Served {
     /// The end of a fuzzing test: a final wrk run with no error (and one through haproxy), the
     /// module unloads with nginx's listener in scope and loads again, both still answer.
     fn finish(mut self, ctx: &Ctx) -> TestResult {
-        let last = wrk_until(&self.pair, &self.url, FINAL_REQUESTS).context("final wrk run")?;
+        let nginx = [self.listener];
+        let last = wrk_until(&self.pair, &self.url, FINAL_REQUESTS, WRK_TIMEOUT, &nginx)
+            .context("final wrk run")?;
         info!(
             "final wrk run: {} requests in {} run(s), 0 errors",
             last.requests, last.runs
         );
         if let Some(proxy) = &self.proxy {
-            let last = wrk_until(&self.pair, &proxy.url, FINAL_REQUESTS)
+            let last = wrk_until(
+                &self.pair,
+                &proxy.url,
+                FINAL_REQUESTS,
+                WRK_TIMEOUT,
+                &proxy.listeners,
+            )
                 .context("final wrk run through haproxy")?;
             info!(
                 "final wrk run through haproxy: {} requests in {} run(s), 0 errors",
@@ -343,7 +372,7 @@ impl Served {
         module::rmmod().context("unloading the module after the fuzzing")?;
         ctx.insmod()?;
         all_features_on()?;
-        for url in self.urls() {
+        for (url, _) in self.urls() {
             check_body(&self.pair, url)?;
         }
         let proxy = self

@@ -759,6 +759,9 @@ fn flood_arm(ctx: &mut Ctx, module_loaded: bool) -> TestResult<FloodArm> {
         })
     };
     let before = netstat(&srv)?;
+    let counted = module_loaded
+        .then(|| in_ns(&srv, procfs::read_counters))
+        .transpose()?;
     let client = LoopClient::start(pair.client_ns(), SocketAddr::new(ip, server.addr().port()))?;
     let mut flood = Command::new("ip")
         .args(["netns", "exec", pair.client_ns(), HPING3, "-q", "-S"])
@@ -813,6 +816,17 @@ fn flood_arm(ctx: &mut Ctx, module_loaded: bool) -> TestResult<FloodArm> {
         max_queued <= BACKLOG as u64 + 1,
         "the per-CPU queues held {max_queued} connections, over the backlog {BACKLOG}"
     );
+    // The listener was in the module's scope (else the bound above holds trivially): it
+    // counted an accept for every request answered.
+    if let Some(counted) = counted {
+        let accepts = in_ns(&srv, procfs::read_counters)?.since(&counted)?.total().accepts;
+        ensure!(
+            accepts >= stats.answered() as u64,
+            "the module counted {accepts} accepts for {} answered requests: the listener was \
+             not in its scope",
+            stats.answered()
+        );
+    }
     Ok(FloodArm {
         served: stats.answered(),
         syns,

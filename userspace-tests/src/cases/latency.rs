@@ -278,6 +278,11 @@ fn compare(
         w.wake_local, w.wake_pulled, w.wake_fallback, w.wake_held
     );
     ensure!(
+        w.wake_held > 0,
+        "{variant}: no wake-up was held with the module in {total} requests: the bound was \
+         not exercised"
+    );
+    ensure!(
         m_accept.max < BOUND,
         "with the module a connection waited {:?} for its accept (bound {BOUND:?} with \
          listen_hold_ms={HOLD_MS}; stock max {:?})",

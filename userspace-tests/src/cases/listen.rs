@@ -9,7 +9,9 @@ use std::time::Duration;
 use nix::sys::socket::SockFlag;
 use nix::unistd::gettid;
 
-use super::{connect_paced, percent, Context, Ctx, KnobGuard, TestResult, ACCEPT_TIMEOUT};
+use super::{
+    connect_paced, percent, percpu, Context, Ctx, KnobGuard, TestResult, ACCEPT_TIMEOUT,
+};
 use crate::netns::{self, NetnsPair, ServerSide};
 use crate::server::{self, AcceptServer, EpollMode, ServerOpts, Waiter};
 use crate::{client, procfs, sys};
@@ -81,17 +83,33 @@ fn measure(pair: &NetnsPair, server: &AcceptServer, count: usize) -> TestResult<
     })
 }
 
-/// Measures locality on `server` with the module on (enabled=1, listen_ports=all) and off
-/// (enabled=0), prints both and fails if the module's share is below `min_percent`.
+/// Runs `f` on a server started with `opts`, then stops it.
+fn with_server<T>(
+    opts: &ServerOpts,
+    f: impl FnOnce(&AcceptServer) -> TestResult<T>,
+) -> TestResult<T> {
+    let server = AcceptServer::start_with(opts)?;
+    let result = f(&server);
+    let stopped = server.stop();
+    let value = result?;
+    stopped?;
+    Ok(value)
+}
+
+/// Measures locality on a server started with `opts` with the module on (enabled=1,
+/// listen_ports=all), then stock (the module unloaded, on a server started then: a listener
+/// gets its per-CPU queues when it starts listening), prints both and fails if the module's
+/// share is below `min_percent`.
 fn compare_locality(
+    ctx: &Ctx,
     variant: &str,
     pair: &NetnsPair,
-    server: &AcceptServer,
+    opts: &ServerOpts,
     min_percent: usize,
 ) -> TestResult {
-    let _ports = KnobGuard::listen_ports("all")?;
     let pinned = !variant.starts_with("unpinned");
-    let (module, wakes) = {
+    let (module, wakes) = with_server(opts, |server| {
+        let _ports = KnobGuard::listen_ports("all")?;
         let _enabled = KnobGuard::enabled("1")?;
         let _hold = pinned
             .then(|| KnobGuard::listen_hold_ms(PINNED_HOLD_MS))
@@ -114,12 +132,11 @@ fn compare_locality(
             delta.accepts,
             delta.local
         );
-        (share, delta)
-    };
-    let stock = {
-        let _enabled = KnobGuard::enabled("0")?;
-        measure(pair, server, LOCALITY_REQUESTS)?
-    };
+        Ok((share, delta))
+    })?;
+    let stock = percpu::stock(ctx, || {
+        with_server(opts, |server| measure(pair, server, LOCALITY_REQUESTS))
+    })?;
     info!("locality {variant}: module {module}, stock {stock}");
     info!(
         "wake-ups {variant} (module): {} local, {} pulled, {} fallback, {} held",
@@ -141,11 +158,8 @@ fn locality_test(
 ) -> TestResult {
     ctx.ensure_loaded()?;
     let pair = ctx.netns_pair(ServerSide::Current)?;
-    let server =
-        AcceptServer::start_with(&opts(ServerOpts::pinned(pair.server_ip(ipv6), &ctx.cpus)))?;
-    compare_locality(variant, &pair, &server, min_percent)?;
-    server.stop()?;
-    Ok(())
+    let opts = opts(ServerOpts::pinned(pair.server_ip(ipv6), &ctx.cpus));
+    compare_locality(ctx, variant, &pair, &opts, min_percent)
 }
 
 pub fn listen_locality_pinned(ctx: &mut Ctx) -> TestResult {
@@ -172,18 +186,15 @@ pub fn listen_locality_unpinned(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let pair = ctx.netns_pair(ServerSide::Current)?;
     let threads = ctx.cpus.len();
-    let server = AcceptServer::start_with(
-        &ServerOpts::pinned(pair.server_ip(false), &ctx.cpus).unpinned(threads),
-    )?;
-    compare_locality("unpinned", &pair, &server, UNPINNED_MIN_PERCENT)?;
-    let no_pull = {
+    let opts = ServerOpts::pinned(pair.server_ip(false), &ctx.cpus).unpinned(threads);
+    compare_locality(ctx, "unpinned", &pair, &opts, UNPINNED_MIN_PERCENT)?;
+    let no_pull = with_server(&opts, |server| {
         let _enabled = KnobGuard::enabled("1")?;
         let _ports = KnobGuard::listen_ports("all")?;
         let _pull = KnobGuard::listen_pull("0")?;
-        measure(&pair, &server, LOCALITY_REQUESTS)?
-    };
+        measure(&pair, server, LOCALITY_REQUESTS)
+    })?;
     info!("locality unpinned, module with listen_pull=0: {no_pull}");
-    server.stop()?;
     Ok(())
 }
 
@@ -527,6 +538,14 @@ pub fn sleeping_worker_not_held(ctx: &mut Ctx) -> TestResult {
             let since = first_accept.elapsed();
             next("served")?;
             let delta = procfs::read_counters()?.since(&before)?.total();
+            // The module must have decided this handshake's wake-up (else `held == 0` below
+            // would hold with the hook never called).
+            let decided =
+                delta.wake_local + delta.wake_pulled + delta.wake_fallback + delta.wake_held;
+            ensure!(
+                decided == 1,
+                "round {round}: the module counted {decided} wake-up decisions for one handshake"
+            );
             held += delta.wake_held;
             timely += usize::from(since < PRESENT && asleep_on == b);
             wakes.push(format!(

@@ -280,7 +280,14 @@ fn accept_all_queued(listener: &TcpListener, cpu: usize, count: u32) -> TestResu
                                  {SETTLE_TIMEOUT:?}",
                                 accepted.len()
                             );
-                            sys::poll_readable(listener, left).context("poll on the listener")?;
+                            ensure!(
+                                sys::poll_readable_until(listener, deadline)
+                                    .context("poll on the listener")?,
+                                "accepted {} of the {count} queued connections, then poll on \
+                                 the listener was not woken within {SETTLE_TIMEOUT:?}: a lost \
+                                 wake-up",
+                                accepted.len()
+                            );
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(format!("accept4: {e}")),

@@ -428,6 +428,7 @@ fn kept_window_attempt(
         // The rest: the head is due after one overtaking (listen_scan=1), the other kept one
         // at the hold's end at the latest.
         let drained = Instant::now();
+        let drain_deadline = drained + Duration::from_secs(5);
         let mut rest = Vec::new();
         while rest.len() < kept.len() {
             let left = (Duration::from_secs(5)).saturating_sub(drained.elapsed());
@@ -442,9 +443,11 @@ fn kept_window_attempt(
                     name(port),
                     drained.elapsed().as_millis()
                 )),
-                None => {
-                    sys::poll_readable(&listener, left).context("poll")?;
-                }
+                None => ensure!(
+                    sys::poll_readable_until(&listener, drain_deadline).context("poll")?,
+                    "poll on the listener was not woken for the kept connections within 5 s \
+                     (listen_hold_ms={LONG_HOLD_MS}; got {rest:?}): a lost wake-up"
+                ),
             }
         }
         info!("then on cpu {here}: {}", rest.join(", "));

@@ -170,9 +170,12 @@ fn accept_queued(listener: &TcpListener, count: u32) -> TestResult<Vec<TcpStream
             "accepted only {} of the {count} queued connections within {SETTLE_TIMEOUT:?}",
             accepted.len()
         );
-        if !sys::poll_readable(listener, SAMPLE_PAUSE).context("poll on the listener")? {
-            continue;
-        }
+        ensure!(
+            sys::poll_readable_until(listener, deadline).context("poll on the listener")?,
+            "accepted {} of the {count} queued connections, then poll on the listener was not \
+             woken within {SETTLE_TIMEOUT:?}: a lost wake-up",
+            accepted.len()
+        );
         while accepted.len() < count as usize {
             match sys::accept4(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
                 Ok(conn) => accepted.push(conn),
@@ -363,10 +366,9 @@ pub fn ss_queue_length_and_backlog(ctx: &mut Ctx) -> TestResult {
         let _ports = KnobGuard::listen_ports("all")?;
         queue_experiment(&pair, "module on", true)?
     };
-    let stock = {
-        let _enabled = KnobGuard::enabled("0")?;
-        queue_experiment(&pair, "stock (enabled=0)", false)?
-    };
+    let stock = super::percpu::stock(ctx, || {
+        queue_experiment(&pair, "stock (module not loaded)", false)
+    })?;
     info!(
         "Recv-Q after the burst: module {}, stock {} (limit {QUEUE_LIMIT}); ListenOverflows +{} / +{}, ListenDrops +{} / +{}",
         module.after, stock.after, module.overflows, stock.overflows, module.drops, stock.drops

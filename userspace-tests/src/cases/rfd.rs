@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{setsockopt, sockopt};
 
 use super::apps::{
-    check_body, start_haproxy, start_nginx, wrk_until, Load, WorkDir, TARGET_REQUESTS,
+    check_body, start_haproxy, start_nginx, wrk_until, Listener, Load, WorkDir, TARGET_REQUESTS,
+    WRK_TIMEOUT,
 };
 use super::listen::Share;
 use super::log::KernelWatch;
@@ -1867,13 +1868,22 @@ pub fn haproxy_20k(ctx: &mut Ctx) -> TestResult {
     let ((module_load, module, accepts), (stock_load, stock)) =
         through_haproxy(&front, &back, cpus.len(), |url| {
             let mut trace = trace_instance()?;
+            // haproxy's frontend and nginx behind it.
+            let listeners = [
+                Listener {
+                    ns: None,
+                    port: FRONTEND_PORT,
+                },
+                Listener {
+                    ns: Some(back.client_ns()),
+                    port: BACKEND_PORT,
+                },
+            ];
+            let wrk = |target| wrk_until(&front, url, target, WRK_TIMEOUT, &listeners);
             let before = procfs::read_counters()?;
-            let (load, backend) =
-                backend_arm(&mut trace, || wrk_until(&front, url, TARGET_REQUESTS))?;
+            let (load, backend) = backend_arm(&mut trace, || wrk(TARGET_REQUESTS))?;
             let accepts = procfs::read_counters()?.since(&before)?.total();
-            let stock = stock(ctx, || {
-                backend_arm(&mut trace, || wrk_until(&front, url, STOCK_REQUESTS))
-            })?;
+            let stock = stock(ctx, || backend_arm(&mut trace, || wrk(STOCK_REQUESTS)))?;
             Ok(((load, backend, accepts), stock))
         })?;
     let (module_share, stock_share) = (module.share(ncpu), stock.share(ncpu));
