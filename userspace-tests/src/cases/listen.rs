@@ -157,6 +157,8 @@ fn locality_test(
     min_percent: usize,
 ) -> TestResult {
     ctx.ensure_loaded()?;
+    // On one CPU every accept is local: the test would measure nothing.
+    percpu::cpus(ctx)?;
     let pair = ctx.netns_pair(ServerSide::Current)?;
     let opts = opts(ServerOpts::pinned(pair.server_ip(ipv6), &ctx.cpus));
     compare_locality(ctx, variant, &pair, &opts, min_percent)
@@ -184,6 +186,7 @@ const UNPINNED_MIN_PERCENT: usize = 80;
 /// CPU when none waits there and that CPU is idle. Also prints the figure without the pull (`listen_pull=0`).
 pub fn listen_locality_unpinned(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
+    percpu::cpus(ctx)?;
     let pair = ctx.netns_pair(ServerSide::Current)?;
     let threads = ctx.cpus.len();
     let opts = ServerOpts::pinned(pair.server_ip(false), &ctx.cpus).unpinned(threads);

@@ -668,6 +668,9 @@ mod tests {
 
 /// MPTCP connections to an MPTCP listener for [`mptcp_stays_stock`].
 const MPTCP_CONNECTIONS: usize = 100;
+/// How long a client of [`mptcp_stays_stock`] waits for its reply (milliseconds when the
+/// listener is woken; well under the test's limit, so that a lost wake-up fails here).
+const MPTCP_REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// MPTCP (on in Debian's kernels, and in this project's) keeps the stock paths, whatever the
 /// module's knobs say. An MPTCP listener listens through a TCP subflow whose `data_ready` wakes
@@ -716,13 +719,13 @@ pub fn mptcp_stays_stock(ctx: &mut Ctx) -> TestResult {
                 socket::connect(fd.as_raw_fd(), &SockaddrIn::from(addr))
                     .context(format!("connection {i}: connect"))?;
                 let mut conn = TcpStream::from(fd);
-                conn.set_read_timeout(Some(ACCEPT_TIMEOUT))
+                conn.set_read_timeout(Some(MPTCP_REPLY_TIMEOUT))
                     .context("SO_RCVTIMEO")?;
                 conn.write_all(b"0").context("sending")?;
                 let mut byte = [0u8];
                 conn.read_exact(&mut byte).context(format!(
-                    "connection {i}: no reply within {ACCEPT_TIMEOUT:?}: the blocked accept() \
-                     was never woken"
+                    "connection {i}: no reply within {MPTCP_REPLY_TIMEOUT:?}: the blocked \
+                     accept() was never woken"
                 ))?;
             }
             procfs::read_counters()

@@ -10,7 +10,8 @@ use crate::netns::ServerSide;
 use crate::procfs;
 use crate::server::AcceptServer;
 
-/// How long the load runs.
+/// How long the load runs at least (and until every combination of the knobs was set, however
+/// slow the host).
 const RUN: Duration = Duration::from_secs(4);
 /// Pause between two changes of the knobs.
 const PERIOD: Duration = Duration::from_millis(100);
@@ -48,7 +49,7 @@ pub fn toggles_under_load(ctx: &mut Ctx) -> TestResult {
     let client = LoopClient::start(pair.client_ns(), server.addr())?;
     let start = Instant::now();
     let mut ticks = 0;
-    while start.elapsed() < RUN {
+    while start.elapsed() < RUN || ticks < COMBINATIONS {
         for (knob, value) in tick_settings(ticks, &port) {
             procfs::write_knob(knob, value.as_bytes())
                 .context(format!("tick {ticks}: writing {value:?} to {knob}"))?;
@@ -85,11 +86,6 @@ pub fn toggles_under_load(ctx: &mut Ctx) -> TestResult {
         stats.connected >= MIN_REQUESTS,
         "only {} requests in {:.1} s",
         stats.connected,
-        ran.as_secs_f64()
-    );
-    ensure!(
-        ticks >= COMBINATIONS,
-        "only {ticks} knob changes in {:.1} s, fewer than the {COMBINATIONS} combinations",
         ran.as_secs_f64()
     );
     Ok(())
