@@ -141,10 +141,10 @@ struct Slot {
 /// - `timer` was set up (`timer_setup()`) to call [`release_timer`] when the object was
 ///   initialised in place, and the object does not move until dropped (it is pinned).
 /// - A slot whose `sk` is neither null nor [`claiming`] owns a reference
-///   ([`Sock::try_hold`]) on a listening socket. While its `meta` is live, the exclusive waiters of that listener are owed
-///   `count` wake-ups (at least one either way), less those beyond the connections `queued`
-///   counts then, by the deadline in `meta`, and
-///   the timer is pending or running for a time no later than that deadline (plus the
+///   ([`Sock::try_hold`]) on a listening socket. While its `meta` is live, the exclusive
+///   waiters of that listener are owed `count` wake-ups (at least one either way), less those
+///   beyond the connections `queued` counts then, by the deadline in `meta`, and the timer is
+///   pending or running for a time no later than that deadline (plus the
 ///   granularity of the timer wheel). Once a releaser cleared the live bit, that releaser owns
 ///   the reference and the wake-ups.
 /// - `cpu` is the CPU the object belongs to.
