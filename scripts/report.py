@@ -513,24 +513,30 @@ def bench_section(res, docs, lines, heading="## Throughput, locality, scaling", 
     else:
         lines += ["Regenerate: `make bench` (wall clock and icount, 1 and 2 vCPUs; about 45 "
                   "minutes on this 2-core machine).", ""]
-    # Each workload's rows at a vCPU count are superseded by the newest partial run that
-    # measured that workload at that count.
+    # Each workload's figures of a clock at a vCPU count are superseded by the newest partial
+    # run that measured that workload with that clock at that count.
     covered = set()
     full_cpus = {r["cpus"] for r in rows}
     for k in reversed([k for k in later or [] if before_rfd and "rfd" in k.get("harness", "")
                        and partial_vcpus(k) & full_cpus]):
         workloads = k.get("partial", "").split(";")[0].replace("workloads ", "").split()
-        for cpus in sorted(partial_vcpus(k) & full_cpus):
-            mine = [w for w in workloads if (w, cpus) not in covered]
-            covered.update((w, cpus) for w in mine)
-            if mine:
-                lines += [f"**Superseded rows.** This run predates Receive Flow Deliver: its "
-                          "arm T had no RFD, ip_local_port_range was 1024-65000 (nginx's 8080 "
-                          "inside it, so RFD could not have steered) and the backend veth's "
-                          f"initial end had no RPS. Its {' '.join(mine)} rows at {cpus} "
-                          f"vCPU{'s' if cpus > 1 else ''} are superseded by the partial "
-                          f"{run_name(k)} below; its other rows are the current figures for "
-                          "their workloads.", ""]
+        text = k.get("partial", "")
+        for clock in ("wall", "icount"):
+            counts = re.search(rf"{clock} at ([\d ]+) vCPU", text)
+            clocks = re.search(r"clocks ([a-z ]+);", text)
+            if not counts or (clocks and clock not in clocks.group(1).split()):
+                continue
+            for cpus in sorted({int(c) for c in counts.group(1).split()} & full_cpus):
+                mine = [w for w in workloads if (w, cpus, clock) not in covered]
+                covered.update((w, cpus, clock) for w in mine)
+                if mine:
+                    lines += [f"**Superseded rows.** This run predates Receive Flow Deliver: "
+                              "its arm T had no RFD, ip_local_port_range was 1024-65000 "
+                              "(nginx's 8080 inside it, so RFD could not have steered) and the "
+                              f"backend veth's initial end had no RPS. Its {' '.join(mine)} "
+                              f"{clock} figures at {cpus} vCPU{'s' if cpus > 1 else ''} are "
+                              f"superseded by the partial {run_name(k)} below; its other "
+                              "figures are the current ones for their workloads.", ""]
     lines += ["```", text, "```", ""]
     lines += ["Arms of this run: " + "; ".join(f"**{k}** {v}" for k, v in arms.items() if
                                                any(k == key[3] for key in g)) + ".", "",
