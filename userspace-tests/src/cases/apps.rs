@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::listen::Share;
-use super::{in_ns, Context, Ctx, KnobGuard, TestResult};
+use super::{in_ns, percpu, Context, Ctx, KnobGuard, TestResult};
 use crate::netns::{NetnsPair, ServerSide};
 use crate::procfs;
 
@@ -34,10 +34,6 @@ pub(super) const WRK_TIMEOUT: &str = "2s";
 /// wrk's `--timeout` under fuzzing (never reached in a 5 s run): a fuzzer may starve the
 /// servers for longer; a connection left in an accept queue is still caught at each run's end.
 pub(super) const FUZZ_WRK_TIMEOUT: &str = "10s";
-/// How long a listener's accept queue may take to empty once a wrk run ended: past the longest
-/// hold (4 x `listen_hold_ms`, at most 4 s) and nginx's `accept_mutex_delay` (500 ms).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-const DRAIN_PAUSE: Duration = Duration::from_millis(10);
 /// Give up after this many runs.
 const MAX_RUNS: usize = 80;
 /// How long a server may take to start listening, and to stop.
@@ -360,39 +356,31 @@ pub(super) struct Listener<'a> {
 }
 
 impl Listener<'_> {
-    /// The connections queued on the listener (`sk_ack_backlog`, ss Recv-Q).
-    fn queued(&self) -> TestResult<u32> {
-        let read = || -> TestResult<u32> {
-            Ok(procfs::read_tcp_listen_queues(self.port)?.iter().sum())
-        };
-        match self.ns {
-            None => read(),
-            Some(ns) => in_ns(ns, read),
-        }
-    }
-}
-
-/// Fails unless the accept queue of every listener in `listeners` empties within
-/// [`DRAIN_TIMEOUT`]. Called once a wrk run ended: no new connection comes then to wake a
-/// worker, so a connection still queued after every hold ended is a lost wake-up, which the
-/// next run's connections would otherwise hide.
-fn ensure_drained(listeners: &[Listener], run: usize) -> TestResult {
-    for listener in listeners {
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        loop {
-            let queued = listener.queued()?;
-            if queued == 0 {
-                break;
-            }
+    /// Fails unless the accept queue of the listener empties (within
+    /// [`percpu::wait_listen_queue`]'s bound, past the longest hold). Called once a wrk run
+    /// ended: no new connection comes then to wake a worker, so a connection still queued after
+    /// every hold ended is a lost wake-up, which the next run's connections would otherwise
+    /// hide. A port with no listener fails too (it would read as empty).
+    fn ensure_drained(&self, run: usize) -> TestResult {
+        let port = self.port;
+        let drain = || -> TestResult<u32> {
             ensure!(
-                Instant::now() < deadline,
-                "wrk run {run}: {queued} connection(s) still queued on {listener:?} \
-                 {DRAIN_TIMEOUT:?} after wrk exited: a lost wake-up"
+                !procfs::read_tcp_listen_queues(port)?.is_empty(),
+                "no IPv4 listener on port {port}"
             );
-            thread::sleep(DRAIN_PAUSE);
-        }
+            percpu::wait_listen_queue(port, 0)
+        };
+        let left = match self.ns {
+            None => drain(),
+            Some(ns) => in_ns(ns, drain),
+        }?;
+        ensure!(
+            left == 0,
+            "wrk run {run}: {left} connection(s) still queued on {self:?} after wrk exited: a \
+             lost wake-up"
+        );
+        Ok(())
     }
-    Ok(())
 }
 
 /// Runs wrk (`--timeout` `timeout`) from the client namespace in [`WRK_RUN`] runs until
@@ -450,7 +438,9 @@ pub(super) fn wrk_until(
             "wrk run {} completed no request",
             load.runs
         );
-        ensure_drained(listeners, load.runs)?;
+        for listener in listeners {
+            listener.ensure_drained(load.runs)?;
+        }
         load.requests += run.requests;
         load.seconds += run.seconds;
     }

@@ -170,7 +170,7 @@ fn listen_queue(port: u16) -> TestResult<u32> {
 
 /// Waits until the listeners on `port` queue `want` connections in all; returns the last
 /// figure (which differs from `want` if it did not get there within [`SETTLE_TIMEOUT`]).
-fn wait_listen_queue(port: u16, want: u32) -> TestResult<u32> {
+pub(super) fn wait_listen_queue(port: u16, want: u32) -> TestResult<u32> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
         let queued = listen_queue(port)?;
