@@ -135,14 +135,16 @@ impl Hooks for FastSocketHooks {
     }
 }
 
-static HOOKS: HooksVTable = hooks::vtable::<FastSocketHooks>(HookSet::All);
+/// The table on a kernel with several possible CPUs: every hook.
+pub(crate) static HOOKS: HooksVTable<FastSocketHooks> = hooks::vtable(HookSet::All);
 
 /// The table on a kernel with one possible CPU: lightweight socket files' hooks only. Every
 /// handshake, accept and segment is on that CPU already, so accept locality and Receive Flow
 /// Deliver have nothing to steer: their hooks stay unregistered and their static keys off,
 /// which spares every connection their cost. `nr_cpu_ids` is fixed at boot: no CPU can come
 /// later.
-static HOOKS_ONE_CPU: HooksVTable = hooks::vtable::<FastSocketHooks>(HookSet::SocketFiles);
+static HOOKS_ONE_CPU: HooksVTable<FastSocketHooks> =
+    hooks::vtable::<FastSocketHooks>(HookSet::SocketFiles);
 
 struct FastSocket {
     // Fields drop in order. The namespaces' state goes first: each gives its listeners'
@@ -150,7 +152,7 @@ struct FastSocket {
     // find no state from then on). Then the hooks, then the queues freed after a grace
     // period, whose code is the module's.
     _net: PerNetRegistration<NetState>,
-    _hooks: hooks::Registration,
+    _hooks: hooks::Registration<FastSocketHooks>,
     // No hook reaches the socket pair cache any more: its shrinker goes, then the cache
     // drops what it keeps.
     _vfs_shrinker: shrinker::Registration<vfs::PairCache>,

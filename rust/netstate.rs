@@ -14,7 +14,7 @@ use crate::sys::{
     sysctl::{IntKnob, KnobValues, Knobs, NetFeature, Switch, TextKnob},
 };
 use crate::vfs;
-use crate::FastSocketHooks;
+use crate::HOOKS;
 use core::fmt;
 use kernel::{c_str, prelude::*};
 
@@ -246,7 +246,7 @@ impl NetData for NetState {
         net.count_queued(|listener| self.listen_applies(listener), &mut queued);
         rcu::read_section(|rcu| {
             self.listeners.for_each(|listener| {
-                if let Some(queues) = hooks::queues_of::<FastSocketHooks>(listener, rcu) {
+                if let Some(queues) = hooks::queues_of(&HOOKS, listener, rcu) {
                     queues.count(&mut queued);
                 }
             })

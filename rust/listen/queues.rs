@@ -39,7 +39,7 @@ use crate::sys::{
     reqq::{Req, ReqQueue},
     time,
 };
-use crate::FastSocketHooks;
+use crate::HOOKS;
 use kernel::{new_spinlock, prelude::*, sync::SpinLock};
 
 /// The per-CPU queues of one listener.
@@ -149,7 +149,7 @@ impl Drop for Listeners {
     fn drop(&mut self) {
         for listener in self.take_all().into_iter().flatten() {
             let locked = listener.lock();
-            if let Some(queues) = hooks::detach::<FastSocketHooks>(&locked) {
+            if let Some(queues) = hooks::detach(&HOOKS, &locked) {
                 // Waiters saw these connections in the per-CPU queues; they stay queued, but
                 // wake one waiter per connection, as their arrival did.
                 for _ in 0..queues.get().close(&listener) {
@@ -281,7 +281,7 @@ pub(crate) fn ready(state: Option<&NetState>, listener: &Sock, queues: &Queues) 
 /// [`HeldWakes::new`]: crate::sys::hold::HeldWakes::new
 pub(crate) fn queued_on(listener: &Sock, cpu: u32) -> u32 {
     rcu::read_section(|rcu| {
-        let here = hooks::queues_of::<FastSocketHooks>(listener, rcu).map(|q| q.len_on(cpu));
+        let here = hooks::queues_of(&HOOKS, listener, rcu).map(|q| q.len_on(cpu));
         match here {
             Some(n) if listener.own_queue_is_empty() => n,
             _ => listener.acceptq_len(),

@@ -5,6 +5,10 @@
 //!
 //! A module implements [`Hooks`], builds a [`HooksVTable`] for it with [`vtable`] and keeps a
 //! [`Registration`] alive while the hooks may run.
+//!
+//! A listener's queues are typeless in the kernel: the queues of `T` are found with `T`'s table
+//! ([`queues_of`], [`detach`]), and the kernel hands them out only while that table is
+//! registered, which it never does while a listener holds queues of another registration.
 
 use super::net::{Net, RcuReadSection, Sock, SockGuard};
 use super::rcu::{Published, RcuBox};
@@ -13,6 +17,7 @@ use super::sockfs::{KeptPair, ReusablePair};
 use crate::logic::rfd::Walk;
 use core::{
     ffi::{c_int, c_uint},
+    marker::PhantomData,
     ptr,
 };
 use kernel::{bindings, build_error, error::to_result, prelude::*, types::Opaque};
@@ -21,7 +26,7 @@ use kernel::{bindings, build_error, error::to_result, prelude::*, types::Opaque}
 ///
 /// Hooks run on the hot path of every connection: they must not sleep and should not allocate.
 #[vtable]
-pub(crate) trait Hooks {
+pub(crate) trait Hooks: 'static {
     /// Name shown in `/proc/net/fastsocket_hooks` while registered.
     const NAME: &'static CStr;
 
@@ -63,7 +68,9 @@ pub(crate) trait Hooks {
     /// can fail once the module noted the listener), or `None` to leave it stock: none of the
     /// hooks is ever called for a listener without queues. The queues stay with the listener
     /// until it stops listening ([`Hooks::listen_stop`]) or the module takes them back
-    /// ([`detach`]); a module detaches every listener before its [`Registration`] is dropped.
+    /// ([`detach`]). A module detaches every listener before its [`Registration`] is dropped:
+    /// the kernel drops queues left behind with their connections (a warning says so), and
+    /// registers no table again until reboot.
     fn listen(_rcu: &RcuReadSection<'_>, _listener: &Sock) -> Option<Published<Self::Queues>> {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
@@ -148,16 +155,22 @@ pub(crate) struct PortSearch {
     pub(crate) offset: u32,
 }
 
-/// Takes back the queues of a listener locked by the caller, for a module that is going away:
-/// `None` if it has none (any more). Hooks already running may still use them: dropping the
-/// returned value frees them after a grace period.
-pub(crate) fn detach<T: Hooks>(listener: &SockGuard<'_>) -> Option<Published<T::Queues>> {
-    // SAFETY: The guard proves the socket is valid and locked, as the function requires.
-    let raw = unsafe { bindings::fastsocket_listen_detach(listener.sock().as_raw()) };
-    // SAFETY: A listener's queues pointer is set only by `listen_trampoline::<T>` of the one
-    // registered module, whose hooks are `T` (a module registers one `Hooks` type, and
-    // detaches every listener before it unregisters), and the call above unpublished it:
-    // the caller owns it.
+/// Takes back the queues that `table`'s hooks gave a listener locked by the caller, for a
+/// module that is going away: `None` if it has none (any more), or if `table` is not
+/// registered. Hooks already running may still use them: dropping the returned value frees
+/// them after a grace period.
+pub(crate) fn detach<T: Hooks>(
+    table: &'static HooksVTable<T>,
+    listener: &SockGuard<'_>,
+) -> Option<Published<T::Queues>> {
+    // SAFETY: The guard proves the socket is valid and locked, as the function requires;
+    // `table` is a valid ops table.
+    let raw =
+        unsafe { bindings::fastsocket_listen_detach(listener.sock().as_raw(), table.0.get()) };
+    // SAFETY: The kernel returns queues only while `table` is registered, and every listener's
+    // queues then came from its `listen` hook, `listen_trampoline::<T>` (it registers no table
+    // while a listener holds queues of another registration); the call unpublished them: the
+    // caller owns them.
     (!raw.is_null()).then(|| unsafe { Published::from_raw(raw.cast()) })
 }
 
@@ -169,12 +182,17 @@ pub(crate) struct AcceptPick {
     pub(crate) scan: u32,
 }
 
-/// The C ops table for some [`Hooks`] implementation.
-pub(crate) struct HooksVTable(Opaque<bindings::fastsocket_ops>);
+/// The C ops table for the [`Hooks`] implementation `T`.
+///
+/// # Invariants
+///
+/// The table was built by [`vtable::<T>`]: its `listen` hook is `listen_trampoline::<T>` or
+/// none.
+pub(crate) struct HooksVTable<T: Hooks>(Opaque<bindings::fastsocket_ops>, PhantomData<T>);
 
 // SAFETY: The table is built at compile time and never written afterwards; the kernel only
 // reads it.
-unsafe impl Sync for HooksVTable {}
+unsafe impl<T: Hooks> Sync for HooksVTable<T> {}
 
 /// Which of a [`Hooks`] implementation's hooks an ops table installs.
 pub(crate) enum HookSet {
@@ -186,9 +204,10 @@ pub(crate) enum HookSet {
 }
 
 /// Builds the ops table for `T` with the hooks of `set`; meant for a `static`.
-pub(crate) const fn vtable<T: Hooks>(set: HookSet) -> HooksVTable {
+pub(crate) const fn vtable<T: Hooks>(set: HookSet) -> HooksVTable<T> {
     let all = matches!(set, HookSet::All);
-    HooksVTable(Opaque::new(bindings::fastsocket_ops {
+    // INVARIANT: `listen` is `listen_trampoline::<T>` or none.
+    let ops = Opaque::new(bindings::fastsocket_ops {
         name: T::NAME.as_char_ptr(),
         accept: if all && T::HAS_ACCEPT {
             Some(accept_trampoline::<T>)
@@ -255,26 +274,23 @@ pub(crate) const fn vtable<T: Hooks>(set: HookSet) -> HooksVTable {
         } else {
             None
         },
-    }))
+    });
+    HooksVTable(ops, PhantomData)
 }
 
-/// The queues `T` keeps with `listener`, if it has some, for an RCU read-side section.
+/// The queues that `table`'s hooks keep with `listener`, if it has some and `table` is
+/// registered, for an RCU read-side section.
 pub(crate) fn queues_of<'a, T: Hooks>(
+    table: &'static HooksVTable<T>,
     listener: &Sock,
     rcu: &'a RcuReadSection<'_>,
 ) -> Option<&'a T::Queues> {
-    // SAFETY: The socket is valid for `&listener` and a TCP listener's accept queue holds the
-    // pointer (a listener of another protocol has it null); it is read once, as
-    // rcu_dereference() does.
-    let q = unsafe {
-        ptr::read_volatile(ptr::addr_of!(
-            (*listener.as_raw().cast::<bindings::inet_connection_sock>())
-                .icsk_accept_queue
-                .fastsocket_queues
-        ))
-    };
-    // SAFETY: Read inside the section `rcu` proves, from where `listen_trampoline::<T>`
-    // published it (see `detach`).
+    // SAFETY: The socket is valid for `&listener`, `table` is a valid ops table, and `rcu`
+    // proves the RCU read-side section the call needs. A socket that is not a TCP listener
+    // has no queues (its accept queue's pointer is null).
+    let q = unsafe { bindings::fastsocket_listen_queues(listener.as_raw(), table.0.get()) };
+    // SAFETY: Read inside the section `rcu` proves, while `table` is registered: the queues
+    // came from its `listen` hook, `listen_trampoline::<T>` (see `detach`).
     (!q.is_null()).then(|| unsafe { queues::<T>(q, rcu) })
 }
 
@@ -283,7 +299,8 @@ pub(crate) fn queues_of<'a, T: Hooks>(
 /// Called by the kernel from `fastsocket_listen()` in `inet_csk_listen_start()`: `sk` is a
 /// valid TCP listener, locked by the caller, and the call runs inside `rcu_read_lock()`. The
 /// kernel keeps the returned pointer in the listener until `listen_stop_trampoline::<T>` or
-/// [`detach`] takes it back, and passes it only to `T`'s hooks for that listener.
+/// [`detach`] takes it back, and passes it only to the hooks of the table that holds this
+/// function (`T`'s) while that table is registered.
 unsafe extern "C" fn listen_trampoline<T: Hooks>(
     sk: *mut bindings::sock,
 ) -> *mut bindings::fastsocket_queues {
@@ -296,9 +313,9 @@ unsafe extern "C" fn listen_trampoline<T: Hooks>(
 
 /// # Safety
 ///
-/// `q` is the queues pointer of listener `sk`, read by the kernel inside the RCU read-side
-/// section `rcu` proves: it came from `listen_trampoline::<T>` and is freed only after a grace
-/// period once taken back.
+/// `q` is the queues pointer of a listener, read inside the RCU read-side section `rcu`
+/// proves while a table of `T` was registered: it came from `listen_trampoline::<T>` (see
+/// [`detach`]) and is freed only after a grace period once taken back.
 unsafe fn queues<'a, T: Hooks>(
     q: *mut bindings::fastsocket_queues,
     rcu: &'a RcuReadSection<'_>,
@@ -385,8 +402,8 @@ unsafe extern "C" fn listen_stop_trampoline<T: Hooks>(
     let rcu = unsafe { RcuReadSection::assume() };
     // SAFETY: The socket is valid for the duration of the call.
     let listener = unsafe { Sock::from_raw(sk) };
-    // SAFETY: `q` came from `listen_trampoline::<T>` (see `detach`) and was unpublished by the
-    // caller, which hands it over.
+    // SAFETY: `q` came from `listen_trampoline::<T>`, the `listen` hook of the registered table
+    // whose hook this is (see `detach`), and was unpublished by the caller, which hands it over.
     let queues = unsafe { Published::from_raw(q.cast()) };
     T::listen_stop(&rcu, listener, queues);
 }
@@ -564,13 +581,14 @@ unsafe extern "C" fn pair_put_trampoline<T: Hooks>(dentry: *mut bindings::dentry
 /// # Invariants
 ///
 /// `vtable` is registered with `fastsocket_register_ops()`.
-pub(crate) struct Registration {
-    vtable: &'static HooksVTable,
+pub(crate) struct Registration<T: Hooks> {
+    vtable: &'static HooksVTable<T>,
 }
 
-impl Registration {
-    /// Registers `vtable`; fails with `EBUSY` if another module's hooks are registered.
-    pub(crate) fn register(vtable: &'static HooksVTable) -> Result<Self> {
+impl<T: Hooks> Registration<T> {
+    /// Registers `vtable`; fails with `EBUSY` if another module's hooks are registered, or
+    /// listeners still hold queues of hooks that were unregistered without taking them back.
+    pub(crate) fn register(vtable: &'static HooksVTable<T>) -> Result<Self> {
         // SAFETY: `vtable` is a valid ops table that lives forever.
         to_result(unsafe { bindings::fastsocket_register_ops(vtable.0.get()) })?;
         // INVARIANT: Registered just above.
@@ -578,7 +596,7 @@ impl Registration {
     }
 }
 
-impl Drop for Registration {
+impl<T: Hooks> Drop for Registration<T> {
     fn drop(&mut self) {
         // SAFETY: By the type invariant `vtable` is registered. The call returns once no hook
         // of it runs any more (it waits for an RCU grace period).
