@@ -9,7 +9,7 @@ use crate::sys::{
     cpu, hooks,
     net::{Net, RcuReadSection, Sock},
     percpu::{Alloc, PerCpu},
-    pernet::{NetData, PerNet, PerNetRegistration},
+    pernet::{NetData, NetInit, PerNet, PerNetRegistration},
     rcu,
     sysctl::{IntKnob, KnobValues, Knobs, NetFeature, Switch, TextKnob},
 };
@@ -147,7 +147,8 @@ static PER_NET: PerNet<NetState> = PerNet::new();
 
 /// The module's state in one network namespace.
 pub(crate) struct NetState {
-    // The knobs are dropped first: no write can race with the teardown of the rest.
+    // Unregistered before the state is dropped (see `NetInit`): no write races with its
+    // teardown.
     knobs: Knobs<8>,
     listen_ports: TextKnob<ListenPorts>,
     /// The listeners of this namespace that have per-CPU queues; dropping it gives their
@@ -223,12 +224,12 @@ impl NetData for NetState {
         &PER_NET
     }
 
-    fn init(net: &Net) -> Result<Self> {
+    fn init(init: &mut NetInit<'_>) -> Result<Self> {
         let path = c_str!("net/fastsocket");
         Ok(Self {
-            knobs: Knobs::register(net, path, &KNOBS, &SWITCHES)?,
+            knobs: Knobs::register(init, path, &KNOBS, &SWITCHES)?,
             listen_ports: TextKnob::register(
-                net,
+                init,
                 path,
                 c_str!("listen_ports"),
                 ListenPorts::default(),

@@ -15,7 +15,7 @@ use core::{
     ptr,
     sync::atomic::{AtomicU8, Ordering},
 };
-use kernel::{bindings, prelude::*, types::Opaque};
+use kernel::{bindings, prelude::*, sync::Arc, types::Opaque};
 
 /// The state a module keeps in every network namespace.
 pub(crate) trait NetData: Sized + Send + Sync + 'static {
@@ -26,20 +26,66 @@ pub(crate) trait NetData: Sized + Send + Sync + 'static {
     fn per_net() -> &'static PerNet<Self>;
 
     /// Creates the state of a new namespace (or of every existing one at registration).
-    fn init(net: &Net) -> Result<Self>;
+    fn init(init: &mut NetInit<'_>) -> Result<Self>;
 
     /// Writes the contents of the `/proc/net` file of `net` (process context).
     fn show(&self, net: &Net, out: &mut dyn fmt::Write) -> fmt::Result;
 }
 
+/// Something registered in a namespace that must be undone before the namespace goes (a
+/// sysctl table, for instance).
+pub(crate) trait NetBound: Send + Sync {
+    /// Undoes the registration if it was not undone yet; nothing of the namespace is used
+    /// afterwards. May sleep.
+    fn revoke(&self);
+}
+
+/// A namespace being set up, for [`NetData::init`]: what is bound to it with
+/// [`NetInit::bind`] is revoked when it is torn down (or when its set-up fails), before its
+/// `T` is dropped, whatever became of the values that refer to it.
+pub(crate) struct NetInit<'a> {
+    net: &'a Net,
+    bound: KVec<Arc<dyn NetBound>>,
+}
+
+impl<'a> NetInit<'a> {
+    /// The namespace.
+    pub(crate) fn net(&self) -> &'a Net {
+        self.net
+    }
+
+    /// Revokes `what` when the namespace is torn down; if this fails, `what` is revoked now.
+    pub(crate) fn bind(&mut self, what: Arc<dyn NetBound>) -> Result {
+        let keep = what.clone();
+        self.bound.push(what, GFP_KERNEL).map_err(|_| {
+            keep.revoke();
+            ENOMEM
+        })
+    }
+}
+
+/// Revokes each of `bound`, last bound first.
+fn revoke_all(bound: &[Arc<dyn NetBound>]) {
+    for what in bound.iter().rev() {
+        what.revoke();
+    }
+}
+
+impl Drop for NetInit<'_> {
+    fn drop(&mut self) {
+        revoke_all(&self.bound);
+    }
+}
+
 /// A namespace's storage for `T` (`net_generic()`), zeroed by the kernel when allocated.
 ///
-/// `state` is [`EMPTY`] (zero) until `value` is initialised and the namespace's set-up
-/// succeeded, [`LIVE`] from then on, and [`DEAD`] from the namespace's `pre_exit` on.
+/// `state` is [`EMPTY`] (zero) until `value` and `bound` are initialised and the namespace's
+/// set-up succeeded, [`LIVE`] from then on, and [`DEAD`] from the namespace's `pre_exit` on.
 #[repr(C)]
 struct Slot<T> {
     state: AtomicU8,
     value: UnsafeCell<MaybeUninit<T>>,
+    bound: UnsafeCell<MaybeUninit<KVec<Arc<dyn NetBound>>>>,
 }
 
 /// The slot's `T` is not initialised, or its namespace's set-up failed.
@@ -224,18 +270,24 @@ impl<T: NetData> Drop for PerNetRegistration<T> {
 /// Called by the kernel (`ops_init()`) for a namespace being set up, with `T`'s storage
 /// allocated zeroed and published in `net_generic()`, after `id` was written.
 unsafe extern "C" fn init_trampoline<T: NetData>(net: *mut bindings::net) -> c_int {
-    // SAFETY: The namespace is valid during its set-up.
-    let state = match T::init(unsafe { Net::from_raw(net) }) {
+    let mut init = NetInit {
+        // SAFETY: The namespace is valid during its set-up.
+        net: unsafe { Net::from_raw(net) },
+        bound: KVec::new(),
+    };
+    // On failure, dropping `init` revokes what was bound.
+    let state = match T::init(&mut init) {
         Ok(state) => state,
         Err(e) => return e.to_errno(),
     };
     // SAFETY: `id` was written by the kernel before calling us, and `net` is valid.
     let slot = unsafe { T::per_net().slot(net) };
-    // SAFETY: The slot is ours, allocated zeroed for a `Slot<T>` (see `ALIGN_OK`); `value` is
-    // not initialised and nobody reads it while `state` is `EMPTY`.
+    // SAFETY: The slot is ours, allocated zeroed for a `Slot<T>` (see `ALIGN_OK`); `value` and
+    // `bound` are not initialised and nobody reads them while `state` is `EMPTY`.
     unsafe {
         debug_assert_eq!((*slot).state.load(Ordering::Relaxed), EMPTY);
         (*(*slot).value.get()).write(state);
+        (*(*slot).bound.get()).write(mem::take(&mut init.bound));
     }
     // The file is created once the state exists and removed before it goes (see exit).
     // SAFETY: `proc_net` is valid during set-up; the name is a static string.
@@ -249,8 +301,8 @@ unsafe extern "C" fn init_trampoline<T: NetData>(net: *mut bindings::net) -> c_i
         )
     };
     if pde.is_null() {
-        // SAFETY: Written above; `state` is still `EMPTY`, so `get` never handed it out.
-        unsafe { (*(*slot).value.get()).assume_init_drop() };
+        // SAFETY: Written above; `state` is still `EMPTY`, so `get` never handed them out.
+        unsafe { drop_slot(slot) };
         return ENOMEM.to_errno();
     }
     // Written last: `get` hands out the `T` from here on.
@@ -286,7 +338,22 @@ unsafe extern "C" fn exit_trampoline<T: NetData>(net: *mut bindings::net) {
     // more: the file is gone, and hooks get it only through `PerNet::get`, which returned
     // `None` since `pre_exit_trampoline` stored `DEAD`, while the grace period the kernel
     // waited for since then ended every read-side section that got it before.
-    unsafe { (*(*slot).value.get()).assume_init_drop() };
+    unsafe { drop_slot(slot) };
+}
+
+/// Revokes what the namespace's set-up bound to it, then drops its `T`.
+///
+/// # Safety
+///
+/// `slot` holds the `T` and the bound values written by `init_trampoline`, which nobody uses
+/// any more, and are not used after this call.
+unsafe fn drop_slot<T: NetData>(slot: *mut Slot<T>) {
+    // SAFETY: See the function's safety section.
+    unsafe {
+        let bound = (*(*slot).bound.get()).assume_init_read();
+        revoke_all(&bound);
+        (*(*slot).value.get()).assume_init_drop();
+    }
 }
 
 /// # Safety

@@ -5,16 +5,24 @@
 //!
 //! Reading is open to all; writing needs `CAP_NET_ADMIN` in the namespace's user namespace,
 //! and a value the knob does not accept is refused with `EINVAL` (logged once).
+//!
+//! Knobs are registered while their namespace is set up ([`NetInit`]), which unregisters them
+//! when it is torn down whatever became of the values: a value kept longer only reads.
 
 use super::net::Net;
+use super::pernet::{NetBound, NetInit};
 use super::text::TextBuf;
 use core::{
     ffi::{c_int, c_void},
     fmt,
     ptr::{self, NonNull},
-    sync::atomic::{AtomicBool, AtomicI32, Ordering},
+    sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering},
 };
-use kernel::{bindings, prelude::*};
+use kernel::{
+    bindings,
+    prelude::*,
+    sync::{Arc, UniqueArc},
+};
 
 /// Description of one integer knob.
 pub(crate) struct IntKnob {
@@ -28,12 +36,17 @@ pub(crate) struct IntKnob {
     pub(crate) default: c_int,
 }
 
-/// A registered sysctl table; unregistered on drop, which waits for running handlers.
+/// A registered sysctl table, until it is revoked: by its namespace's teardown (see
+/// [`NetInit::bind`]) or by dropping its owner, whichever comes first. Revoking waits for
+/// running handlers.
 ///
 /// # Invariants
 ///
-/// The pointer was returned by `register_net_sysctl_sz()` and not unregistered yet.
-struct Registration(NonNull<bindings::ctl_table_header>);
+/// `header` is null, or was returned by `register_net_sysctl_sz()` for a namespace that has not
+/// been torn down yet, and not unregistered yet.
+struct Registration {
+    header: AtomicPtr<bindings::ctl_table_header>,
+}
 
 impl Registration {
     /// Registers `entries` under `path` in `net`.
@@ -41,7 +54,7 @@ impl Registration {
     /// # Safety
     ///
     /// `entries` is valid and stays at its address, unchanged, until the returned value is
-    /// dropped.
+    /// revoked or dropped, and the caller revokes it before `net` is torn down.
     unsafe fn new(
         net: &Net,
         path: &'static CStr,
@@ -56,15 +69,27 @@ impl Registration {
                 entries.len(),
             )
         };
-        // INVARIANT: Just registered.
-        Ok(Self(NonNull::new(header).ok_or(ENOMEM)?))
+        let header = NonNull::new(header).ok_or(ENOMEM)?;
+        // INVARIANT: Just registered, in a namespace being set up.
+        Ok(Self {
+            header: AtomicPtr::new(header.as_ptr()),
+        })
+    }
+
+    /// Unregisters the table if it still is registered.
+    fn revoke(&self) {
+        let header = self.header.swap(ptr::null_mut(), Ordering::AcqRel);
+        if !header.is_null() {
+            // SAFETY: By the type invariant a non-null header is registered in a namespace
+            // that is alive; the swap made this call the only one to unregister it.
+            unsafe { bindings::unregister_net_sysctl_table(header) };
+        }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant the header is registered.
-        unsafe { bindings::unregister_net_sysctl_table(self.0.as_ptr()) };
+        self.revoke();
     }
 }
 
@@ -109,11 +134,31 @@ impl<const N: usize> KnobValues<'_, N> {
     }
 }
 
+/// # Invariants
+///
+/// While `registration` is registered, it is for `entries`, whose `data` point into `values`,
+/// `extra1` at a `&'static IntKnob` and `extra2` at this table, and `net` is its namespace.
 struct Table<const N: usize> {
+    // Declared first: unregistered (which waits for running handlers) before the rest is
+    // freed.
+    registration: Registration,
     entries: [bindings::ctl_table; N],
     values: [AtomicI32; N],
     net: *mut bindings::net,
     switches: &'static [Switch<N>],
+}
+
+// SAFETY: The C table is not written after registration and the values are atomics; the
+// registration is only used to unregister, once, and the namespace pointer only to switch
+// features, which the kernel serialises, while the knobs are registered.
+unsafe impl<const N: usize> Send for Table<N> {}
+// SAFETY: As above.
+unsafe impl<const N: usize> Sync for Table<N> {}
+
+impl<const N: usize> NetBound for Table<N> {
+    fn revoke(&self) {
+        self.registration.revoke();
+    }
 }
 
 impl<const N: usize> Table<N> {
@@ -131,9 +176,9 @@ impl<const N: usize> Table<N> {
             let mut on = want(&values);
             loop {
                 // SAFETY: `net` is the namespace of the knobs: `sync` runs from
-                // `Knobs::register` (its caller's `&Net`) and from writes to the registered
-                // knobs, whose namespace is alive while they are registered; the call may
-                // sleep, as the callers (process context, no lock held) may.
+                // `Knobs::register` (its caller's namespace, being set up) and from writes to
+                // the registered knobs, whose namespace is alive while they are registered;
+                // the call may sleep, as the callers (process context, no lock held) may.
                 unsafe { bindings::fastsocket_net_set(self.net, switch.feature.raw(), on) };
                 let now = want(&values);
                 if now == on {
@@ -146,40 +191,29 @@ impl<const N: usize> Table<N> {
 }
 
 /// `N` knobs registered under one path in one namespace, with the [`Switch`]es that follow
-/// them; unregistered on drop.
-///
-/// # Invariants
-///
-/// `_registration` is for `table.entries`, whose `data` point into `table.values`, `extra1`
-/// at a `&'static IntKnob` and `extra2` at `table`; `table.net` is the namespace.
+/// them; unregistered when the namespace is torn down, or on drop.
 pub(crate) struct Knobs<const N: usize> {
-    // Declared first: unregistered (which waits for running handlers) before the table is
-    // freed.
-    _registration: Registration,
-    table: KBox<Table<N>>,
+    table: Arc<Table<N>>,
 }
 
-// SAFETY: The C table is not written after registration and the values are atomics; the
-// registration is only used to unregister, and the namespace pointer only to switch features,
-// which the kernel serialises.
-unsafe impl<const N: usize> Send for Knobs<N> {}
-// SAFETY: As above.
-unsafe impl<const N: usize> Sync for Knobs<N> {}
-
 impl<const N: usize> Knobs<N> {
-    /// Registers `knobs` under `path` (e.g. `net/fastsocket`) in `net`, and turns the features
-    /// of `switches` on or off as the knobs say, now and after each write.
+    /// Registers `knobs` under `path` (e.g. `net/fastsocket`) in the namespace being set up,
+    /// and turns the features of `switches` on or off as the knobs say, now and after each
+    /// write.
     ///
-    /// Process context (may sleep). The caller keeps the value no longer than the namespace
-    /// lives: it is meant for the namespace's pernet state.
+    /// Process context (may sleep).
     pub(crate) fn register(
-        net: &Net,
+        init: &mut NetInit<'_>,
         path: &'static CStr,
         knobs: &'static [IntKnob; N],
         switches: &'static [Switch<N>],
     ) -> Result<Self> {
-        let mut table = KBox::new(
+        let net = init.net();
+        let mut table = UniqueArc::new(
             Table {
+                registration: Registration {
+                    header: AtomicPtr::new(ptr::null_mut()),
+                },
                 entries: core::array::from_fn(|_| bindings::ctl_table::default()),
                 values: core::array::from_fn(|i| AtomicI32::new(knobs[i].default)),
                 net: net.as_raw(),
@@ -200,15 +234,14 @@ impl<const N: usize> Knobs<N> {
             entry.extra1 = ptr::from_ref(knob).cast_mut().cast();
             entry.extra2 = table_ptr;
         }
-        // SAFETY: `entries` lives on the heap, unchanged, as long as `Self`; the registration
-        // is dropped first.
-        let registration = unsafe { Registration::new(net, path, &mut table.entries)? };
-        table.sync();
+        // SAFETY: `entries` lives in the `Arc`, unchanged, as long as the registration, which
+        // is dropped first; `bind` below revokes it when the namespace is torn down.
         // INVARIANT: Registered with the entries filled in as described.
-        Ok(Self {
-            _registration: registration,
-            table,
-        })
+        table.registration = unsafe { Registration::new(net, path, &mut table.entries)? };
+        let table = Arc::from(table);
+        init.bind(table.clone())?;
+        table.sync();
+        Ok(Self { table })
     }
 
     /// The current value of knob `index`.
@@ -251,7 +284,7 @@ unsafe extern "C" fn knob_handler<const N: usize>(
     lenp: *mut usize,
     ppos: *mut bindings::loff_t,
 ) -> c_int {
-    // SAFETY: By the type invariant of `Knobs`, `extra1` points at a static `IntKnob` and
+    // SAFETY: By the type invariant of `Table`, `extra1` points at a static `IntKnob` and
     // `extra2` at the knobs' `Table<N>`, which outlives their registration.
     let (knob, knobs) = unsafe {
         (
@@ -259,7 +292,8 @@ unsafe extern "C" fn knob_handler<const N: usize>(
             &*(*table).extra2.cast::<Table<N>>(),
         )
     };
-    // SAFETY: The namespace outlives its knobs (type invariant of `Knobs`).
+    // SAFETY: The knobs are registered, so their namespace is alive (type invariant of
+    // `Table`).
     if write != 0 && !unsafe { may_write(knobs.net) } {
         return EPERM.to_errno();
     }
@@ -299,45 +333,55 @@ pub(crate) trait TextValue: Send + Sync {
     fn store(&self, text: &str) -> Result;
 }
 
+/// # Invariants
+///
+/// While `registration` is registered, it is for `entry`, whose `data` points at `value`,
+/// `extra1` at the static knob name and `extra2` at its namespace.
 struct TextTable<T> {
+    // Declared first: unregistered before the rest is freed.
+    registration: Registration,
     entry: [bindings::ctl_table; 1],
     value: T,
 }
 
-/// One text knob in one namespace, holding its value; unregistered on drop.
-///
-/// # Invariants
-///
-/// `_registration` is for `table.entry`, whose `data` points at `table.value`, `extra1` at the
-/// static knob name and `extra2` at the namespace.
-pub(crate) struct TextKnob<T: TextValue> {
-    // Declared first: unregistered before the table is freed.
-    _registration: Registration,
-    table: KBox<TextTable<T>>,
+// SAFETY: The C table is not written after registration and `T` is `Send + Sync`; the
+// registration is only used to unregister, once.
+unsafe impl<T: TextValue> Send for TextTable<T> {}
+// SAFETY: As above.
+unsafe impl<T: TextValue> Sync for TextTable<T> {}
+
+impl<T: TextValue> NetBound for TextTable<T> {
+    fn revoke(&self) {
+        self.registration.revoke();
+    }
 }
 
-// SAFETY: The C table is not written after registration and `T` is `Send + Sync`; the
-// registration is only used to unregister.
-unsafe impl<T: TextValue> Send for TextKnob<T> {}
-// SAFETY: As above.
-unsafe impl<T: TextValue> Sync for TextKnob<T> {}
+/// One text knob in one namespace, holding its value; unregistered when the namespace is torn
+/// down, or on drop.
+pub(crate) struct TextKnob<T: TextValue> {
+    table: Arc<TextTable<T>>,
+}
 
-impl<T: TextValue> TextKnob<T> {
-    /// Registers knob `name` under `path` in `net`, holding `value`.
+impl<T: TextValue + 'static> TextKnob<T> {
+    /// Registers knob `name` under `path` in the namespace being set up, holding `value`.
     pub(crate) fn register(
-        net: &Net,
+        init: &mut NetInit<'_>,
         path: &'static CStr,
         name: &'static CStr,
         value: T,
     ) -> Result<Self> {
-        let mut table = KBox::new(
+        let net = init.net();
+        let mut table = UniqueArc::new(
             TextTable {
+                registration: Registration {
+                    header: AtomicPtr::new(ptr::null_mut()),
+                },
                 entry: [bindings::ctl_table::default()],
                 value,
             },
             GFP_KERNEL,
         )?;
-        let TextTable { entry, value } = &mut *table;
+        let TextTable { entry, value, .. } = &mut *table;
         entry[0].procname = name.as_char_ptr();
         entry[0].data = ptr::from_mut(value).cast();
         // Documents the bound; the handler enforces it (the core does not for custom handlers).
@@ -346,14 +390,13 @@ impl<T: TextValue> TextKnob<T> {
         entry[0].proc_handler = Some(text_handler::<T>);
         entry[0].extra1 = name.as_char_ptr().cast_mut().cast();
         entry[0].extra2 = net.as_raw().cast();
-        // SAFETY: `entry` lives on the heap, unchanged, as long as `Self`; the registration is
-        // dropped first.
-        let registration = unsafe { Registration::new(net, path, &mut table.entry)? };
+        // SAFETY: `entry` lives in the `Arc`, unchanged, as long as the registration, which is
+        // dropped first; `bind` below revokes it when the namespace is torn down.
         // INVARIANT: Registered with the entry filled in as described.
-        Ok(Self {
-            _registration: registration,
-            table,
-        })
+        table.registration = unsafe { Registration::new(net, path, &mut table.entry)? };
+        let table = Arc::from(table);
+        init.bind(table.clone())?;
+        Ok(Self { table })
     }
 
     /// The value.
@@ -373,7 +416,7 @@ unsafe extern "C" fn text_handler<T: TextValue>(
     lenp: *mut usize,
     ppos: *mut bindings::loff_t,
 ) -> c_int {
-    // SAFETY: By the type invariant of `TextKnob`, `data` points at the `T`, `extra1` at the
+    // SAFETY: By the type invariant of `TextTable`, `data` points at the `T`, `extra1` at the
     // static name and `extra2` at the namespace; all outlive the registration.
     let (value, name, net) = unsafe {
         (
