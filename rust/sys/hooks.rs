@@ -69,8 +69,9 @@ pub(crate) trait Hooks: 'static {
     /// hooks is ever called for a listener without queues. The queues stay with the listener
     /// until it stops listening ([`Hooks::listen_stop`]) or the module takes them back
     /// ([`detach`]). A module detaches every listener before its [`Registration`] is dropped:
-    /// the kernel drops queues left behind with their connections (a warning says so), and
-    /// registers no table again until reboot.
+    /// queues left behind stay with their listeners, unused, with their connections (a
+    /// warning says so), and the kernel registers no table again until reboot. A module
+    /// that implements `listen` implements `listen_stop`.
     fn listen(_rcu: &RcuReadSection<'_>, _listener: &Sock) -> Option<Published<Self::Queues>> {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
@@ -205,6 +206,9 @@ pub(crate) enum HookSet {
 
 /// Builds the ops table for `T` with the hooks of `set`; meant for a `static`.
 pub(crate) const fn vtable<T: Hooks>(set: HookSet) -> HooksVTable<T> {
+    if T::HAS_LISTEN && !T::HAS_LISTEN_STOP {
+        build_error!("a Hooks type with listen must implement listen_stop");
+    }
     let all = matches!(set, HookSet::All);
     // INVARIANT: `listen` is `listen_trampoline::<T>` or none.
     let ops = Opaque::new(bindings::fastsocket_ops {

@@ -35,8 +35,8 @@ pub(crate) trait NetData: Sized + Send + Sync + 'static {
 /// Something registered in a namespace that must be undone before the namespace goes (a
 /// sysctl table, for instance).
 pub(crate) trait NetBound: Send + Sync {
-    /// Undoes the registration if it was not undone yet; nothing of the namespace is used
-    /// afterwards. May sleep.
+    /// Undoes the registration if no other call did or is doing it; once every call returned,
+    /// nothing of the namespace is used any more. May sleep.
     fn revoke(&self);
 }
 

@@ -13,16 +13,12 @@ use super::net::Net;
 use super::pernet::{NetBound, NetInit};
 use super::text::TextBuf;
 use core::{
+    cell::UnsafeCell,
     ffi::{c_int, c_void},
-    fmt,
-    ptr::{self, NonNull},
+    fmt, ptr,
     sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering},
 };
-use kernel::{
-    bindings,
-    prelude::*,
-    sync::{Arc, UniqueArc},
-};
+use kernel::{bindings, prelude::*, sync::Arc};
 
 /// Description of one integer knob.
 pub(crate) struct IntKnob {
@@ -36,9 +32,9 @@ pub(crate) struct IntKnob {
     pub(crate) default: c_int,
 }
 
-/// A registered sysctl table, until it is revoked: by its namespace's teardown (see
-/// [`NetInit::bind`]) or by dropping its owner, whichever comes first. Revoking waits for
-/// running handlers.
+/// A sysctl table, registered from [`Registration::register`] until it is revoked: by its
+/// namespace's teardown (see [`NetInit::bind`]) or by dropping its owner, whichever comes
+/// first.
 ///
 /// # Invariants
 ///
@@ -49,34 +45,42 @@ struct Registration {
 }
 
 impl Registration {
-    /// Registers `entries` under `path` in `net`.
+    /// Not registered yet.
+    const fn new() -> Self {
+        // INVARIANT: Null.
+        Self {
+            header: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Registers the `len` entries at `entries` under `path` in `net`.
     ///
     /// # Safety
     ///
-    /// `entries` is valid and stays at its address, unchanged, until the returned value is
-    /// revoked or dropped, and the caller revokes it before `net` is torn down.
-    unsafe fn new(
+    /// Called at most once. `entries` is valid and stays at its address, unchanged, until
+    /// `self` is revoked or dropped, and the caller revokes it before `net` is torn down.
+    unsafe fn register(
+        &self,
         net: &Net,
         path: &'static CStr,
-        entries: &mut [bindings::ctl_table],
-    ) -> Result<Self> {
+        entries: *mut bindings::ctl_table,
+        len: usize,
+    ) -> Result {
         // SAFETY: `net` is valid, `path` is static, and the caller keeps `entries` alive.
         let header = unsafe {
-            bindings::register_net_sysctl_sz(
-                net.as_raw(),
-                path.as_char_ptr(),
-                entries.as_mut_ptr(),
-                entries.len(),
-            )
+            bindings::register_net_sysctl_sz(net.as_raw(), path.as_char_ptr(), entries, len)
         };
-        let header = NonNull::new(header).ok_or(ENOMEM)?;
-        // INVARIANT: Just registered, in a namespace being set up.
-        Ok(Self {
-            header: AtomicPtr::new(header.as_ptr()),
-        })
+        if header.is_null() {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: Just registered, in a namespace that the caller keeps alive until it
+        // revokes the registration.
+        self.header.store(header, Ordering::Release);
+        Ok(())
     }
 
-    /// Unregisters the table if it still is registered.
+    /// Unregisters the table if it is registered and no other call is unregistering it.
+    /// Returns once no handler runs any more, or at once if another call is unregistering it.
     fn revoke(&self) {
         let header = self.header.swap(ptr::null_mut(), Ordering::AcqRel);
         if !header.is_null() {
@@ -142,7 +146,8 @@ struct Table<const N: usize> {
     // Declared first: unregistered (which waits for running handlers) before the rest is
     // freed.
     registration: Registration,
-    entries: [bindings::ctl_table; N],
+    // The kernel holds a pointer to them while registered.
+    entries: UnsafeCell<[bindings::ctl_table; N]>,
     values: [AtomicI32; N],
     net: *mut bindings::net,
     switches: &'static [Switch<N>],
@@ -209,36 +214,37 @@ impl<const N: usize> Knobs<N> {
         switches: &'static [Switch<N>],
     ) -> Result<Self> {
         let net = init.net();
-        let mut table = UniqueArc::new(
+        let table = Arc::new(
             Table {
-                registration: Registration {
-                    header: AtomicPtr::new(ptr::null_mut()),
-                },
-                entries: core::array::from_fn(|_| bindings::ctl_table::default()),
+                registration: Registration::new(),
+                entries: UnsafeCell::new(core::array::from_fn(|_| Default::default())),
                 values: core::array::from_fn(|i| AtomicI32::new(knobs[i].default)),
                 net: net.as_raw(),
                 switches,
             },
             GFP_KERNEL,
         )?;
-        let table_ptr: *mut c_void = ptr::from_mut(&mut *table).cast();
-        let Table {
-            entries, values, ..
-        } = &mut *table;
-        for ((entry, value), knob) in entries.iter_mut().zip(values.iter()).zip(knobs) {
+        let this: &Table<N> = &table;
+        let extra2: *mut c_void = ptr::from_ref(this).cast_mut().cast();
+        // SAFETY: Not registered yet: nothing else refers to the entries.
+        let entries = unsafe { &mut *this.entries.get() };
+        for ((entry, value), knob) in entries.iter_mut().zip(this.values.iter()).zip(knobs) {
             entry.procname = knob.name.as_char_ptr();
             entry.data = value.as_ptr().cast();
             entry.maxlen = core::mem::size_of::<c_int>() as c_int;
             entry.mode = 0o644;
             entry.proc_handler = Some(knob_handler::<N>);
             entry.extra1 = ptr::from_ref(knob).cast_mut().cast();
-            entry.extra2 = table_ptr;
+            entry.extra2 = extra2;
         }
-        // SAFETY: `entries` lives in the `Arc`, unchanged, as long as the registration, which
-        // is dropped first; `bind` below revokes it when the namespace is torn down.
+        // SAFETY: Registered once, here. `entries` lives in the `Arc`, unchanged, as long as
+        // the registration, which is dropped first; `bind` below revokes it when the namespace
+        // is torn down (and dropping `table` at once if it fails).
         // INVARIANT: Registered with the entries filled in as described.
-        table.registration = unsafe { Registration::new(net, path, &mut table.entries)? };
-        let table = Arc::from(table);
+        unsafe {
+            this.registration
+                .register(net, path, this.entries.get().cast(), N)?
+        };
         init.bind(table.clone())?;
         table.sync();
         Ok(Self { table })
@@ -340,7 +346,8 @@ pub(crate) trait TextValue: Send + Sync {
 struct TextTable<T> {
     // Declared first: unregistered before the rest is freed.
     registration: Registration,
-    entry: [bindings::ctl_table; 1],
+    // The kernel holds a pointer to it while registered.
+    entry: UnsafeCell<bindings::ctl_table>,
     value: T,
 }
 
@@ -371,30 +378,30 @@ impl<T: TextValue + 'static> TextKnob<T> {
         value: T,
     ) -> Result<Self> {
         let net = init.net();
-        let mut table = UniqueArc::new(
+        let table = Arc::new(
             TextTable {
-                registration: Registration {
-                    header: AtomicPtr::new(ptr::null_mut()),
-                },
-                entry: [bindings::ctl_table::default()],
+                registration: Registration::new(),
+                entry: UnsafeCell::new(Default::default()),
                 value,
             },
             GFP_KERNEL,
         )?;
-        let TextTable { entry, value, .. } = &mut *table;
-        entry[0].procname = name.as_char_ptr();
-        entry[0].data = ptr::from_mut(value).cast();
+        let this: &TextTable<T> = &table;
+        // SAFETY: Not registered yet: nothing else refers to the entry.
+        let entry = unsafe { &mut *this.entry.get() };
+        entry.procname = name.as_char_ptr();
+        entry.data = ptr::from_ref(&this.value).cast_mut().cast();
         // Documents the bound; the handler enforces it (the core does not for custom handlers).
-        entry[0].maxlen = c_int::try_from(T::MAX_LEN).unwrap_or(c_int::MAX);
-        entry[0].mode = 0o644;
-        entry[0].proc_handler = Some(text_handler::<T>);
-        entry[0].extra1 = name.as_char_ptr().cast_mut().cast();
-        entry[0].extra2 = net.as_raw().cast();
-        // SAFETY: `entry` lives in the `Arc`, unchanged, as long as the registration, which is
-        // dropped first; `bind` below revokes it when the namespace is torn down.
+        entry.maxlen = c_int::try_from(T::MAX_LEN).unwrap_or(c_int::MAX);
+        entry.mode = 0o644;
+        entry.proc_handler = Some(text_handler::<T>);
+        entry.extra1 = name.as_char_ptr().cast_mut().cast();
+        entry.extra2 = net.as_raw().cast();
+        // SAFETY: Registered once, here. `entry` lives in the `Arc`, unchanged, as long as the
+        // registration, which is dropped first; `bind` below revokes it when the namespace is
+        // torn down (and dropping `table` at once if it fails).
         // INVARIANT: Registered with the entry filled in as described.
-        table.registration = unsafe { Registration::new(net, path, &mut table.entry)? };
-        let table = Arc::from(table);
+        unsafe { this.registration.register(net, path, this.entry.get(), 1)? };
         init.bind(table.clone())?;
         Ok(Self { table })
     }
