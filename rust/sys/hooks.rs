@@ -396,8 +396,8 @@ unsafe extern "C" fn queue_ready_trampoline<T: Hooks>(
 /// # Safety
 ///
 /// Called by the kernel from `inet_csk_listen_stop()` with listener `sk` (valid, locked) and
-/// the queues `q` it just took from it with `fastsocket_listen_detach()`, inside
-/// `rcu_read_lock()`: ownership of `q` passes to the callee.
+/// the queues `q` it just took off it, inside `rcu_read_lock()`: ownership of `q` passes to
+/// the callee.
 unsafe extern "C" fn listen_stop_trampoline<T: Hooks>(
     sk: *mut bindings::sock,
     q: *mut bindings::fastsocket_queues,

@@ -196,7 +196,7 @@ impl<const N: usize> Table<N> {
 }
 
 /// `N` knobs registered under one path in one namespace, with the [`Switch`]es that follow
-/// them; unregistered when the namespace is torn down, or on drop.
+/// them; unregistered when the namespace is torn down.
 pub(crate) struct Knobs<const N: usize> {
     table: Arc<Table<N>>,
 }
@@ -364,7 +364,7 @@ impl<T: TextValue> NetBound for TextTable<T> {
 }
 
 /// One text knob in one namespace, holding its value; unregistered when the namespace is torn
-/// down, or on drop.
+/// down.
 pub(crate) struct TextKnob<T: TextValue> {
     table: Arc<TextTable<T>>,
 }
