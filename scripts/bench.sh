@@ -20,7 +20,7 @@
 #                              knobs per namespace) without booting or measuring anything
 #
 # Stock arms (B0, B1, B2) run with the module not loaded; the module's arms (C, T, T0, T20, TQ0,
-# TR0, TV0, TP0, TS, TN) load it afresh and set their knobs in every namespace (TS: enabled=0 in the
+# TR0, TV0, TP0, TS, TN, TA) load it afresh and set their knobs in every namespace (TS: enabled=0 in the
 # client's); arms run in a rotated (Williams) order each round. W2 and W3 also trace their warm-up runs for active-connection locality
 # (Receive Flow Deliver). See scripts/guest/bench.sh.
 #
@@ -59,7 +59,7 @@ ko=$FASTSOCKET_CACHE/module/$FLAVOUR/fastsocket.ko
 # make lockprof: the perf kernel under perf lock, then the lockstat kernel.
 kdir_of() { echo "$FASTSOCKET_CACHE/build/$1-$KVER"; }
 ko_of() { echo "$FASTSOCKET_CACHE/module/$1/fastsocket.ko"; }
-harness="stock arms (B0, B1, B2) with the module not loaded (rmmod); C (rfd=0), T (defaults, rfd=1: Receive Flow Deliver on; for W1's passive side it changes nothing, nginx's port is outside the ephemeral range, it steers only the client's replies), T0 (W1), T20 (W1 only: T with listen_hold_ms=20), TQ0 (W1 only: T with listen_queues=0, no per-CPU accept queues), TR0 (T with rfd=0, the module without RFD), TV0 (T with vfs=0, no socket pair cache) TP0 (T with listen_pull=0, when BENCH_ARMS names it) TS (W2: T in the servers' namespaces, enabled=0 in the client's) and TN (T with rfd_peer=1: a server's end of a same-host connection on its client port's CPU) with a fresh insmod and their knobs written and read back in every namespace (initial, client, backend); ip_local_port_range 10000-65000 in every namespace (no service port inside, as RFD needs) and RPS on every CPU on every veth end; servers restarted for every arm after the module state is set; arms in a Williams Latin-square order, shifted each round (mirrored in rounds n+1 to 2n for an odd number of arms); one 2 s warm-up and one measured run per arm and round; W2/W3 warm-ups traced (sock:inet_sock_set_state) for active-connection locality, measured runs untraced"
+harness="stock arms (B0, B1, B2) with the module not loaded (rmmod); C (rfd=0), T (defaults, rfd=1: Receive Flow Deliver on; for W1's passive side it changes nothing, nginx's port is outside the ephemeral range, it steers only the client's replies), T0 (W1), T20 (W1 only: T with listen_hold_ms=20), TQ0 (W1 only: T with listen_queues=0, no per-CPU accept queues), TR0 (T with rfd=0, the module without RFD), TV0 (T with vfs=0, no socket pair cache) TP0 (T with listen_pull=0, when BENCH_ARMS names it) TS (W2: T in the servers' namespaces, enabled=0 in the client's) TN (T with rfd_peer=1: a server's end of a same-host connection on its client port's CPU) and TA (W1, when BENCH_ARMS names it: T with nginx's workers pinned one per CPU by taskset, as in B2) with a fresh insmod and their knobs written and read back in every namespace (initial, client, backend); ip_local_port_range 10000-65000 in every namespace (no service port inside, as RFD needs) and RPS on every CPU on every veth end; servers restarted for every arm after the module state is set; arms in a Williams Latin-square order, shifted each round (mirrored in rounds n+1 to 2n for an odd number of arms); one 2 s warm-up and one measured run per arm and round; W2/W3 warm-ups traced (sock:inet_sock_set_state) for active-connection locality, measured runs untraced"
 
 if [ "$dry" = 1 ]; then
 	case "$what" in

@@ -44,6 +44,9 @@ ARMS = {
           "machine",
     "TN": "fastsocket, rfd_peer=1 (in every namespace): a server's end of a same-host "
           "connection processed on its client port's CPU, with the client's end",
+    "TA": "fastsocket (defaults) with nginx's workers pinned one per CPU from outside "
+          "(taskset, as in B2; no reuseport, no BPF): what unpinned workers' placement costs "
+          "locality (W1 only)",
 }
 # What the arms meant in runs of the harness before Receive Flow Deliver (no "rfd" in its
 # "harness:" line): the module had no RFD, ip_local_port_range was 1024-65000.

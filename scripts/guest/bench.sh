@@ -65,9 +65,12 @@
 #   TN  T with rfd_peer=1 in every namespace: a server's end of a same-host connection is
 #       processed where RFD processes its client's end (the client port's CPU), so both ends
 #       of wrk's, haproxy's and nginx's connections run on the CPU that opened them (opt-in)
+#   TA  T with nginx's workers pinned one per CPU from outside (taskset, as B2 pins them; no
+#       reuseport, no BPF): how much of T's locality under load unpinned workers' placement
+#       costs (W1; only when BENCH_ARMS names it)
 #
 # Every (round, arm) starts from the same state: servers stopped, module unloaded (rmmod);
-# for C, T, T0, T20, TQ0, TR0, TV0, TP0, TS and TN the module is loaded again (insmod) and its knobs
+# for C, T, T0, T20, TQ0, TR0, TV0, TP0, TS, TN and TA the module is loaded again (insmod) and its knobs
 # written and read back in every namespace the workloads use (initial, client, backend): the
 # scope is the whole guest, by design (TS: enabled=0 in the client's). Then the servers start
 # (after the module, so every listener is born under the arm's state), a 2 s warm-up, one
@@ -185,12 +188,14 @@ nginx_w1() { # arm
 	nginx -c "$dir/w1/nginx.conf"
 	for _ in $(seq 50); do [ -s "$dir/w1/nginx.pid" ] && break; sleep 0.2; done
 	sleep 0.5
-	if [ "$1" = B2 ]; then
-		sysctl -qw net.ipv4.tcp_migrate_req=1
+	if [ "$1" = B2 ] || [ "$1" = TA ]; then
 		local i=0
 		for pid in $(pgrep -P "$(cat "$dir/w1/nginx.pid")" | sort -n); do
 			taskset -pc $((i % cpus)) "$pid" >/dev/null; i=$((i + 1))
 		done
+	fi
+	if [ "$1" = B2 ]; then
+		sysctl -qw net.ipv4.tcp_migrate_req=1
 		python3 "$here/reuseport_cpu_bpf.py" "$(cat "$dir/w1/nginx.pid")" 8080 >&2
 	fi
 }
@@ -305,6 +310,7 @@ arm_knobs() {
 	TP0) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=0 listen_queues=1 rfd=1 vfs=1 rfd_peer=0" ;;
 	TS) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=1 rfd_peer=0" ;;
 	TN) echo "enabled=1 listen_ports=all listen_scan=64 listen_hold_ms=5 listen_pull=1 listen_queues=1 rfd=1 vfs=1 rfd_peer=1" ;;
+	TA) arm_knobs T ;;
 	esac
 }
 
@@ -314,7 +320,7 @@ arm_ns_knobs() { # arm ns
 }
 
 # Puts the module in the arm's state and logs it: unloaded for the B arms; for C, T, T0, T20, TQ0,
-# TR0, TV0, TP0, TS and TN a fresh insmod with the arm's knobs written and read back in every namespace.
+# TR0, TV0, TP0, TS, TN and TA a fresh insmod with the arm's knobs written and read back in every namespace.
 module_for() { # arm
 	local arm=$1 knobs ns kv got want
 	if module_loaded; then act rmmod fastsocket; dry_loaded=0; fi
@@ -553,7 +559,7 @@ if [ "$dry" != 1 ]; then
 	sysctl -qw net.ipv4.tcp_tw_reuse=1
 fi
 log "bench: $clock clock, $cpus vCPUs, $runs rounds x ${seconds}s per arm (+${WARMUP}s warm-up), workloads: $workloads$([ "$dry" = 1 ] && echo ', DRY RUN')"
-log "  every arm: servers stopped, module unloaded; C/T/T0/T20/TQ0/TR0/TV0/TP0/TS/TN: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS (TS: enabled=0 in $CLIENT_NS)"
+log "  every arm: servers stopped, module unloaded; C/T/T0/T20/TQ0/TR0/TV0/TP0/TS/TN/TA: insmod and knobs in namespaces: initial $CLIENT_NS $BACKEND_NS (TS: enabled=0 in $CLIENT_NS)"
 log "  ip_local_port_range $PORT_RANGE in every namespace (no service port inside: RFD); RPS on every CPU on fs-srv, fs-cli, fs-be0, fs-be1"
 case "$profile" in
 lockstat) log "  lock profile: /proc/lock_stat per measured run -> $profdir" ;;
