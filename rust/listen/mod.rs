@@ -7,10 +7,8 @@
 //!
 //! - wake-up (softirq, CPU c): among the exclusive waiters (blocking `accept()`,
 //!   `EPOLLEXCLUSIVE` epoll instances) try first one whose task sits on c, else (with
-//!   `listen_pull`, if c is idle, or busy but the worker that accepted there lately moved to
-//!   another CPU: at most once per [`SPREAD_MS`] on c) a task blocked in `accept()` or
-//!   `epoll_wait()` whose affinity allows c, woken onto c; non-exclusive waiters are all woken
-//!   as before. If no exclusive waiter sits
+//!   `listen_pull`) a task blocked in `accept()` or `epoll_wait()` whose affinity allows c,
+//!   woken onto c; non-exclusive waiters are all woken as before. If no exclusive waiter sits
 //!   on c or may be pulled there, but the worker that accepted from this listener on c
 //!   lately is still on c (running or runnable there, or asleep in something else with c its
 //!   last CPU: it is busy and will be back) or was displaced onto a CPU another worker
@@ -110,10 +108,8 @@ impl TextValue for ListenPorts {
 pub(crate) const PRESENT_MS: u32 = 100;
 
 /// At most one wake-up per CPU is held this often to spread waiters that gathered on another
-/// CPU (see [`WakeHow::spread`]), or pulls a waiter onto the CPU while it is busy (see
-/// [`WakeHow::pull_busy`]): where the CPU stays busy, so that the timer cannot pull a waiter
-/// onto it, this bounds the cost to one hold (`listen_hold_ms`) per period, and a worker
-/// moved onto a busy CPU, which the scheduler may move on again, to one per period.
+/// CPU (see [`WakeHow::spread`]): where the CPU stays busy, so that the timer cannot pull a
+/// waiter onto it, this bounds the cost to one hold (`listen_hold_ms`) per period.
 pub(crate) const SPREAD_MS: u32 = 100;
 
 /// Whether and how long a CPU keeps a listener's connections for the worker that accepted
@@ -173,19 +169,6 @@ fn keeps_for_worker(
     }
 }
 
-/// Whether the worker that accepted from `listener` on `cpu` lately (in the last
-/// [`PRESENT_MS`]) now sits on another CPU. Asked only where [`keeps_for_worker`] said
-/// [`Keep::No`]: then it was not displaced but moved, and no worker of `listener` is known to
-/// come back to `cpu`.
-fn worker_moved(cpu_state: &CpuListen, listener: &Sock, cpu: u32, now: usize) -> bool {
-    let window = time::ms_to_jiffies(PRESENT_MS);
-    cpu_state
-        .recent
-        .acceptor_within(listener.id(), now, window)
-        .and_then(task::state_of)
-        .is_some_and(|(on, _)| on != cpu)
-}
-
 /// Per-CPU state of accept locality in one namespace.
 #[pin_data]
 pub(crate) struct CpuListen {
@@ -240,22 +223,13 @@ pub(crate) fn child_ready(state: &NetState, listener: &Sock) -> bool {
     } else {
         Length::Short
     };
-    let spread =
-        pull && bound > 0 && !hold && here.spread.open(now, time::ms_to_jiffies(SPREAD_MS));
     let how = WakeHow {
         pull,
         hold,
-        spread,
-        // The worker that accepted here lately moved to another CPU and stays there: without
-        // a waiter moved back, every connection completing here is accepted elsewhere.
-        pull_busy: spread && worker_moved(here, listener, cpu, now),
+        spread: pull && bound > 0 && !hold && here.spread.open(now, time::ms_to_jiffies(SPREAD_MS)),
     };
     let wake = match listener.wake_listener_on(cpu, how) {
         woke @ (ListenerWake::Local | ListenerWake::Pulled) => {
-            if how.pull_busy && matches!(woke, ListenerWake::Pulled) {
-                // Moved onto a busy CPU: not again on this CPU for a while.
-                here.spread.note(now);
-            }
             // Reserve it for the woken worker (no wake-up is owed: one was delivered); a full
             // table only costs locality. The waiter sits on this CPU now, so the worker that
             // last accepted here counts as present again (`keeps_for_worker` still checks

@@ -389,7 +389,8 @@ impl HeldWakes {
     fn wake(&self, listener: &Sock, count: u64, pull: bool) -> u64 {
         let how = WakeHow {
             pull,
-            ..WakeHow::default()
+            hold: false,
+            spread: false,
         };
         let queued = u64::from((self.queued)(listener, self.cpu));
         for i in 0..count.max(1).min(queued) {

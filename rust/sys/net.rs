@@ -207,9 +207,9 @@ impl Sock {
 
     /// Wakes the waiters of this listening socket as `sock_def_readable()` does, but among the
     /// exclusive ones (blocking `accept()`, `EPOLLEXCLUSIVE`) tries one on `cpu` first. If
-    /// none sits on `cpu`: with `how.pull` and `cpu` the current CPU and idle (or busy, with
-    /// `how.pull_busy` as well), a task blocked in `accept()` or in `epoll_wait()`
-    /// (`EPOLLEXCLUSIVE`) that may run on `cpu` is tried first and woken onto it
+    /// none sits on `cpu`: with `how.pull` and `cpu` the current CPU, a task blocked in
+    /// `accept()` or in `epoll_wait()` (`EPOLLEXCLUSIVE`) that may run on `cpu` is tried first
+    /// and woken onto it
     /// ([`ListenerWake::Pulled`]); else with `how.hold`, only the non-exclusive waiters are
     /// woken and the result is [`ListenerWake::Held`]: the caller must then wake the listener
     /// later (see [`super::hold::HeldWakes`]). With `how.spread` (and `how.pull`), the same is
@@ -230,9 +230,6 @@ impl Sock {
         }
         if how.spread {
             flags |= bindings::FASTSOCKET_WAKE_SPREAD;
-        }
-        if how.pull_busy {
-            flags |= bindings::FASTSOCKET_WAKE_PULL_BUSY;
         }
         // SAFETY: The socket is valid for `&self`; the function takes the locks it needs.
         let woke = unsafe { bindings::fastsocket_wake_listener(self.0.get(), cpu as c_int, flags) };
@@ -406,11 +403,9 @@ impl Drop for SockRef {
 /// What [`Sock::wake_listener_on`] may do when no exclusive waiter sits on the wanted CPU.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct WakeHow {
-    /// Wake a task blocked in `accept()` or `epoll_wait()` onto the CPU, if the CPU is idle and
-    /// the task's affinity allows it.
+    /// Wake a task blocked in `accept()` or `epoll_wait()` onto the CPU, if its affinity allows
+    /// it.
     pub(crate) pull: bool,
-    /// With `pull`, even if the CPU is busy: no worker of the listener is left on it.
-    pub(crate) pull_busy: bool,
     /// Else wake no exclusive waiter: the caller wakes them later.
     pub(crate) hold: bool,
     /// Else, if the CPU is busy and two waiters share another CPU, wake no exclusive waiter
