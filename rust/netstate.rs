@@ -255,7 +255,9 @@ impl NetData for NetState {
         let rows = self.counters.snapshot().map(|(c, mut stats)| {
             stats.queued = queued.get(c as usize).copied().unwrap_or(0).into();
             (stats.vfs_idle, stats.vfs_kept) = rcu::read_section(|rcu| vfs::cpu_counts(rcu, c));
-            stats.wake_dropped = self.listen_cpu(c).map_or(0, |l| l.held_dropped());
+            let here = self.listen_cpu(c);
+            stats.wake_dropped = here.map_or(0, |l| l.held_dropped());
+            stats.wake_held_pulled = here.map_or(0, |l| l.held_pulled());
             (c, stats)
         });
         write_table(out, rows)

@@ -151,6 +151,7 @@ impl Counters {
                     wake_held: get(&c.wake_held),
                     // Counted by the hold's timer (`CpuListen`), not here.
                     wake_dropped: 0,
+                    wake_held_pulled: 0,
                     queue_local: get(&c.queue_local),
                     queue_steal: get(&c.queue_steal),
                     queue_stolen: get(&c.queue_stolen),

@@ -188,6 +188,12 @@ impl CpuListen {
         self.held.dropped()
     }
 
+    /// Wake-ups held here whose timer moved a task blocked elsewhere onto this CPU
+    /// (`wake_held_pulled`).
+    pub(crate) fn held_pulled(&self) -> u64 {
+        self.held.pulled()
+    }
+
     /// An initialiser of the state of `cpu`, built in place (its timer must not move).
     pub(crate) fn new(cpu: u32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {

@@ -38,6 +38,10 @@ pub struct CpuStats {
     /// because their connections were taken before it ran (by the worker they were held for,
     /// as a rule): a worker elsewhere spared a wake-up that would have found nothing.
     pub wake_dropped: u64,
+    /// Of the wake-ups held on this CPU (`wake_held`), those the hold's timer delivered by
+    /// moving a task blocked in `accept()` or `epoll_wait()` elsewhere onto this CPU, which
+    /// was idle by then (`listen_pull`): how waiters that gathered on another CPU are spread.
+    pub wake_held_pulled: u64,
     /// Accepts on this CPU that took a connection from this CPU's queue of its listener.
     pub queue_local: u64,
     /// Accepts on this CPU that took (stole) a connection from another CPU's queue.
@@ -106,6 +110,7 @@ macro_rules! counts {
             ("wake_fallback", $($r)+ $s.wake_fallback),
             ("wake_held", $($r)+ $s.wake_held),
             ("wake_dropped", $($r)+ $s.wake_dropped),
+            ("wake_held_pulled", $($r)+ $s.wake_held_pulled),
             ("queue_local", $($r)+ $s.queue_local),
             ("queue_steal", $($r)+ $s.queue_steal),
             ("queue_stolen", $($r)+ $s.queue_stolen),
@@ -126,7 +131,7 @@ pub(crate) use counts;
 /// The columns of `/proc/net/fastsocket`, in order: the CPU, then one per count of
 /// [`CpuStats`] (`remote` derived from `accepts` and `local`). Readers (the test runner,
 /// `fastsocket-stat`) find columns by these names, as later features add columns.
-pub const COLUMNS: [&str; 22] = [
+pub const COLUMNS: [&str; 23] = [
     "cpu",
     "accepts",
     "local",
@@ -137,6 +142,7 @@ pub const COLUMNS: [&str; 22] = [
     "wake_fallback",
     "wake_held",
     "wake_dropped",
+    "wake_held_pulled",
     "queue_local",
     "queue_steal",
     "queue_stolen",

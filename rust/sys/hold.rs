@@ -161,6 +161,8 @@ pub(crate) struct HeldWakes {
     pull: AtomicBool,
     /// Held wake-ups not delivered: their connections were taken before the deadline.
     dropped: AtomicU64,
+    /// Releases whose wake-up pulled a blocked task onto `cpu`.
+    pulled: AtomicU64,
 }
 
 // SAFETY: The slots are atomics owning socket references, which may be put from any CPU; the
@@ -195,6 +197,7 @@ impl HeldWakes {
             queued,
             pull: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            pulled: AtomicU64::new(0),
         })
     }
 
@@ -394,14 +397,16 @@ impl HeldWakes {
         };
         let queued = u64::from((self.queued)(listener, self.cpu));
         for i in 0..count.max(1).min(queued) {
-            if i > 0
-                || !how.pull
-                || matches!(
-                    listener.wake_listener_on(cpu::current(), how),
-                    ListenerWake::Custom
-                )
-            {
+            if i > 0 || !how.pull {
                 listener.data_ready();
+                continue;
+            }
+            match listener.wake_listener_on(cpu::current(), how) {
+                ListenerWake::Custom => listener.data_ready(),
+                ListenerWake::Pulled => {
+                    self.pulled.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
             }
         }
         count.saturating_sub(queued)
@@ -411,6 +416,12 @@ impl HeldWakes {
     /// the deadline (by the worker they were held for, as a rule).
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Releases whose wake-up found this object's CPU idle and no waiter sitting there, and
+    /// moved a task blocked elsewhere onto it (only with `pull`, see [`HeldWakes::hold`]).
+    pub(crate) fn pulled(&self) -> u64 {
+        self.pulled.load(Ordering::Relaxed)
     }
 }
 

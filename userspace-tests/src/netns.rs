@@ -60,6 +60,32 @@ fn ip(ns: Option<&str>, args: &[&str]) -> io::Result<()> {
     }
 }
 
+/// How long [`settle_udev`] waits at most.
+const UDEV_SETTLE_SECS: u32 = 60;
+
+/// Waits until udev has handled the events of the devices added and removed so far: each veth
+/// pair's devices and queues raise a dozen, whose rules udev's workers run for seconds on the
+/// emulated CPUs (a trace of 2026-12-07 found one running on the handshake's CPU when a test
+/// expected it idle), so that a test does not measure while they share its CPUs. On a timeout
+/// the test goes on (udev's work then only costs the quiet it was waited for); without udev
+/// there is nothing to wait for.
+pub fn settle_udev() -> io::Result<()> {
+    let timeout = format!("--timeout={UDEV_SETTLE_SECS}");
+    match Command::new("udevadm").args(["settle", &timeout]).output() {
+        Ok(out) if !out.status.success() => {
+            info!(
+                "udevadm settle: {} ({}), going on",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Address of `host` (1: server, 2: client) in pair `n`. Note that the `n` in the IPv6
 /// address is read as hex: pair 10 has fd77:10::1, that is fd77:0x10::1.
 fn address(n: u8, ipv6: bool, host: u8) -> String {
@@ -135,6 +161,7 @@ impl NetnsPair {
         pair.enable_rps(&cpu_mask_hex(cpus))?;
         pair.wait_reachable(pair.server_ip(false))?;
         pair.wait_reachable(pair.server_ip(true))?;
+        settle_udev()?;
         Ok(pair)
     }
 

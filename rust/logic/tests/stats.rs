@@ -39,6 +39,7 @@ fn table_has_named_columns_and_one_row_per_cpu() {
         wake_fallback: 1,
         wake_held: 2,
         wake_dropped: 20,
+        wake_held_pulled: 21,
         queue_local: 7,
         queue_steal: 8,
         queue_stolen: 10,
@@ -66,10 +67,10 @@ fn table_has_named_columns_and_one_row_per_cpu() {
     assert_eq!(
         out,
         "cpu accepts local remote queued wake_local wake_pulled wake_fallback wake_held \
-         wake_dropped queue_local queue_steal queue_stolen queue_fallback rfd_ports rfd_fallback \
-         rfd_steered rfd_local vfs_reused vfs_new vfs_kept vfs_idle\n\
-         0 5 4 1 9 3 6 1 2 20 7 8 10 11 12 13 14 15 16 17 18 19\n\
-         1 2 0 2 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+         wake_dropped wake_held_pulled queue_local queue_steal queue_stolen queue_fallback \
+         rfd_ports rfd_fallback rfd_steered rfd_local vfs_reused vfs_new vfs_kept vfs_idle\n\
+         0 5 4 1 9 3 6 1 2 20 21 7 8 10 11 12 13 14 15 16 17 18 19\n\
+         1 2 0 2 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
     );
 }
 
