@@ -173,13 +173,17 @@ impl kernel::Module for FastSocket {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let vfs = vfs::PairCache::install()?;
         let vfs_shrinker = vfs::PairCache::shrinker()?;
-        let net = NetState::register()?;
         let (table, features) = if cpu::nr_ids() > 1 {
             (&HOOKS, "accept locality on net.fastsocket.listen_ports, Receive Flow Deliver on net.fastsocket.rfd, socket pair cache on net.fastsocket.vfs")
         } else {
             (&HOOKS_ONE_CPU, "one possible CPU: socket pair cache on net.fastsocket.vfs; accept locality and Receive Flow Deliver off (nothing to steer)")
         };
+        // The hooks first: they find no state (and do nothing) until the namespaces have
+        // theirs, and a module that cannot have them (another one holds them: `EBUSY`) fails
+        // here, before its namespaces' set-up turns any feature on, so that it never turns off
+        // the features of the module that holds them.
         let hooks = hooks::Registration::register(table)?;
+        let net = NetState::register()?;
         pr_info!("loaded: {features}, counters in /proc/net/fastsocket\n");
         Ok(Self {
             _net: net,
