@@ -178,10 +178,11 @@ impl kernel::Module for FastSocket {
         } else {
             (&HOOKS_ONE_CPU, "one possible CPU: socket pair cache on net.fastsocket.vfs; accept locality and Receive Flow Deliver off (nothing to steer)")
         };
-        // The hooks first: they find no state (and do nothing) until the namespaces have
-        // theirs, and a module that cannot have them (another one holds them: `EBUSY`) fails
-        // here, before its namespaces' set-up turns any feature on, so that it never turns off
-        // the features of the module that holds them.
+        // The hooks first: they find no state (and leave the stock paths to the sockets, but
+        // for the pair cache, installed above) until the namespaces have theirs, and a module
+        // that cannot have them (another one holds them: `EBUSY`) fails here, before its
+        // namespaces' set-up turns any feature on, so that it never turns off the features of
+        // the module that holds them.
         let hooks = hooks::Registration::register(table)?;
         let net = NetState::register()?;
         pr_info!("loaded: {features}, counters in /proc/net/fastsocket\n");

@@ -161,7 +161,7 @@ pub(crate) struct HeldWakes {
     pull: AtomicBool,
     /// Held wake-ups not delivered: their connections were taken before the deadline.
     dropped: AtomicU64,
-    /// Releases whose wake-up pulled a blocked task onto `cpu`.
+    /// Releases of withheld wake-ups that pulled a blocked task onto `cpu`.
     pulled: AtomicU64,
 }
 
@@ -403,7 +403,9 @@ impl HeldWakes {
             }
             match listener.wake_listener_on(cpu::current(), how) {
                 ListenerWake::Custom => listener.data_ready(),
-                ListenerWake::Pulled => {
+                // Counted for withheld wake-ups only: a slot that only kept the connection
+                // (count 0) woke a waiter already.
+                ListenerWake::Pulled if count > 0 => {
                     self.pulled.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {}
@@ -418,8 +420,9 @@ impl HeldWakes {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Releases whose wake-up found this object's CPU idle and no waiter sitting there, and
-    /// moved a task blocked elsewhere onto it (only with `pull`, see [`HeldWakes::hold`]).
+    /// Releases of withheld wake-ups (held with `withheld`) that found this object's CPU idle
+    /// and no waiter sitting there, and moved a task blocked elsewhere onto it (only with
+    /// `pull`, see [`HeldWakes::hold`]).
     pub(crate) fn pulled(&self) -> u64 {
         self.pulled.load(Ordering::Relaxed)
     }

@@ -588,14 +588,19 @@ pub fn sleeping_worker_not_held(ctx: &mut Ctx) -> TestResult {
 struct SpreadRound {
     /// Both workers were asleep in accept() on the CPU they were put on before the handshake.
     gathered: bool,
-    /// The CPU the connection was accepted on.
+    /// The CPU the worker ran on once accept() returned (`sched_getcpu()`).
     accepted_on: usize,
+    /// The module counted the accept on the handshake's CPU (where accept() ran: the worker
+    /// may move between its return and `sched_getcpu()`).
+    accepted_on_a: bool,
     /// Wake-ups the module held for the handshake.
     held: u64,
     /// Wake-ups the module left to the stock order.
     fallback: u64,
-    /// Workers moved onto the handshake's CPU: at once, or by a held wake-up's timer.
-    pulled: u64,
+    /// Workers moved onto the handshake's CPU at once (`wake_pulled`).
+    pulled_now: u64,
+    /// Workers moved onto it by a held wake-up's timer (`wake_held_pulled`).
+    held_pulled: u64,
 }
 
 /// One round: a listener, two unpinned workers asleep in accept() on `b`, and a client on `a`
@@ -636,7 +641,7 @@ fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResu
         })
         .collect();
     drop((to_main, ready_tx));
-    let run = || -> TestResult<(bool, u64, u64, u64)> {
+    let run = || -> TestResult<(bool, procfs::Counters)> {
         let tids = [
             ready.recv_timeout(ACCEPT_TIMEOUT),
             ready.recv_timeout(ACCEPT_TIMEOUT),
@@ -653,20 +658,15 @@ fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResu
             client::request(addr).map_err(|e| format!("request: {e}"))
         })?;
         ensure!(reply == b'1', "reply {reply}");
-        let delta = procfs::read_counters()?.since(&before)?.total();
-        Ok((
-            gathered,
-            delta.wake_held,
-            delta.wake_fallback,
-            delta.wake_pulled + delta.wake_held_pulled,
-        ))
+        Ok((gathered, procfs::read_counters()?.since(&before)?))
     };
     let result = run();
     sys::shutdown_listener(&listener).context("shutting the listener down")?;
     for worker in workers {
         worker.join().map_err(|_| "a worker panicked")?;
     }
-    let (gathered, held, fallback, pulled) = result?;
+    let (gathered, delta) = result?;
+    let total = delta.total();
     let mut accepted = Vec::new();
     for res in events.try_iter() {
         accepted.extend(res?);
@@ -679,9 +679,11 @@ fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResu
     Ok(SpreadRound {
         gathered,
         accepted_on: accepted[0],
-        held,
-        fallback,
-        pulled,
+        accepted_on_a: delta.cpu(a).accepts == 1,
+        held: total.wake_held,
+        fallback: total.wake_fallback,
+        pulled_now: total.wake_pulled,
+        held_pulled: total.wake_held_pulled,
     })
 }
 
@@ -699,31 +701,39 @@ fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResu
 /// No round with the workers gathered may leave the wake-up to the stock order: that is
 /// decided when the handshake completes. Usually the client keeps a busy and the wake-up is
 /// held; where the handshake's last segment is processed once the client sleeps, a is idle and
-/// a worker is pulled at once (2 rounds of 16 in a boot of 2026-12-05). The held wake-up's pull
-/// happens only if a is idle when the hold's timer fires, which the test does not control:
-/// some other task may run there just then (one round of 8 in a `make test` of 2026-12-05, 6
-/// of 15 early in CI's run of 2026-12-07, with the stock order then waking a worker on b, as
-/// documented). So every round that moved a worker onto a (`wake_held_pulled`, or
-/// `wake_pulled` for a pull at once) must be accepted on a, and the rounds go on (up to
-/// `MAX_ROUNDS`) until `PULLS` of them pulled; the rounds whose timer found a busy are counted
-/// and printed.
+/// a worker is pulled at once (`wake_pulled`; 2 rounds of 16 in a boot of 2026-12-05). The
+/// held wake-up's pull happens only if a is idle when the hold's timer fires, which the test
+/// does not control: some other task may run there just then (one round of 8 in a `make
+/// test` of 2026-12-05; 6 of 15 early in CI's run of 2026-12-07, a udev worker handling the
+/// pair's new devices, since waited for), and the stock order then wakes a worker on b, as
+/// documented. So the rounds go on (up to `MAX_ROUNDS`) until `PULLS` of them moved a worker
+/// onto a; every such round must have its accept counted on a by the module, at least half of
+/// them must be the timer's (the spread itself), and the held rounds that moved nobody may be
+/// at most half as many as those that did.
 pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
     /// Rounds with the workers gathered that moved one onto the handshake's CPU, to be seen.
     const PULLS: usize = 12;
-    /// Rounds at most, with `listen_pull=1`; and the rounds with `listen_pull=0`.
+    /// Rounds at most with `listen_pull=1`.
     const MAX_ROUNDS: usize = 40;
+    /// Rounds with `listen_pull=0`, for the comparison printed.
     const STOCK_ROUNDS: usize = 16;
     /// The module's `SPREAD_MS`, plus a margin: one spread per CPU per period.
     const SPREAD_PERIOD: Duration = Duration::from_millis(120);
-    /// What the rounds of one setting saw.
+    /// What the rounds of one setting saw, of those with the workers gathered.
     #[derive(Default)]
     struct Seen {
         gathered: usize,
         local: usize,
         held: usize,
         stock: usize,
+        /// Rounds that moved a worker onto a, at once or by the timer.
         pulled: usize,
+        /// Of those, the timer's.
+        timer: usize,
+        /// Of those, accepted on a (the module's count).
         pulled_local: usize,
+        /// Held rounds that moved nobody.
+        not_pulled: usize,
         rounds: Vec<String>,
     }
     let cpus = super::percpu::cpus(ctx)?;
@@ -747,22 +757,25 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
             };
             std::thread::sleep(SPREAD_PERIOD);
             let r = spread_round(&pair, &cpus, a, b).context(format!("{label} round {round}"))?;
-            let pulled = r.pulled > 0;
+            let pulled = r.pulled_now + r.held_pulled > 0;
             if r.gathered {
                 seen.gathered += 1;
-                seen.local += usize::from(r.accepted_on == a);
+                seen.local += usize::from(r.accepted_on_a);
                 seen.held += usize::from(r.held > 0);
                 seen.stock += usize::from(r.fallback > 0);
                 seen.pulled += usize::from(pulled);
-                seen.pulled_local += usize::from(pulled && r.accepted_on == a);
+                seen.timer += usize::from(r.held_pulled > 0);
+                seen.pulled_local += usize::from(pulled && r.accepted_on_a);
+                seen.not_pulled += usize::from(r.held > 0 && !pulled);
             }
             seen.rounds.push(format!(
                 "{a}:{}{}",
                 r.accepted_on,
                 match (r.gathered, pulled) {
                     (false, _) => "(moved)",
-                    (true, true) => "",
-                    (true, false) if r.held > 0 => "(busy)",
+                    (true, true) if r.held_pulled > 0 => "",
+                    (true, true) => "(at once)",
+                    (true, false) if r.held > 0 => "(held, not pulled)",
                     (true, false) => "(not held)",
                 }
             ));
@@ -775,17 +788,19 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
         rounds("listen_pull=0", STOCK_ROUNDS, usize::MAX)?
     };
     info!(
-        "handshake CPU:accept CPU per round, workers gathered on the other CPU ((busy): the \
-         timer of the held wake-up found the handshake's CPU busy and woke in the stock order): \
-         {}; {} of {} rounds accepted on the handshake's CPU, {} held the wake-up, {} left it to \
-         the stock order; a worker was moved onto the handshake's CPU in {}, accepted there in {}",
+        "handshake CPU:accept CPU (sched_getcpu()) per round, workers gathered on the other \
+         CPU: {}; {} of {} rounds accepted on the handshake's CPU (the module's count), {} held \
+         the wake-up, {} left it to the stock order; a worker was moved onto the handshake's \
+         CPU in {} ({} by the timer), accepted there in {}; {} held and moved nobody",
         spread.rounds.join(" "),
         spread.local,
         spread.gathered,
         spread.held,
         spread.stock,
         spread.pulled,
-        spread.pulled_local
+        spread.timer,
+        spread.pulled_local,
+        spread.not_pulled
     );
     info!(
         "with listen_pull=0: {}; {} of {} on the handshake's CPU",
@@ -813,6 +828,18 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
         spread.pulled,
         spread.rounds.len(),
         spread.gathered
+    );
+    ensure!(
+        spread.timer * 2 >= spread.pulled,
+        "only {} of the {} rounds that moved a worker were the held wake-up's timer",
+        spread.timer,
+        spread.pulled
+    );
+    ensure!(
+        spread.not_pulled * 2 <= spread.pulled,
+        "{} rounds held the wake-up and moved nobody, against {} that moved a worker",
+        spread.not_pulled,
+        spread.pulled
     );
     Ok(())
 }
