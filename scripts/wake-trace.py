@@ -5,8 +5,10 @@ hook; `timer`: a hold's timer), its CPU, the task that CPU was running (`<idle>`
 the flags and the result, and where each worker thread sat then (CPU, and S sleeping, R
 runnable, run running, woken). A summary comes first: calls by origin and result, the
 timers that found their CPU busy, and the worker wake-ups that the scheduler moved to another
-CPU before they ran (the load balancer taking a woken worker off a busy CPU), counted from the
-first call to the last (a test's stock arm runs with the module unloaded).
+CPU: placed elsewhere by the wake-up itself (the scheduler's choice of CPU for a task that
+slept, e.g. on a read of its connection), or moved after it, before they ran (the load
+balancer taking a woken worker off a busy CPU); counted from the first call to the last (a
+test's stock arm runs with the module unloaded).
 
     scripts/wake-trace.py TRACE [WORKER-PREFIX]
 """
@@ -30,7 +32,7 @@ def flags(how):
 def main(path, prefix):
     names, where, waking = {}, {}, {}
     calls, pending = [], None
-    woken, moved = [], []
+    woken, moved, placed = [], [], []
     for line in open(path, errors="replace"):
         m = LINE.match(line)
         if not m:
@@ -57,6 +59,11 @@ def main(path, prefix):
             where[p] = (int(f["dest_cpu"]), state)
             if p in waking and waking.pop(p) == int(f["orig_cpu"]):
                 moved.append(float(ts))
+            elif (state == "S" and names.get(p, "").startswith(prefix)
+                  and not (pending and pending[1] == cpu)):
+                # Moved while asleep, not by a pull of the call running on this CPU: the
+                # scheduler's wake-up is placing it on another CPU.
+                placed.append(float(ts))
         elif event == "fswake":
             workers = {p: w for p, w in where.items() if names.get(p, "").startswith(prefix)}
             pending = (ts, cpu, f"{comm}-{pid}", flags(f["how"]), workers)
@@ -73,9 +80,11 @@ def main(path, prefix):
           + "".join(f", {n} on {comm}" for comm, n in busy.most_common()))
     # Only while the module was called: a test's stock arm runs with it unloaded.
     first, last = (float(calls[0][2]), float(calls[-1][2])) if calls else (0.0, -1.0)
-    woken, moved = ([t for t in times if first <= t <= last] for times in (woken, moved))
-    print(f"worker wake-ups from the first call to the last: {len(woken)}, moved to "
-          f"another CPU before they ran: {len(moved)}")
+    woken, moved, placed = ([t for t in times if first <= t <= last]
+                            for times in (woken, moved, placed))
+    print(f"worker wake-ups from the first call to the last: {len(woken)}; placed by the "
+          f"scheduler (not a pull) on another CPU than the one they slept on: {len(placed)}; "
+          f"moved to another CPU after the wake-up, before they ran: {len(moved)}")
     for origin, result, ts, cpu, cur, how, workers in calls:
         sat = " ".join(f"{names[p]}({p})@{c}:{s}" for p, (c, s) in sorted(workers.items()))
         print(f"{ts} {origin} cpu {cpu} running {cur} {how} {result} | {sat}")
