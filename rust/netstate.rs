@@ -232,7 +232,7 @@ impl NetData for NetState {
                 init,
                 path,
                 c_str!("listen_ports"),
-                ListenPorts::default(),
+                ListenPorts::new()?,
             )?,
             listeners: Listeners::new()?,
             listen_cpus: PerCpu::pin_init_with(Alloc::MaySleep, CpuListen::new)?,

@@ -62,19 +62,31 @@ use crate::sys::{
 };
 use core::{
     fmt,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 use kernel::prelude::*;
 
 /// The listening ports accept locality applies to (`net.fastsocket.listen_ports`).
-#[derive(Default)]
 pub(crate) struct ListenPorts {
-    set: PortSet,
+    /// Its bitmap on the heap: 8 KiB would not fit a kernel stack's frame.
+    set: PortSet<KVec<AtomicU64>>,
     /// Serialises writers, so that concurrent writes cannot mix two lists.
     writing: AtomicBool,
 }
 
 impl ListenPorts {
+    /// Every port (the knob's default, `all`).
+    pub(crate) fn new() -> Result<Self> {
+        let mut words = KVec::with_capacity(WORDS, GFP_KERNEL)?;
+        for _ in 0..WORDS {
+            words.push(AtomicU64::new(0), GFP_KERNEL)?;
+        }
+        Ok(Self {
+            set: PortSet::with_words(true, words).ok_or(EINVAL)?,
+            writing: AtomicBool::new(false),
+        })
+    }
+
     /// Whether `port` is in scope.
     pub(crate) fn contains(&self, port: u16) -> bool {
         self.set.contains(port)

@@ -10,6 +10,7 @@
 //! Pure logic, no `kernel::` imports: also built and tested on the host (`rust/logic`).
 
 use core::fmt::{self, Write};
+use core::ops::Deref;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Why a port list was refused.
@@ -82,10 +83,11 @@ pub const WORDS: usize = 65536 / 64;
 /// A set of TCP ports readable locklessly from hot paths.
 ///
 /// A concurrent reader may briefly see a mix of the old and the new set while a list is being
-/// stored; writers are serialised by the caller.
-pub struct PortSet {
+/// stored; writers are serialised by the caller. The bitmap, `W`, is [`WORDS`] words (8 KiB):
+/// the kernel keeps it on the heap ([`PortSet::with_words`]), never on a kernel stack.
+pub struct PortSet<W = Inline> {
     all: AtomicBool,
-    words: [AtomicU64; WORDS],
+    words: W,
 }
 
 impl Default for PortSet {
@@ -94,19 +96,48 @@ impl Default for PortSet {
     }
 }
 
+/// A bitmap of [`WORDS`] words inside the [`PortSet`] (for the host's tests).
+pub struct Inline([AtomicU64; WORDS]);
+
+impl Deref for Inline {
+    type Target = [AtomicU64];
+
+    fn deref(&self) -> &[AtomicU64] {
+        &self.0
+    }
+}
+
 impl PortSet {
-    /// A set of every port (`all == true`) or of none.
+    /// A set of every port (`all == true`) or of none, with its bitmap inline.
     pub fn new(all: bool) -> Self {
         Self {
             all: AtomicBool::new(all),
-            words: [const { AtomicU64::new(0) }; WORDS],
+            words: Inline([const { AtomicU64::new(0) }; WORDS]),
         }
+    }
+}
+
+impl<W: Deref<Target = [AtomicU64]>> PortSet<W> {
+    /// A set of every port (`all == true`) or of none over the bitmap `words`, which it
+    /// clears; `None` if it has fewer than [`WORDS`] words.
+    pub fn with_words(all: bool, words: W) -> Option<Self> {
+        let bitmap = words.get(..WORDS)?;
+        for word in bitmap {
+            word.store(0, Ordering::Relaxed);
+        }
+        Some(Self {
+            all: AtomicBool::new(all),
+            words,
+        })
     }
 
     /// Whether `port` is in the set.
     pub fn contains(&self, port: u16) -> bool {
         self.all.load(Ordering::Relaxed)
-            || self.words[usize::from(port) / 64].load(Ordering::Relaxed) & (1 << (port % 64)) != 0
+            || self
+                .words
+                .get(usize::from(port) / 64)
+                .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (port % 64)) != 0)
     }
 
     /// Replaces the set by the list in `text`; on error the set is unchanged. `scratch` (at

@@ -142,3 +142,20 @@ fn a_short_scratch_is_an_error_not_a_panic() {
     assert_eq!(set.store("80", &mut [0; 3]), Err(ParseError::TooLong));
     assert!(!set.contains(80));
 }
+
+#[test]
+fn bitmap_on_the_heap() {
+    use std::sync::atomic::AtomicU64;
+    let short: Vec<AtomicU64> = (0..WORDS - 1).map(|_| AtomicU64::new(0)).collect();
+    assert!(PortSet::with_words(false, short).is_none());
+    // Whatever the storage held, the set starts empty (or all) and behaves as an inline one.
+    let words: Vec<AtomicU64> = (0..WORDS).map(|_| AtomicU64::new(u64::MAX)).collect();
+    let set = PortSet::with_words(false, words).unwrap();
+    assert!(!set.contains(80) && !set.contains(65535));
+    set.store("80,8000-8002", &mut vec![u64::MAX; WORDS])
+        .unwrap();
+    assert!(set.contains(80) && set.contains(8002) && !set.contains(8003));
+    let words: Vec<AtomicU64> = (0..WORDS).map(|_| AtomicU64::new(0)).collect();
+    let all = PortSet::with_words(true, words).unwrap();
+    assert!(all.contains(1) && all.contains(65535));
+}
