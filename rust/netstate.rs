@@ -9,7 +9,7 @@ use crate::sys::{
     cpu, hooks,
     net::{Net, RcuReadSection, Sock},
     percpu::{Alloc, PerCpu},
-    pernet::{NetData, NetInit, PerNet, PerNetRegistration},
+    pernet::{per_net, NetData, NetInit, PerNetOf, PerNetRegistration},
     rcu,
     sysctl::{IntKnob, KnobValues, Knobs, NetFeature, Switch, TextKnob},
 };
@@ -142,9 +142,6 @@ fn vfs_on(knobs: &KnobValues<'_, 8>) -> bool {
     knobs.get(ENABLED) != 0 && knobs.get(VFS) != 0
 }
 
-/// The state of every namespace.
-static PER_NET: PerNet<NetState> = PerNet::new();
-
 /// The module's state in one network namespace.
 pub(crate) struct NetState {
     // Unregistered before the state is dropped (see `NetInit`): no write races with its
@@ -163,7 +160,7 @@ pub(crate) struct NetState {
 impl NetState {
     /// The state of `net`, `None` while the module is not set up.
     pub(crate) fn of<'a>(net: &'a Net, rcu: &'a RcuReadSection<'_>) -> Option<&'a Self> {
-        PER_NET.get(net, rcu)
+        Self::per_net().get(net, rcu)
     }
 
     /// Whether the operator enabled the module in this namespace (`net.fastsocket.enabled`).
@@ -213,16 +210,14 @@ impl NetState {
 
     /// Starts keeping a `NetState` in every namespace.
     pub(crate) fn register() -> Result<PerNetRegistration<Self>> {
-        PER_NET.register()
+        Self::per_net().register()
     }
 }
 
+per_net!(NetState);
+
 impl NetData for NetState {
     const PROC_NAME: &'static CStr = c_str!("fastsocket");
-
-    fn per_net() -> &'static PerNet<Self> {
-        &PER_NET
-    }
 
     fn init(init: &mut NetInit<'_>) -> Result<Self> {
         let path = c_str!("net/fastsocket");

@@ -43,25 +43,23 @@ use crate::HOOKS;
 use kernel::{new_spinlock, prelude::*, sync::SpinLock};
 
 /// The per-CPU queues of one listener.
-pub(crate) struct Queues {
-    cpus: PerCpu<ReqQueue>,
-}
+pub(crate) type Queues = PerCpu<ReqQueue>;
 
 impl Queues {
     /// Closes every queue and gives their connections back to `listener`'s own queue. Returns
     /// how many moved.
     pub(crate) fn close(&self, listener: &Sock) -> u32 {
-        self.cpus.iter().map(|(_, q)| q.close(listener)).sum()
+        self.iter().map(|(_, q)| q.close(listener)).sum()
     }
 
     /// How many connections wait now in `cpu`'s queue (0 for a CPU without one).
     fn len_on(&self, cpu: u32) -> u32 {
-        self.cpus.get(cpu).map_or(0, ReqQueue::len)
+        self.get(cpu).map_or(0, ReqQueue::len)
     }
 
     /// Adds to `counts[c]` the connections waiting now in CPU c's queue.
     pub(crate) fn count(&self, counts: &mut [u32]) {
-        for (cpu, q) in self.cpus.iter() {
+        for (cpu, q) in self.iter() {
             if let Some(n) = counts.get_mut(cpu as usize) {
                 *n += q.len();
             }
@@ -168,9 +166,7 @@ pub(crate) fn listen(state: &NetState, listener: &Sock) -> Option<Published<Queu
         return None;
     }
     // No sleeping: the hook runs inside an RCU read-side section.
-    let queues = Queues {
-        cpus: PerCpu::pin_init_with(Alloc::Atomic, |_| ReqQueue::new()).ok()?,
-    };
+    let queues = Queues::pin_init_with(Alloc::Atomic, |_| ReqQueue::new()).ok()?;
     // Allocated for RCU readers before the listener is noted: once it is, nothing fails (its
     // queues would be lost with the reference the note holds).
     let queues = RcuBox::publish(queues, GFP_ATOMIC).ok()?;
@@ -195,7 +191,7 @@ pub(crate) fn add<'a>(
     if !state.listen_applies(listener) {
         return Err(req);
     }
-    let res = match queues.cpus.get(cpu) {
+    let res = match queues.get(cpu) {
         Some(q) if state.listen_queues() => q.push(listener, req),
         _ => Err(req),
     };
@@ -219,7 +215,7 @@ pub(crate) fn remove<'a>(
     queues: &Queues,
 ) -> Option<Req<'a>> {
     let here = cpu::current();
-    let local = queues.cpus.get(here);
+    let local = queues.get(here);
     let now = time::jiffies() as u32;
     // Ages, not times: jiffies wrap at 32 bits.
     let local_age = local
@@ -259,7 +255,7 @@ pub(crate) fn remove<'a>(
 /// Whether [`remove`] would find a connection for this CPU.
 pub(crate) fn ready(state: Option<&NetState>, listener: &Sock, queues: &Queues) -> bool {
     let here = cpu::current();
-    if queues.cpus.get(here).is_some_and(|q| q.len() > 0) {
+    if queues.get(here).is_some_and(|q| q.len() > 0) {
         return true;
     }
     // As in `remove`: seen without the other queue's lock first, checked again with it.
@@ -299,7 +295,7 @@ pub(crate) fn stop(state: Option<&NetState>, listener: &Sock, queues: Published<
 
 /// The other CPUs' queues, those after `here` first, so that stealing CPUs spread out.
 fn others(queues: &Queues, here: u32) -> impl Iterator<Item = (u32, &ReqQueue)> {
-    let after = queues.cpus.iter().filter(move |&(c, _)| c > here);
-    let before = queues.cpus.iter().filter(move |&(c, _)| c < here);
+    let after = queues.iter().filter(move |&(c, _)| c > here);
+    let before = queues.iter().filter(move |&(c, _)| c < here);
     Iterator::chain(after, before)
 }

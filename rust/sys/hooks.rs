@@ -11,7 +11,7 @@
 //! registered, which it never does while a listener holds queues of another registration.
 
 use super::net::{Net, RcuReadSection, Sock, SockGuard};
-use super::rcu::{Published, RcuBox};
+use super::rcu::{Published, RcuBox, RcuDrop};
 use super::reqq::Req;
 use super::sockfs::{KeptPair, ReusablePair};
 use crate::logic::rfd::Walk;
@@ -59,8 +59,9 @@ pub(crate) trait Hooks: 'static {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
-    /// What the module keeps with each listener in its scope: its per-CPU queues.
-    type Queues: Send + Sync;
+    /// What the module keeps with each listener in its scope: its per-CPU queues, dropped in an
+    /// RCU callback once the listener no longer reaches them.
+    type Queues: RcuDrop;
 
     /// `listener` just started listening (`listen()`, process context, its socket lock held).
     ///

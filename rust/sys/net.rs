@@ -292,9 +292,11 @@ impl Sock {
     /// it): the connections in its own accept queue and in a module's queues of it, each
     /// counted where it is queued and uncounted where it is taken.
     pub(crate) fn acceptq_len(&self) -> u32 {
-        // SAFETY: The socket is valid for `&self`; `sk_ack_backlog` is an aligned `u32` that
-        // the kernel changes only atomically while the module's hooks are registered (see
-        // `fastsocket_acceptq_add()`) and otherwise with WRITE_ONCE().
+        // SAFETY: The socket is valid for `&self`; `sk_ack_backlog` is an aligned `u32`, read
+        // with a relaxed atomic load as `READ_ONCE()` reads it; the kernel's writers are
+        // atomic (`fastsocket_acceptq_add()` with the locality key on) or `WRITE_ONCE()` (a
+        // plain but single store of a naturally aligned word, which a concurrent load sees
+        // whole), so the load races with no torn write.
         let backlog =
             unsafe { AtomicU32::from_ptr(ptr::addr_of_mut!((*self.0.get()).sk_ack_backlog)) };
         backlog.load(Ordering::Relaxed)
@@ -302,11 +304,16 @@ impl Sock {
 
     /// Adds `n` (negative: takes) to this listener's count of queued connections
     /// (`sk_ack_backlog`), atomically, as `fastsocket_acceptq_add()` does while a module may
-    /// keep queues: the only way the module changes it.
-    pub(crate) fn acceptq_add(&self, n: i32) {
-        // SAFETY: The socket is valid for `&self`; `sk_ack_backlog` is an aligned `u32` that
-        // the kernel changes only atomically while the module's hooks are registered (see
-        // `fastsocket_acceptq_add()`) and otherwise reads with READ_ONCE().
+    /// keep queues. For [`super::reqq`] only, which calls it for a listener whose queue it
+    /// holds the open lock of.
+    pub(super) fn acceptq_add(&self, n: i32) {
+        // SAFETY: The socket is valid for `&self`; `sk_ack_backlog` is an aligned `u32`. The
+        // caller holds the lock of an open queue of this listener's (see above): the queues are
+        // open while the module's hooks are registered with the locality key on and the
+        // listener listens, and are closed under that lock before `inet_csk_listen_stop()`
+        // drains the listener's own queue, the one place that then changes the count without
+        // an atomic (under `rskq_lock`, as `fastsocket_reqsk_queue_requeue()` does); every other
+        // change of it meanwhile is `fastsocket_acceptq_add()`'s atomic one.
         let backlog =
             unsafe { AtomicU32::from_ptr(ptr::addr_of_mut!((*self.0.get()).sk_ack_backlog)) };
         backlog.fetch_add(n as u32, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 //! Per-CPU data from the kernel's per-CPU allocator.
 
 use super::cpu;
+use super::rcu::RcuDrop;
 use core::{ffi::c_void, marker::PhantomData, mem, ptr::NonNull};
 use kernel::{bindings, prelude::*};
 
@@ -37,6 +38,10 @@ pub(crate) struct PerCpu<T: Sync> {
 unsafe impl<T: Sync + Send> Send for PerCpu<T> {}
 // SAFETY: Shared access only hands out `&T`, and `T: Sync`.
 unsafe impl<T: Sync> Sync for PerCpu<T> {}
+// SAFETY: Dropping drops every slot's `T`, which may be dropped in an RCU callback, then calls
+// `free_percpu()`, which may be called in softirq context; the type borrows nothing (`T` is
+// `'static`).
+unsafe impl<T: RcuDrop> RcuDrop for PerCpu<T> {}
 
 /// `per_cpu_ptr(ptr, cpu)`: the address of `cpu`'s slot of the per-CPU allocation `ptr`.
 ///

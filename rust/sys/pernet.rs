@@ -17,13 +17,41 @@ use core::{
 };
 use kernel::{bindings, prelude::*, sync::Arc, types::Opaque};
 
+/// The one [`PerNet`] of a type, whose id the kernel's callbacks use. Implement it with
+/// [`per_net!`].
+///
+/// # Safety
+///
+/// [`PerNetOf::per_net`] returns the same `PerNet` on every call.
+pub(crate) unsafe trait PerNetOf: Sized + Send + Sync + 'static {
+    /// The one [`PerNet`] holding this type.
+    fn per_net() -> &'static PerNet<Self>
+    where
+        Self: NetData;
+}
+
+/// Implements [`PerNetOf`] for a type with a `static` [`PerNet`] of its own.
+macro_rules! per_net {
+    ($t:ty) => {
+        // SAFETY: `per_net()` returns the one `static` below on every call.
+        unsafe impl $crate::sys::pernet::PerNetOf for $t {
+            fn per_net() -> &'static $crate::sys::pernet::PerNet<Self>
+            where
+                Self: $crate::sys::pernet::NetData,
+            {
+                static PER_NET: $crate::sys::pernet::PerNet<$t> =
+                    $crate::sys::pernet::PerNet::new();
+                &PER_NET
+            }
+        }
+    };
+}
+pub(crate) use per_net;
+
 /// The state a module keeps in every network namespace.
-pub(crate) trait NetData: Sized + Send + Sync + 'static {
+pub(crate) trait NetData: PerNetOf {
     /// Name of the file in `/proc/net` that shows the state.
     const PROC_NAME: &'static CStr;
-
-    /// The one [`PerNet`] holding this type.
-    fn per_net() -> &'static PerNet<Self>;
 
     /// Creates the state of a new namespace (or of every existing one at registration).
     fn init(init: &mut NetInit<'_>) -> Result<Self>;

@@ -6,10 +6,19 @@ use super::net::RcuReadSection;
 use core::{ffi::c_void, marker::PhantomData, ptr::NonNull};
 use kernel::{bindings, prelude::*, types::Opaque};
 
+/// A type whose values may be dropped in an RCU callback, as a [`Published`] drops its value.
+///
+/// # Safety
+///
+/// Dropping a value of the type is allowed in softirq context (bottom halves off, as RCU
+/// callbacks run): it does not sleep, takes no lock that process context holds with bottom
+/// halves on, and borrows nothing (`'static`), since it runs after its owner is gone.
+pub(crate) unsafe trait RcuDrop: Send + Sync + 'static {}
+
 /// A `T` on the heap whose address may be published to RCU readers, and which is dropped
 /// only after a grace period once its owner, a [`Published`], is dropped.
 #[pin_data]
-pub(crate) struct RcuBox<T: Send + Sync> {
+pub(crate) struct RcuBox<T: RcuDrop> {
     #[pin]
     head: Opaque<bindings::callback_head>,
     value: T,
@@ -21,12 +30,12 @@ pub(crate) struct RcuBox<T: Send + Sync> {
 /// # Invariants
 ///
 /// `ptr` came from [`RcuBox::publish`] and is owned by this value: the box is alive.
-pub(crate) struct Published<T: Send + Sync> {
+pub(crate) struct Published<T: RcuDrop> {
     ptr: NonNull<RcuBox<T>>,
     _owns: PhantomData<T>,
 }
 
-impl<T: Send + Sync> RcuBox<T> {
+impl<T: RcuDrop> RcuBox<T> {
     /// Allocates `value` (with `flags`) and gives up its ownership as a raw pointer, to be
     /// stored where RCU readers find it.
     pub(crate) fn publish(value: T, flags: kernel::alloc::Flags) -> Result<Published<T>> {
@@ -62,7 +71,7 @@ impl<T: Send + Sync> RcuBox<T> {
     }
 }
 
-impl<T: Send + Sync> Published<T> {
+impl<T: RcuDrop> Published<T> {
     /// The pointer to publish.
     pub(crate) fn into_raw(self) -> *mut c_void {
         let raw = self.ptr.as_ptr().cast();
@@ -92,7 +101,7 @@ impl<T: Send + Sync> Published<T> {
     }
 }
 
-impl<T: Send + Sync> Drop for Published<T> {
+impl<T: RcuDrop> Drop for Published<T> {
     /// Drops the value after a grace period: every RCU read-side section that may have found
     /// the pointer has ended by then. The owner unpublished it first.
     fn drop(&mut self) {
@@ -107,7 +116,7 @@ impl<T: Send + Sync> Drop for Published<T> {
 ///
 /// Called by RCU once, after a grace period, with the `head` of an [`RcuBox<T>`] that the
 /// drop of its [`Published`] gave it.
-unsafe extern "C" fn drop_trampoline<T: Send + Sync>(head: *mut bindings::callback_head) {
+unsafe extern "C" fn drop_trampoline<T: RcuDrop>(head: *mut bindings::callback_head) {
     // SAFETY: `head` is the `head` field of an `RcuBox<T>` (see the safety section): step back
     // by its offset to the box (container_of).
     let raw = unsafe {
@@ -116,7 +125,8 @@ unsafe extern "C" fn drop_trampoline<T: Send + Sync>(head: *mut bindings::callba
             .cast::<RcuBox<T>>()
     };
     // SAFETY: The box came from `KBox::into_raw()` in `publish` and is reclaimed once, here;
-    // no reader can still reach it after the grace period.
+    // no reader can still reach it after the grace period. `T: RcuDrop` may be dropped in this
+    // context.
     drop(unsafe { KBox::from_raw(raw) });
 }
 

@@ -10,6 +10,7 @@
 
 use super::lock::{new_spinlock_bh, SpinLockBh};
 use super::net::Sock;
+use super::rcu::RcuDrop;
 use core::{
     ptr::{self, NonNull},
     sync::atomic::{AtomicU32, Ordering},
@@ -73,13 +74,15 @@ impl<'a> Req<'a> {
 
 impl Drop for Req<'_> {
     fn drop(&mut self) {
-        // Counted as the queue it joins counts what it links.
-        self.listener.acceptq_add(1);
-        // SAFETY: By the type invariant the connection is owned and unlinked, and it is
-        // counted on `listener` now, which is what the function expects; it takes the queue's
-        // lock.
+        // SAFETY: By the type invariant the connection is owned, unlinked and not counted on
+        // `listener`: the function counts it (`true`) under the listener's `rskq_lock`, as the
+        // queue it joins counts what it links, and takes ownership.
         unsafe {
-            bindings::fastsocket_reqsk_queue_requeue(self.listener.as_raw(), self.req.as_ptr())
+            bindings::fastsocket_reqsk_queue_requeue(
+                self.listener.as_raw(),
+                self.req.as_ptr(),
+                true,
+            )
         };
     }
 }
@@ -116,6 +119,10 @@ pub(crate) struct ReqQueue {
     /// became the oldest, for readers that do not take the lock.
     head_rcv: AtomicU32,
 }
+
+// SAFETY: Dropping a queue takes its BH spinlock, which may be taken in softirq context, and
+// logs a line; it neither sleeps nor borrows anything.
+unsafe impl RcuDrop for ReqQueue {}
 
 impl ReqQueue {
     /// An empty queue.
@@ -240,9 +247,12 @@ impl ReqQueue {
             // SAFETY: The chain was taken whole from the queue under its lock: every request
             // in it is valid and owned here, and read before it is handed on.
             chain = unsafe { (*req.as_ptr()).dl_next };
-            // SAFETY: The request is owned, counted on `listener`, and unlinked from the rest
-            // of the chain (its `dl_next` is reset by the callee).
-            unsafe { bindings::fastsocket_reqsk_queue_requeue(listener.as_raw(), req.as_ptr()) };
+            // SAFETY: The request is owned, counted on `listener` (so `false`: not counted
+            // again), and unlinked from the rest of the chain (its `dl_next` is reset by the
+            // callee).
+            unsafe {
+                bindings::fastsocket_reqsk_queue_requeue(listener.as_raw(), req.as_ptr(), false)
+            };
             moved += 1;
         }
         moved
