@@ -8,16 +8,24 @@
 
 use kernel::{c_str, prelude::*};
 
+// `unsafe` only in `sys`: the features may not write it (`netstate` only through
+// `sys::pernet::per_net!`, which allows its own `unsafe impl`).
+#[forbid(unsafe_code)]
 mod listen;
+#[deny(unsafe_code)]
 mod netstate;
+#[forbid(unsafe_code)]
 mod rfd;
+#[forbid(unsafe_code)]
 mod stats;
 mod sys;
+#[forbid(unsafe_code)]
 mod vfs;
 
 /// The pure-logic files (`rust/logic/*.rs`), which the host crate in `rust/logic` also builds
 /// as a library for `cargo test`, hence their `pub` items.
 #[expect(unreachable_pub)]
+#[forbid(unsafe_code)]
 mod logic {
     pub(crate) mod fifo;
     pub(crate) mod ports;

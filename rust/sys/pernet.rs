@@ -34,6 +34,7 @@ pub(crate) unsafe trait PerNetOf: Sized + Send + Sync + 'static {
 macro_rules! per_net {
     ($t:ty) => {
         // SAFETY: `per_net()` returns the one `static` below on every call.
+        #[allow(unsafe_code)]
         unsafe impl $crate::sys::pernet::PerNetOf for $t {
             fn per_net() -> &'static $crate::sys::pernet::PerNet<Self>
             where
