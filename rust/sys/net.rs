@@ -293,10 +293,11 @@ impl Sock {
     /// counted where it is queued and uncounted where it is taken.
     pub(crate) fn acceptq_len(&self) -> u32 {
         // SAFETY: The socket is valid for `&self`; `sk_ack_backlog` is an aligned `u32`, read
-        // with a relaxed atomic load as `READ_ONCE()` reads it; the kernel's writers are
-        // atomic (`fastsocket_acceptq_add()` with the locality key on) or `WRITE_ONCE()` (a
-        // plain but single store of a naturally aligned word, which a concurrent load sees
-        // whole), so the load races with no torn write.
+        // with a relaxed atomic load as `READ_ONCE()` reads it. The kernel's writers that may
+        // run concurrently with a hook are atomic (`fastsocket_acceptq_add()` with the
+        // locality key on) or `WRITE_ONCE()` (a single store of a naturally aligned word,
+        // which a concurrent load sees whole); its one plain store, `inet_csk_listen_start()`'s
+        // reset to 0, runs before the listener is hashed, so before any hook can reach it.
         let backlog =
             unsafe { AtomicU32::from_ptr(ptr::addr_of_mut!((*self.0.get()).sk_ack_backlog)) };
         backlog.load(Ordering::Relaxed)
