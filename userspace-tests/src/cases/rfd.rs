@@ -462,9 +462,11 @@ const PINNED: Floors = Floors {
 /// 461 of 600 local, 462 closed on their connect CPU, 595 on a port of their connect CPU, 600
 /// processed on their port's CPU; stock 21.3%). So what RFD controls is held to 95-99%: the
 /// port, the receive processing, and locality among the connections whose thread did not
-/// move; the overall local share only to 50%, far above stock's (about 25% at 2 CPUs).
+/// move; the overall local share to 65%, far above stock's (about 25% at 2 CPUs) and below
+/// the 71.7% seen, so that a further drop (the scheduler moving more threads, which the
+/// module could cause by pulling work onto a client's CPU) still fails the test.
 const UNPINNED: Floors = Floors {
-    local: 50,
+    local: 65,
     port_of_connect_cpu: 95,
     incoming_on_port_cpu: 99,
     local_of_unmoved: 95,
