@@ -14,7 +14,7 @@ use super::{
 };
 use crate::netns::{self, NetnsPair, ServerSide};
 use crate::server::{self, AcceptServer, EpollMode, ServerOpts, Waiter};
-use crate::{client, procfs, sys};
+use crate::{client, procfs, sys, tracefs};
 
 /// Requests per locality measurement (each with the module on and with it off).
 const LOCALITY_REQUESTS: usize = 300;
@@ -601,17 +601,52 @@ struct SpreadRound {
     pulled_now: u64,
     /// Workers moved onto it by a held wake-up's timer (`wake_held_pulled`).
     held_pulled: u64,
+    /// The CPU moves of the worker that accepted, from the handshake on (source, destination;
+    /// the `sched:sched_migrate_task` tracepoint).
+    moves: Vec<(u64, u64)>,
 }
 
+impl SpreadRound {
+    /// Whether the worker that accepted was moved onto `a` (by the module's pull, or the
+    /// scheduler) before it accepted: a worker that had gathered on the other CPU can accept
+    /// on `a` only so.
+    fn moved_onto(&self, a: usize) -> bool {
+        self.moves.iter().any(|&(_, to)| to == a as u64)
+    }
+
+    /// Whether the worker that accepted was moved off `a` after it was moved onto it: the
+    /// scheduler's doing (its load balancing, a wake-up elsewhere), not the module's, which
+    /// moves a task onto a CPU only.
+    fn moved_off(&self, a: usize) -> bool {
+        let a = a as u64;
+        self.moves
+            .iter()
+            .position(|&(_, to)| to == a)
+            .is_some_and(|i| self.moves[i + 1..].iter().any(|&(from, _)| from == a))
+    }
+}
+
+/// The name of the workers of [`gathered_waiters_spread`], whose moves are traced.
+const SPREAD_WORKER: &str = "fs-spread";
+/// The tracepoint of a task's move to another CPU.
+const MIGRATE: &str = "sched/sched_migrate_task";
+
 /// One round: a listener, two unpinned workers asleep in accept() on `b`, and a client on `a`
-/// (busy with it while its connect() completes the handshake, RPS being off).
-fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResult<SpreadRound> {
+/// (busy with it while its connect() completes the handshake, RPS being off). `trace` records
+/// the workers' moves; it is emptied once they are asleep.
+fn spread_round(
+    pair: &NetnsPair,
+    trace: &tracefs::Instance,
+    all: &[usize],
+    a: usize,
+    b: usize,
+) -> TestResult<SpreadRound> {
     let listener = std::sync::Arc::new(
         sys::tcp_listen(SocketAddr::new(pair.server_ip(false), 0), 64, false)
             .context("listening")?,
     );
     let addr = listener.local_addr().context("listener address")?;
-    let (to_main, events) = std::sync::mpsc::channel::<TestResult<Option<usize>>>();
+    let (to_main, events) = std::sync::mpsc::channel::<TestResult<Option<(usize, u64)>>>();
     let (ready_tx, ready) = std::sync::mpsc::channel::<libc::pid_t>();
     let workers: Vec<_> = (0..2)
         .map(|_| {
@@ -621,8 +656,8 @@ fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResu
                 ready_tx.clone(),
             );
             let all = all.to_vec();
-            std::thread::spawn(move || {
-                let res = (|| -> TestResult<Option<usize>> {
+            let work = move || {
+                let res = (|| -> TestResult<Option<(usize, u64)>> {
                     sys::pin_current_thread(b).context(format!("pinning to cpu {b}"))?;
                     sys::set_current_thread_cpus(&all).context("unpinning")?;
                     let _ = ready_tx.send(gettid().as_raw());
@@ -634,12 +669,16 @@ fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResu
                     let mut byte = [0u8; 1];
                     conn.read_exact(&mut byte).context("reading the request")?;
                     conn.write_all(b"1").context("replying")?;
-                    Ok(Some(cpu))
+                    Ok(Some((cpu, gettid().as_raw() as u64)))
                 })();
                 let _ = to_main.send(res);
-            })
+            };
+            std::thread::Builder::new()
+                .name(SPREAD_WORKER.into())
+                .spawn(work)
         })
-        .collect();
+        .collect::<io::Result<Vec<_>>>()
+        .context("starting the workers")?;
     drop((to_main, ready_tx));
     let run = || -> TestResult<(bool, procfs::Counters)> {
         let tids = [
@@ -652,6 +691,8 @@ fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResu
             let tid = tid.map_err(|e| format!("waiting for a worker to start: {e}"))?;
             gathered &= asleep_on(tid, deadline)? == b;
         }
+        // Their moves from here on: an asleep task moves only when it is woken.
+        trace.clear()?;
         let before = procfs::read_counters()?;
         let reply = super::in_ns(pair.client_ns(), move || {
             sys::pin_current_thread(a).context(format!("pinning the client to cpu {a}"))?;
@@ -676,14 +717,33 @@ fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResu
         "one request, accepted {} times",
         accepted.len()
     );
+    let (accepted_on, tid) = accepted[0];
+    let text = trace.read()?;
+    let (kept, written) =
+        tracefs::parse_entries(&text).ok_or("the trace has no entries-in-buffer header")?;
+    ensure!(
+        kept == written,
+        "the trace buffer overflowed: {kept} of {written} events kept"
+    );
+    let moves = text
+        .lines()
+        .filter_map(tracefs::parse_event)
+        .filter(|e| e.name == "sched_migrate_task" && e.field("pid") == Some(tid))
+        .map(|e| {
+            e.field("orig_cpu")
+                .zip(e.field("dest_cpu"))
+                .ok_or_else(|| format!("a move without its CPUs: {e:?}"))
+        })
+        .collect::<Result<_, _>>()?;
     Ok(SpreadRound {
         gathered,
-        accepted_on: accepted[0],
+        accepted_on,
         accepted_on_a: delta.cpu(a).accepts == 1,
         held: total.wake_held,
         fallback: total.wake_fallback,
         pulled_now: total.wake_pulled,
         held_pulled: total.wake_held_pulled,
+        moves,
     })
 }
 
@@ -710,6 +770,14 @@ fn spread_round(pair: &NetnsPair, all: &[usize], a: usize, b: usize) -> TestResu
 /// onto a; every such round must have its accept counted on a by the module, at least half of
 /// them must be the timer's (the spread itself), and the held rounds that moved nobody may be
 /// at most half as many as those that did.
+///
+/// Once woken onto a, the worker is the scheduler's: in one round of 12 in CI's run of
+/// 2026-12-07 it was accepted on b, the worker pulled onto a presumably moved back to b
+/// (idle) before it ran, another task having been queued on a meanwhile. So the test traces
+/// the workers' moves (`sched:sched_migrate_task`, from the handshake on): a round that moved
+/// a worker onto a may accept elsewhere only if the trace shows the worker that accepted
+/// moved onto a and then off it, and in at most a quarter of such rounds. Every round
+/// accepted on a must show its worker moved onto a (a check on the trace itself).
 pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
     /// Rounds with the workers gathered that moved one onto the handshake's CPU, to be seen.
     const PULLS: usize = 12;
@@ -732,6 +800,11 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
         timer: usize,
         /// Of those, accepted on a (the module's count).
         pulled_local: usize,
+        /// Of those, accepted elsewhere by the worker moved onto a, which the scheduler then
+        /// moved off a before it accepted (the trace).
+        moved_off: usize,
+        /// Rounds accepted on a whose worker the trace shows moved onto a.
+        traced_local: usize,
         /// Held rounds that moved nobody.
         not_pulled: usize,
         rounds: Vec<String>,
@@ -744,6 +817,12 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
     let pair = ctx.netns_pair(ServerSide::Current)?;
     pair.set_rps(&[])
         .context("turning RPS off on the server's veth end")?;
+    // Enabled once for the whole test (the debug kernel has no jump labels: nothing is
+    // patched), recording the workers' moves only.
+    let mut trace =
+        tracefs::Instance::create(&format!("fastsocket-spread-{}", std::process::id()), 64)?;
+    trace.enable(MIGRATE, &format!("comm == \"{SPREAD_WORKER}\""))?;
+    let trace = trace;
     let rounds = |label: &str, max: usize, pulls: usize| -> TestResult<Seen> {
         let mut seen = Seen::default();
         for round in 0..max {
@@ -756,8 +835,10 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
                 (cpu_b, cpu_a)
             };
             std::thread::sleep(SPREAD_PERIOD);
-            let r = spread_round(&pair, &cpus, a, b).context(format!("{label} round {round}"))?;
+            let r = spread_round(&pair, &trace, &cpus, a, b)
+                .context(format!("{label} round {round}"))?;
             let pulled = r.pulled_now + r.held_pulled > 0;
+            let moved_off = pulled && !r.accepted_on_a && r.moved_off(a);
             if r.gathered {
                 seen.gathered += 1;
                 seen.local += usize::from(r.accepted_on_a);
@@ -766,6 +847,8 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
                 seen.pulled += usize::from(pulled);
                 seen.timer += usize::from(r.held_pulled > 0);
                 seen.pulled_local += usize::from(pulled && r.accepted_on_a);
+                seen.moved_off += usize::from(moved_off);
+                seen.traced_local += usize::from(r.accepted_on_a && r.moved_onto(a));
                 seen.not_pulled += usize::from(r.held > 0 && !pulled);
             }
             seen.rounds.push(format!(
@@ -773,6 +856,7 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
                 r.accepted_on,
                 match (r.gathered, pulled) {
                     (false, _) => "(moved)",
+                    (true, true) if moved_off => "(moved off it)",
                     (true, true) if r.held_pulled > 0 => "",
                     (true, true) => "(at once)",
                     (true, false) if r.held > 0 => "(held, not pulled)",
@@ -791,7 +875,9 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
         "handshake CPU:accept CPU (sched_getcpu()) per round, workers gathered on the other \
          CPU: {}; {} of {} rounds accepted on the handshake's CPU (the module's count), {} held \
          the wake-up, {} left it to the stock order; a worker was moved onto the handshake's \
-         CPU in {} ({} by the timer), accepted there in {}; {} held and moved nobody",
+         CPU in {} ({} by the timer), accepted there in {}, moved off it by the scheduler \
+         before its accept in {}; {} held and moved nobody; the trace saw the worker move onto \
+         the handshake's CPU in {} of the {} rounds accepted there",
         spread.rounds.join(" "),
         spread.local,
         spread.gathered,
@@ -800,7 +886,10 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
         spread.pulled,
         spread.timer,
         spread.pulled_local,
-        spread.not_pulled
+        spread.moved_off,
+        spread.not_pulled,
+        spread.traced_local,
+        spread.local
     );
     info!(
         "with listen_pull=0: {}; {} of {} on the handshake's CPU",
@@ -816,9 +905,24 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
         spread.gathered
     );
     ensure!(
-        spread.pulled_local == spread.pulled,
-        "{} of {} rounds that moved a worker onto the handshake's CPU accepted elsewhere",
-        spread.pulled - spread.pulled_local,
+        spread.traced_local == spread.local,
+        "the trace shows no move onto the handshake's CPU in {} of the {} rounds accepted there \
+         by a worker gathered on the other CPU",
+        spread.local - spread.traced_local,
+        spread.local
+    );
+    ensure!(
+        spread.pulled_local + spread.moved_off == spread.pulled,
+        "{} of {} rounds that moved a worker onto the handshake's CPU accepted elsewhere, the \
+         worker not moved off it",
+        spread.pulled - spread.pulled_local - spread.moved_off,
+        spread.pulled
+    );
+    ensure!(
+        spread.moved_off * 4 <= spread.pulled,
+        "in {} of {} rounds that moved a worker onto the handshake's CPU, the scheduler moved it \
+         off before it accepted",
+        spread.moved_off,
         spread.pulled
     );
     ensure!(
@@ -842,4 +946,42 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
         spread.pulled
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SpreadRound;
+
+    fn round(moves: &[(u64, u64)]) -> SpreadRound {
+        SpreadRound {
+            gathered: true,
+            accepted_on: 1,
+            accepted_on_a: false,
+            held: 1,
+            fallback: 0,
+            pulled_now: 0,
+            held_pulled: 1,
+            moves: moves.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_worker_moved_off_the_handshakes_cpu_only_after_it_was_moved_onto_it() {
+        // Pulled onto 0, then moved back to 1 by the scheduler.
+        let back = round(&[(1, 0), (0, 1)]);
+        assert!(back.moved_onto(0) && back.moved_off(0));
+        // Pulled and left there.
+        let stayed = round(&[(1, 0)]);
+        assert!(stayed.moved_onto(0) && !stayed.moved_off(0));
+        // Never moved, or moved off 0 before it was ever moved onto it.
+        for moves in [&[][..], &[(0, 1)], &[(0, 1), (1, 2)]] {
+            let r = round(moves);
+            assert!(!r.moved_onto(0) && !r.moved_off(0), "{moves:?}");
+        }
+        // Moved off 0 first, onto it later, and off again.
+        let twice = round(&[(0, 1), (1, 0), (0, 1)]);
+        assert!(twice.moved_onto(0) && twice.moved_off(0));
+        // Onto 1 first, then off it: moved off 1 as well.
+        assert!(twice.moved_onto(1) && twice.moved_off(1));
+    }
 }
