@@ -927,6 +927,25 @@ pub fn close_range(first: u32, last: u32) -> io::Result<()> {
     check(unsafe { libc::close_range(first, last, 0) }).map(drop)
 }
 
+/// The protocol name sockfs gives socket `fd` (`system.sockprotoname`, its dentry's name).
+pub fn sockprotoname(fd: &impl AsFd) -> io::Result<String> {
+    let mut buf = [0u8; 64];
+    // SAFETY: The name is a valid C string, and `buf` is writable for its length.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd.as_fd().as_raw_fd(),
+            c"system.sockprotoname".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let name = &buf[..n as usize];
+    Ok(String::from_utf8_lossy(name.strip_suffix(&[0]).unwrap_or(name)).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -974,23 +993,4 @@ mod tests {
         pin_current_thread(cpu).unwrap();
         assert_eq!(current_cpu().unwrap(), cpu);
     }
-}
-
-/// The protocol name sockfs gives socket `fd` (`system.sockprotoname`, its dentry's name).
-pub fn sockprotoname(fd: &impl AsFd) -> io::Result<String> {
-    let mut buf = [0u8; 64];
-    // SAFETY: The name is a valid C string, and `buf` is writable for its length.
-    let n = unsafe {
-        libc::fgetxattr(
-            fd.as_fd().as_raw_fd(),
-            c"system.sockprotoname".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let name = &buf[..n as usize];
-    Ok(String::from_utf8_lossy(name.strip_suffix(&[0]).unwrap_or(name)).into_owned())
 }

@@ -303,8 +303,11 @@ impl Served {
                         while !stop.load(Ordering::SeqCst) {
                             let run = wrk_until(&self.pair, url, 1, FUZZ_WRK_TIMEOUT, listeners)
                                 .map_err(|e| {
-                                format!("wrk run {} on {url} during the work: {e}", total.runs + 1)
-                            })?;
+                                    format!(
+                                        "wrk run {} on {url} during the work: {e}",
+                                        total.runs + 1
+                                    )
+                                })?;
                             total.requests += run.requests;
                             total.seconds += run.seconds;
                             total.runs += run.runs;
@@ -363,7 +366,7 @@ impl Served {
                 WRK_TIMEOUT,
                 &proxy.listeners,
             )
-                .context("final wrk run through haproxy")?;
+            .context("final wrk run through haproxy")?;
             info!(
                 "final wrk run through haproxy: {} requests in {} run(s), 0 errors",
                 last.requests, last.runs

@@ -819,7 +819,10 @@ fn flood_arm(ctx: &mut Ctx, module_loaded: bool) -> TestResult<FloodArm> {
     // The listener was in the module's scope (else the bound above holds trivially): it
     // counted an accept for every request answered.
     if let Some(counted) = counted {
-        let accepts = in_ns(&srv, procfs::read_counters)?.since(&counted)?.total().accepts;
+        let accepts = in_ns(&srv, procfs::read_counters)?
+            .since(&counted)?
+            .total()
+            .accepts;
         ensure!(
             accepts >= stats.answered() as u64,
             "the module counted {accepts} accepts for {} answered requests: the listener was \

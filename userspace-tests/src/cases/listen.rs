@@ -9,9 +9,7 @@ use std::time::Duration;
 use nix::sys::socket::SockFlag;
 use nix::unistd::gettid;
 
-use super::{
-    connect_paced, percent, percpu, Context, Ctx, KnobGuard, TestResult, ACCEPT_TIMEOUT,
-};
+use super::{connect_paced, percent, percpu, Context, Ctx, KnobGuard, TestResult, ACCEPT_TIMEOUT};
 use crate::netns::{self, NetnsPair, ServerSide};
 use crate::server::{self, AcceptServer, EpollMode, ServerOpts, Waiter};
 use crate::{client, procfs, sys, tracefs};
@@ -771,15 +769,18 @@ fn spread_round(
 /// them must be the timer's (the spread itself), and the held rounds that moved nobody may be
 /// at most half as many as those that did.
 ///
-/// Once woken onto a, the worker is the scheduler's: in one round of 12 in CI's run of
-/// 2026-12-07 it was accepted on b, the worker pulled onto a presumably moved back to b
-/// (idle) before it ran, another task having been queued on a meanwhile. So the test traces
-/// the workers' moves (`sched:sched_migrate_task`, from the handshake on): a round that moved
-/// a worker onto a may accept elsewhere only if the trace shows the worker that accepted
-/// moved onto a and then off it, and in at most a quarter of such rounds. Every round
-/// accepted on a must show its worker moved onto a (a check on the trace itself).
+/// Once woken onto a, the worker is the scheduler's: where another task is queued on a before
+/// it runs, the load balancing of the idle b may take it back (47 of 410 worker wake-ups in
+/// the trace of listen.md's "How unpinned workers gather"), and in one round of 12 in CI's
+/// run of 2026-12-07 the accept ran on b. So the test traces the workers' moves
+/// (`sched:sched_migrate_task`, from the handshake on): a round that moved a worker onto a may
+/// accept elsewhere only if the trace shows the worker that accepted moved onto a and then
+/// off it, in at most a quarter of such rounds, and such rounds do not count towards
+/// `PULLS`. Every round accepted on a must show its worker moved onto a (a check on the trace
+/// itself).
 pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
-    /// Rounds with the workers gathered that moved one onto the handshake's CPU, to be seen.
+    /// Rounds with the workers gathered that moved one onto the handshake's CPU (and the
+    /// scheduler did not move it off), to be seen.
     const PULLS: usize = 12;
     /// Rounds at most with `listen_pull=1`.
     const MAX_ROUNDS: usize = 40;
@@ -826,7 +827,7 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
     let rounds = |label: &str, max: usize, pulls: usize| -> TestResult<Seen> {
         let mut seen = Seen::default();
         for round in 0..max {
-            if seen.pulled >= pulls {
+            if seen.pulled - seen.moved_off >= pulls {
                 break;
             }
             let (a, b) = if round % 2 == 0 {
@@ -926,10 +927,10 @@ pub fn gathered_waiters_spread(ctx: &mut Ctx) -> TestResult {
         spread.pulled
     );
     ensure!(
-        spread.pulled >= PULLS,
+        spread.pulled - spread.moved_off >= PULLS,
         "only {} of {} rounds ({} with both workers asleep on the CPU they were put on) moved a \
-         worker onto the handshake's CPU, expected {PULLS}",
-        spread.pulled,
+         worker onto the handshake's CPU that the scheduler left there, expected {PULLS}",
+        spread.pulled - spread.moved_off,
         spread.rounds.len(),
         spread.gathered
     );

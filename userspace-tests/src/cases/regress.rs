@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{open, OFlag};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl;
-use nix::sys::socket::{self, SockaddrIn};
 use nix::sys::signal::Signal;
+use nix::sys::socket::{self, SockaddrIn};
 use nix::sys::stat::Mode;
 use nix::unistd::{gettid, setgroups, setresgid, setresuid, Gid, Uid};
 
@@ -605,67 +605,6 @@ pub fn cpu_hotplug_under_load(ctx: &mut Ctx) -> TestResult {
     watch.check(true)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_lists_have_the_length_asked_for() {
-        for len in [16, 8 << 10, 1 << 20] {
-            let list = port_list(len);
-            assert_eq!(list.len(), len);
-            let text = String::from_utf8(list).unwrap();
-            let ports: Vec<u32> = text
-                .trim_end()
-                .split(',')
-                .map(|p| p.parse().unwrap())
-                .collect();
-            assert!(ports.iter().all(|&p| (1..=65535).contains(&p)));
-        }
-        assert!(port_list(16).starts_with(b"1,2,3,4,5,6,7,8"));
-    }
-
-    /// Needs root and user namespaces: `sudo cargo test -- --ignored`. The child's set-up
-    /// (nobody, its own user+net namespace, uid 0 mapped) against a per-netns sysctl of
-    /// the core, which refuses these values too.
-    #[test]
-    #[ignore = "needs root and user namespaces"]
-    fn the_unprivileged_child_sets_itself_up() {
-        let knob = CString::new("/proc/sys/net/ipv4/tcp_fin_timeout").unwrap();
-        let _clone = UnprivilegedUserns::allow().unwrap();
-        let report =
-            run_long_writes(true, &knob, &port_list(1 << 20), &port_list(8 << 10)).unwrap();
-        assert_eq!(
-            report[STAGE], 0,
-            "stage {} errno {}",
-            report[STAGE], report[STAGE_ERRNO]
-        );
-        assert_eq!(report[BIG], EINVAL_OUTCOME);
-        assert_eq!(report[LONG], EINVAL_OUTCOME);
-    }
-
-    /// Needs root and iproute2: `sudo cargo test -- --ignored`.
-    #[test]
-    #[ignore = "needs root and iproute2"]
-    fn namespaces_come_and_go() {
-        let load = ChurnLoad::start().unwrap();
-        for i in 241..=245 {
-            churn_once(i, &load).unwrap();
-        }
-        eprintln!("load connected {}", load.connected.load(SeqCst));
-    }
-
-    #[test]
-    fn outcomes() {
-        assert_eq!(describe(outcome(Ok(3))), "success");
-        assert_eq!(
-            outcome(Err(io::Error::from_raw_os_error(libc::EINVAL))),
-            EINVAL_OUTCOME
-        );
-        assert_eq!(describe(0), "not attempted");
-    }
-}
-
 /// MPTCP connections to an MPTCP listener for [`mptcp_stays_stock`].
 const MPTCP_CONNECTIONS: usize = 100;
 /// How long a client of [`mptcp_stays_stock`] waits for its reply (milliseconds when the
@@ -690,8 +629,11 @@ pub fn mptcp_stays_stock(ctx: &mut Ctx) -> TestResult {
         return Err("the server address is not IPv4".into());
     };
     let listener = sys::mptcp_socket().context("an MPTCP socket (CONFIG_MPTCP)")?;
-    socket::bind(listener.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(ip, 0)))
-        .context("bind")?;
+    socket::bind(
+        listener.as_raw_fd(),
+        &SockaddrIn::from(SocketAddrV4::new(ip, 0)),
+    )
+    .context("bind")?;
     socket::listen(&listener, socket::Backlog::new(128).context("backlog")?).context("listen")?;
     let addr: SockaddrIn = socket::getsockname(listener.as_raw_fd()).context("getsockname")?;
     let addr = SocketAddrV4::from(addr);
@@ -762,4 +704,65 @@ pub fn mptcp_stays_stock(ctx: &mut Ctx) -> TestResult {
         sockets.vfs_reused + sockets.vfs_new
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_lists_have_the_length_asked_for() {
+        for len in [16, 8 << 10, 1 << 20] {
+            let list = port_list(len);
+            assert_eq!(list.len(), len);
+            let text = String::from_utf8(list).unwrap();
+            let ports: Vec<u32> = text
+                .trim_end()
+                .split(',')
+                .map(|p| p.parse().unwrap())
+                .collect();
+            assert!(ports.iter().all(|&p| (1..=65535).contains(&p)));
+        }
+        assert!(port_list(16).starts_with(b"1,2,3,4,5,6,7,8"));
+    }
+
+    /// Needs root and user namespaces: `sudo cargo test -- --ignored`. The child's set-up
+    /// (nobody, its own user+net namespace, uid 0 mapped) against a per-netns sysctl of
+    /// the core, which refuses these values too.
+    #[test]
+    #[ignore = "needs root and user namespaces"]
+    fn the_unprivileged_child_sets_itself_up() {
+        let knob = CString::new("/proc/sys/net/ipv4/tcp_fin_timeout").unwrap();
+        let _clone = UnprivilegedUserns::allow().unwrap();
+        let report =
+            run_long_writes(true, &knob, &port_list(1 << 20), &port_list(8 << 10)).unwrap();
+        assert_eq!(
+            report[STAGE], 0,
+            "stage {} errno {}",
+            report[STAGE], report[STAGE_ERRNO]
+        );
+        assert_eq!(report[BIG], EINVAL_OUTCOME);
+        assert_eq!(report[LONG], EINVAL_OUTCOME);
+    }
+
+    /// Needs root and iproute2: `sudo cargo test -- --ignored`.
+    #[test]
+    #[ignore = "needs root and iproute2"]
+    fn namespaces_come_and_go() {
+        let load = ChurnLoad::start().unwrap();
+        for i in 241..=245 {
+            churn_once(i, &load).unwrap();
+        }
+        eprintln!("load connected {}", load.connected.load(SeqCst));
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(describe(outcome(Ok(3))), "success");
+        assert_eq!(
+            outcome(Err(io::Error::from_raw_os_error(libc::EINVAL))),
+            EINVAL_OUTCOME
+        );
+        assert_eq!(describe(0), "not attempted");
+    }
 }
