@@ -231,6 +231,25 @@ def machine(res):
     return text, keys
 
 
+def machine_block(text):
+    """machine.txt as a section shows it: without its harness line, which the section's "How
+    the arms ran" paragraph gives (see once())."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith("harness: "))
+
+
+# Long paragraphs that several sections share are given in full in the first section that has
+# them; later sections point there.
+PRINTED = {}
+
+
+def once(label, text, heading):
+    """`label: text`, or, if an earlier section (heading) gave the same, a pointer to it."""
+    first = PRINTED.setdefault((label, text), heading)
+    if first == heading:
+        return f"{label}: {text}"
+    return f"{label}: as in \"{first.lstrip('# ')}\" above."
+
+
 def group(rows):
     g = collections.defaultdict(list)
     for r in rows:
@@ -524,10 +543,10 @@ def bench_section(res, docs, lines, heading="## Throughput, locality, scaling", 
     for k in reversed([k for k in later or [] if before_rfd and "rfd" in k.get("harness", "")
                        and partial_vcpus(k) & full_cpus]):
         workloads = k.get("partial", "").split(";")[0].replace("workloads ", "").split()
-        text = k.get("partial", "")
+        what = k.get("partial", "")
         for clock in ("wall", "icount"):
-            counts = re.search(rf"{clock} at ([\d ]+) vCPU", text)
-            clocks = re.search(r"clocks ([a-z ]+);", text)
+            counts = re.search(rf"{clock} at ([\d ]+) vCPU", what)
+            clocks = re.search(r"clocks ([a-z ]+);", what)
             if not counts or (clocks and clock not in clocks.group(1).split()):
                 continue
             for cpus in sorted({int(c) for c in counts.group(1).split()} & full_cpus):
@@ -541,7 +560,7 @@ def bench_section(res, docs, lines, heading="## Throughput, locality, scaling", 
                               f"{clock} figures at {cpus} vCPU{'s' if cpus > 1 else ''} are "
                               f"superseded by the partial {run_name(k)} below; its other "
                               "figures are the current ones for their workloads.", ""]
-    lines += ["```", text, "```", ""]
+    lines += ["```", machine_block(text), "```", ""]
     lines += ["Arms of this run: " + "; ".join(f"**{k}** {v}" for k, v in arms.items() if
                                                any(k == key[3] for key in g)) + ".", "",
               "Workloads: " + "; ".join(f"**{k}** {v}" for k, v in WORKLOADS.items()
@@ -550,8 +569,8 @@ def bench_section(res, docs, lines, heading="## Throughput, locality, scaling", 
         lines += ["Locality: share of accepted connections whose handshake completed on the "
                   "accepting CPU (module counters).", ""]
     else:
-        lines += ["How the arms ran: " + keys["harness"] + ".", "",
-                  "How to read: **wall** is connections per second of host wall clock under "
+        lines += [once("How the arms ran", keys["harness"] + ".", heading), "",
+                  once("How to read", "**wall** is connections per second of host wall clock under "
                   "TCG (vCPUs truly parallel; host noise, and cross-vCPU hand-off latency "
                   "weighs heavily); **icount** is connections per 10^9 guest instructions "
                   "(QEMU icount, vCPUs interleaved, deterministic: it counts path length, not "
@@ -564,7 +583,7 @@ def bench_section(res, docs, lines, heading="## Throughput, locality, scaling", 
                   "CPU, from the module's counters (n/a where the module is not loaded)."
                   + (" Active locality (W2, W3): share of the traced warm-up's active "
                      "connections whose connect, SYN-ACK and close ran on one CPU, the one "
-                     "cpu_of(sport) names (see below)." if active else ""), ""]
+                     "cpu_of(sport) names (see below)." if active else ""), heading), ""]
     notes, headline = [], []
     for cpus in vcpu_counts(g):
         if not any(k[1] == cpus and k[0] in ("wall", "icount") for k in g):
@@ -715,15 +734,16 @@ def active_table(ga, arms, run, lines, keys):
 def lockprof_section(res, docs, lines):
     text, keys = machine(res)
     wl = keys.get("workloads", "W1")
-    lines += [f"## Lock profile ({', '.join(wl.split())}; {run_name(keys)})", ""]
+    heading = f"## Lock profile ({', '.join(wl.split())}; {run_name(keys)})"
+    lines += [heading, ""]
     lines += [f"Regenerate: `make lockprof`: two boots, every arm of {', '.join(wl.split())} once "
               f"(one round{'; W3: B0, T, TR0' if 'W3' in wl.split() else ''}), the module arms' knobs as in `make bench`: first the perf kernel with `perf lock` "
               "(contention tracepoints, no lockdep), then the lockstat kernel with "
               "`/proc/lock_stat`. Counts are per 1,000 connections as wrk counted them (client "
               "side included); the profiled kernels' throughput is not meaningful.", ""]
-    lines += ["```", text, "```", ""]
+    lines += ["```", machine_block(text), "```", ""]
     if "harness" in keys:
-        lines += ["How the arms ran: " + keys["harness"] + ".", ""]
+        lines += [once("How the arms ran", keys["harness"] + ".", heading), ""]
     perf_lock_section(res, lines)
     lock_stat_section(res, docs, lines, text, keys)
 
