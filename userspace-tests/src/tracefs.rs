@@ -85,6 +85,20 @@ impl Instance {
         let path = self.dir.join("trace");
         fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
     }
+
+    /// What the ring buffer holds, as text, and how many events it holds; an error if it
+    /// overflowed (it lost events).
+    pub fn read_whole(&self) -> Result<(String, u64), String> {
+        let text = self.read()?;
+        let (kept, written) =
+            parse_entries(&text).ok_or("the trace has no entries-in-buffer header")?;
+        if kept != written {
+            return Err(format!(
+                "the trace buffer overflowed: {kept} of {written} events kept"
+            ));
+        }
+        Ok((text, written))
+    }
 }
 
 impl Drop for Instance {

@@ -716,13 +716,7 @@ fn spread_round(
         accepted.len()
     );
     let (accepted_on, tid) = accepted[0];
-    let text = trace.read()?;
-    let (kept, written) =
-        tracefs::parse_entries(&text).ok_or("the trace has no entries-in-buffer header")?;
-    ensure!(
-        kept == written,
-        "the trace buffer overflowed: {kept} of {written} events kept"
-    );
+    let (text, _) = trace.read_whole()?;
     let moves = text
         .lines()
         .filter_map(tracefs::parse_event)

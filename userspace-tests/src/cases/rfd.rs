@@ -1812,13 +1812,7 @@ fn backend_arm(
     trace.disable_all()?;
     let load = load?;
     let start = Instant::now();
-    let text = trace.read()?;
-    let (kept, written) =
-        tracefs::parse_entries(&text).ok_or("the trace has no entries-in-buffer header")?;
-    ensure!(
-        kept == written,
-        "set-up: the trace buffer overflowed: {kept} of {written} events kept"
-    );
+    let (text, written) = trace.read_whole().context("set-up")?;
     let backend = Backend::parse(&text);
     info!(
         "  {written} state changes read and parsed in {:.1} s",
