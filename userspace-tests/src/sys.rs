@@ -946,6 +946,26 @@ pub fn sockprotoname(fd: &impl AsFd) -> io::Result<String> {
     Ok(String::from_utf8_lossy(name.strip_suffix(&[0]).unwrap_or(name)).into_owned())
 }
 
+/// `fcntl(F_GET_RW_HINT)` and `fcntl(F_SET_RW_HINT)` (linux/fcntl.h; neither libc nor nix has
+/// them): the write-lifetime hint of a file's inode.
+const F_GET_RW_HINT: libc::c_int = 1024 + 11;
+const F_SET_RW_HINT: libc::c_int = 1024 + 12;
+
+/// The write-lifetime hint of `fd`'s inode (`RWH_WRITE_LIFE_*`, 0: not set).
+pub fn rw_hint(fd: &impl AsFd) -> io::Result<u64> {
+    let mut hint = 0u64;
+    // SAFETY: F_GET_RW_HINT writes one u64 through the pointer, which is valid for it.
+    check(unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), F_GET_RW_HINT, &mut hint as *mut u64) })?;
+    Ok(hint)
+}
+
+/// Sets the write-lifetime hint of `fd`'s inode.
+pub fn set_rw_hint(fd: &impl AsFd, hint: u64) -> io::Result<()> {
+    // SAFETY: F_SET_RW_HINT reads one u64 through the pointer, which is valid for it.
+    check(unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), F_SET_RW_HINT, &hint as *const u64) })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

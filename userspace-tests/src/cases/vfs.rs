@@ -14,6 +14,7 @@ use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::fanotify::{self, EventFFlags, Fanotify, MarkFlags, MaskFlags};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::sendfile::sendfile;
 use nix::sys::socket::{accept, bind, connect, listen, socketpair, Backlog, SockaddrIn};
@@ -478,8 +479,9 @@ fn sockets_of_each_kind() -> TestResult<Vec<(&'static str, OwnedFd)>> {
 
 /// What a program sees of sockets made after sockets that it changed or watched: their
 /// protocol names (`system.sockprotoname`), modes and owners after another socket's fchmod and
-/// fchown, flock after another socket's lock, and the events of an inotify watch on a closed
-/// socket. One line per observation, to compare with the cache on and off.
+/// fchown, flock after another socket's lock, the events of an inotify watch and of an
+/// evictable fanotify mark on a closed socket, and the write-lifetime hint after another
+/// socket's. One line per observation, to compare with the cache on and off.
 fn pair_observations() -> TestResult<Vec<String>> {
     let mut seen = Vec::new();
     for _ in 0..1000 {
@@ -542,12 +544,73 @@ fn pair_observations() -> TestResult<Vec<String>> {
         Err(e) => return Err(format!("reading inotify events: {e}")),
     };
     seen.push(format!("inotify watch on a closed socket: {events:?}"));
+
+    // An evictable fanotify mark, which holds no inode reference (unlike an inotify watch), on
+    // a socket that is written to, then closes: sockets made, written to and closed after it
+    // must not report to that mark.
+    let fan = Fanotify::init(
+        fanotify::InitFlags::FAN_CLASS_NOTIF
+            | fanotify::InitFlags::FAN_NONBLOCK
+            | fanotify::InitFlags::FAN_CLOEXEC
+            | fanotify::InitFlags::from_bits_retain(libc::FAN_REPORT_FID),
+        EventFFlags::O_RDONLY,
+    )
+    .context("fanotify_init")?;
+    let fan_events = || match fan.read_events() {
+        Ok(events) => Ok(events.len()),
+        Err(nix::errno::Errno::EAGAIN) => Ok(0),
+        Err(e) => Err(format!("reading fanotify events: {e}")),
+    };
+    let (marked, peer) = UnixStream::pair().context("socketpair")?;
+    fan.mark(
+        MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_EVICTABLE,
+        MaskFlags::FAN_MODIFY,
+        &marked,
+        None::<&std::path::Path>,
+    )
+    .context("fanotify_mark FAN_MARK_EVICTABLE on a socket")?;
+    // write(2): fsnotify sees writes through the VFS, not send(2) (Rust's `Write` for sockets).
+    nix::unistd::write(&marked, b"x").context("writing to the marked socket")?;
+    ensure!(
+        fan_events()? > 0,
+        "set-up: a write to a socket with a fanotify mark reported no event"
+    );
+    drop((marked, peer));
+    for _ in 0..300 {
+        let (a, b) = UnixStream::pair().context("socketpair")?;
+        nix::unistd::write(&a, b"x").context("writing to a socket")?;
+        nix::unistd::write(&b, b"x").context("writing to a socket")?;
+    }
+    seen.push(format!(
+        "evictable fanotify mark on a closed socket: {} events from later sockets",
+        fan_events()?
+    ));
+
+    // A write-lifetime hint (fcntl F_SET_RW_HINT: no attribute change, nothing dirtied) on a
+    // socket, closed: later sockets have none.
+    let hinted = tcp_socket()?;
+    sys::set_rw_hint(&hinted, RWH_WRITE_LIFE_EXTREME).context("F_SET_RW_HINT")?;
+    ensure!(
+        sys::rw_hint(&hinted).context("F_GET_RW_HINT")? == RWH_WRITE_LIFE_EXTREME,
+        "set-up: F_GET_RW_HINT does not read back the hint set"
+    );
+    drop(hinted);
+    let mut carried = 0;
+    for _ in 0..300 {
+        carried += usize::from(sys::rw_hint(&tcp_socket()?).context("F_GET_RW_HINT")? != 0);
+    }
+    seen.push(format!(
+        "write hint on a closed socket: {carried} of 300 later sockets have one"
+    ));
     Ok(seen)
 }
 
+/// `RWH_WRITE_LIFE_EXTREME` of linux/fcntl.h.
+const RWH_WRITE_LIFE_EXTREME: u64 = 5;
+
 /// Sockets of every kind made from kept pairs (new dentries where the protocol differs), and
-/// sockets made after a socket's mode, owner, lock or inotify watch changed, look to a program
-/// as with the cache off, in the same run.
+/// sockets made after a socket's mode, owner, lock, inotify watch, evictable fanotify mark or
+/// write-lifetime hint changed, look to a program as with the cache off, in the same run.
 pub fn vfs_pair_state(ctx: &mut Ctx) -> TestResult {
     ctx.ensure_loaded()?;
     let mut arms = Vec::new();
